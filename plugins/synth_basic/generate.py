@@ -1,0 +1,43 @@
+"""The source stage of generated data: latents from seeds, decoded by the generator."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from synth.batch import Batch
+from synth.protocols import PluginConfig, Stage
+from synth.records import sample_key
+from synth.seeding import sample_seed
+
+
+class GenerateConfig(PluginConfig):
+    pass
+
+
+class Generate(Stage):
+    """Sample latents from (seed, index) and decode them with the manifest's generator."""
+
+    name = "generate"
+    kind = "source"
+    Config = GenerateConfig
+    requires = frozenset({"sample", "decode"})
+
+    def produce(self, indices: Sequence[int]) -> Batch:
+        gen = self.context.generator
+        seed = self.context.seed
+        conditions = [gen.condition(i) for i in indices]
+        latents = gen.sample_latents(indices, seed)
+        images = gen.decode(latents, conditions, indices, seed)
+        records = []
+        for i, cond in zip(indices, conditions):
+            records.append(
+                {
+                    "index": i,
+                    "seed": seed,
+                    "latent_seed": sample_seed(seed, i, "latent"),
+                    "condition": cond,
+                    "class": cond.get("class"),
+                    "lineage": [{"op": "generate", "generator": gen.name}],
+                }
+            )
+        return Batch(keys=[sample_key(i) for i in indices], images=images, records=records, latents=latents)

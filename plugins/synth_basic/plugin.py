@@ -1,0 +1,11 @@
+from synth.hookspecs import hookimpl
+
+from .generate import Generate
+from .stats import ImageStats, Threshold
+
+
+@hookimpl
+def register_stages(register):
+    register(Generate)
+    register(ImageStats)
+    register(Threshold)

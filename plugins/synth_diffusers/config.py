@@ -1,0 +1,59 @@
+"""The diffusers generator's manifest table."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from synth.protocols import PluginConfig
+
+SCHEDULERS = {
+    "default": None,
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+class DiffusersConfig(PluginConfig):
+    model: str = Field(description="Local pipeline folder, hub id (org/name) or builtin:NAME")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
+    scheduler: Literal[tuple(SCHEDULERS)] = Field("ddim", description="Sampler; 'default' keeps the pipeline's own")
+    steps: int = Field(50, ge=1, le=1000, description="Denoising steps")
+    eta: float = Field(0.0, ge=0.0, le=1.0, description="DDIM eta (0 = deterministic given the latent)")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$", description="auto: cuda when present, else cpu")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: float16 on cuda, else float32")
+    use_safetensors: bool | None = Field(None, description="None: prefer safetensors, accept .bin (loaded weights_only)")
+    # Text-to-image conditions (Stable Diffusion family). Exactly one source of prompts.
+    prompts: list[str] | None = Field(None, description="Prompts, used in turn: sample i gets prompts[i % n]")
+    prompts_file: str | None = Field(None, description="A text file, one prompt per line (relative to the manifest)")
+    templates: list[str] | None = Field(None, description="Templates over [dataset].classes, e.g. 'a photo of a {cls}'; set each sample's class")
+    negative_prompt: str | None = None
+    guidance_scale: float = Field(7.5, ge=0.0, le=50.0)
+    height: int | None = Field(None, ge=8, multiple_of=8)
+    width: int | None = Field(None, ge=8, multiple_of=8)
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self):
+        given = [n for n in ("prompts", "prompts_file", "templates") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of prompts, prompts_file, templates (got {', '.join(given)})")
+        if self.prompts is not None and not self.prompts:
+            raise ValueError("prompts is empty")
+        if self.templates is not None:
+            if not self.templates:
+                raise ValueError("templates is empty")
+            for t in self.templates:
+                if "{cls}" not in t:
+                    raise ValueError(f"template {t!r} has no {{cls}} placeholder")
+        return self
+
+    def check_context(self, classes: list[str]) -> list[str]:
+        if self.templates is not None and not classes:
+            return ["templates need class names in [dataset].classes"]
+        return []

@@ -1,0 +1,211 @@
+"""DiffusersGenerator: latents from per-sample seeds, decoded by a diffusers pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from synth.errors import RunError, UsageError
+from synth.protocols import Generator
+from synth.seeding import sample_seed
+
+from .config import SCHEDULERS, DiffusersConfig
+from .loading import load_pipeline, model_license, pick_device_dtype
+
+
+class DiffusersGenerator(Generator):
+    """Any diffusers pipeline: UNet2DModel (unconditional or class-conditional) or Stable Diffusion."""
+
+    name = "diffusers"
+    Config = DiffusersConfig
+    capabilities = frozenset({"sample", "decode", "condition:prompt", "condition:class"})
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        self.pipe = None
+        self.kind = None  # "unet2d" | "text2image"
+        self._prompts = self._read_prompts()
+
+    @classmethod
+    def check_context(cls, config: DiffusersConfig, classes: list[str]) -> list[str]:
+        return config.check_context(classes)
+
+    def _read_prompts(self) -> list[str] | None:
+        cfg = self.config
+        if cfg.prompts is not None:
+            return list(cfg.prompts)
+        if cfg.prompts_file is not None:
+            path = self.context.resolve_path(cfg.prompts_file)
+            try:
+                lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+            except OSError as e:
+                raise UsageError(f"generator.prompts_file: cannot read {path}: {e.strerror or e}") from None
+            prompts = [ln for ln in lines if ln and not ln.startswith("#")]
+            if not prompts:
+                raise UsageError(f"generator.prompts_file: {path} holds no prompts")
+            return prompts
+        return None
+
+    # -- set-up -----------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.device, self.dtype = pick_device_dtype(self.config.device, self.config.dtype)
+        model_ref = self.context.registry.resolve_model(self.config.model)
+        if not model_ref.startswith("builtin:") and ("/" not in model_ref or Path(model_ref).exists() or model_ref.startswith((".", "~"))):
+            local = self.context.resolve_path(model_ref)
+            if local.exists() or "/" not in model_ref:
+                model_ref = str(local)
+        self.model_ref = model_ref
+        self.pipe = load_pipeline(model_ref, self.config, self.dtype)
+        self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self._set_scheduler()
+        self.kind = "text2image" if getattr(self.pipe, "text_encoder", None) is not None else "unet2d"
+        unet = self.pipe.unet
+        if self.kind == "unet2d":
+            if type(unet).__name__ != "UNet2DModel":
+                raise RunError(f"generator.model: unsupported pipeline {type(self.pipe).__name__} (expected a UNet2DModel or Stable Diffusion pipeline)")
+            if self._prompts or self.config.templates:
+                raise UsageError(f"generator: {self.config.model} is an unconditional pipeline; it takes no prompts or templates")
+            self.num_class_embeds = unet.config.num_class_embeds
+            if self.num_class_embeds and not self.context.classes:
+                raise UsageError(f"generator: {self.config.model} is class-conditional ({self.num_class_embeds} classes); list them in [dataset].classes")
+            if self.num_class_embeds and len(self.context.classes) > self.num_class_embeds:
+                raise UsageError(f"[dataset].classes lists {len(self.context.classes)} classes, the model knows {self.num_class_embeds}")
+        elif not (self._prompts or self.config.templates):
+            raise UsageError(f"generator: {self.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
+
+    def _set_scheduler(self) -> None:
+        import diffusers
+
+        cls_name = SCHEDULERS[self.config.scheduler]
+        if cls_name is not None:
+            self.pipe.scheduler = getattr(diffusers, cls_name).from_config(self.pipe.scheduler.config)
+
+    def describe(self) -> dict[str, Any]:
+        import diffusers
+
+        out = {
+            "name": self.name,
+            "model": self.config.model,
+            "revision": self.config.revision,
+            "scheduler": self.config.scheduler,
+            "steps": self.config.steps,
+            "diffusers": diffusers.__version__,
+            "license": model_license(getattr(self, "model_ref", self.config.model)),
+        }
+        if self.pipe is not None:
+            out["pipeline"] = type(self.pipe).__name__
+            out["dtype"] = str(self.dtype).replace("torch.", "")
+        if self.kind == "text2image":
+            out["guidance_scale"] = self.config.guidance_scale
+        return out
+
+    # -- conditions ---------------------------------------------------------------------------
+    def condition(self, index: int) -> dict[str, Any]:
+        cfg, classes = self.config, self.context.classes
+        if cfg.templates is not None:
+            cls = index % len(classes)
+            template = cfg.templates[(index // len(classes)) % len(cfg.templates)]
+            cond = {"prompt": template.format(cls=classes[cls]), "class": cls}
+        elif self._prompts is not None:
+            cond = {"prompt": self._prompts[index % len(self._prompts)]}
+        elif classes:
+            cond = {"class": index % len(classes)}
+        else:
+            return {}
+        if "prompt" in cond and cfg.negative_prompt:
+            cond["negative_prompt"] = cfg.negative_prompt
+        return cond
+
+    # -- sampling -----------------------------------------------------------------------------
+    def latent_shape(self) -> tuple[int, ...]:
+        unet = self.pipe.unet
+        if self.kind == "unet2d":
+            size = unet.config.sample_size
+            h, w = (size, size) if isinstance(size, int) else tuple(size)
+            return (unet.config.in_channels, h, w)
+        scale = self.pipe.vae_scale_factor
+        default = unet.config.sample_size * scale
+        h, w = self.config.height or default, self.config.width or default
+        return (unet.config.in_channels, h // scale, w // scale)
+
+    def _generators(self, indices: Sequence[int], seed: int, op: str):
+        return [self.torch.Generator("cpu").manual_seed(sample_seed(seed, i, op)) for i in indices]
+
+    def sample_latents(self, indices: Sequence[int], seed: int) -> np.ndarray:
+        # Drawn on the CPU per sample, so a latent depends on (seed, index) only, not the device or batch.
+        shape = self.latent_shape()
+        return np.stack([self.torch.randn(shape, generator=g).numpy() for g in self._generators(indices, seed, "latent")])
+
+    def decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
+        torch = self.torch
+        z = torch.from_numpy(np.asarray(latents, dtype=np.float32)).to(self.device, self.dtype)
+        gens = self._generators(indices, seed, "denoise")
+        with torch.inference_mode():
+            if self.kind == "unet2d":
+                images = self._decode_unet2d(z, conditions, gens)
+            else:
+                images = self._decode_text2image(z, conditions, gens)
+        return images
+
+    def _decode_unet2d(self, z, conditions, gens) -> np.ndarray:
+        torch, unet = self.torch, self.pipe.unet
+        sched = self.pipe.scheduler
+        sched.set_timesteps(self.config.steps)
+        x = z * sched.init_noise_sigma
+        labels = None
+        if self.num_class_embeds:
+            labels = torch.tensor([c["class"] for c in conditions], device=self.device)
+        step_kwargs = {"eta": self.config.eta} if "eta" in _step_params(sched) else {}
+        for t in sched.timesteps:
+            eps = unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
+            x = sched.step(eps, t, x, generator=gens, **step_kwargs).prev_sample
+        x = (x.float() / 2 + 0.5).clamp(0, 1)
+        return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
+
+    def _decode_text2image(self, z, conditions, gens) -> np.ndarray:
+        cfg = self.config
+        _, h, w = self.latent_shape()
+        scale = self.pipe.vae_scale_factor
+        kwargs = {}
+        if cfg.negative_prompt:
+            kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
+        if "eta" in _call_params(self.pipe):
+            kwargs["eta"] = cfg.eta
+        out = self.pipe(
+            prompt=[c["prompt"] for c in conditions],
+            latents=z,
+            generator=gens,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            height=h * scale,
+            width=w * scale,
+            output_type="np",
+            **kwargs,
+        )
+        flags = getattr(out, "nsfw_content_detected", None)
+        if flags is not None:
+            for c, flag in zip(conditions, flags):
+                c["nsfw_flagged"] = bool(flag)
+        return _to_uint8(np.asarray(out.images))
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _step_params(sched) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(sched.step).parameters)
+
+
+def _call_params(pipe) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(pipe.__call__).parameters)

@@ -1,0 +1,92 @@
+"""A batch: columns for a handful of samples, the unit every stage works on.
+
+Images and latents are stacked arrays so a model sees a whole batch; filters and expanders
+change the row count by returning a new batch. Each sample also carries one JSON-able record
+(seed, condition, lineage, scores, ...), which becomes its ``.json`` in the shard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Dropped:
+    """Why a filter dropped a sample: ``reason`` groups drops (e.g. "contrast < min 0.1"),
+    ``detail`` is this sample's own value."""
+
+    key: str
+    stage: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Batch:
+    keys: list[str]
+    images: np.ndarray  # (B, H, W, 3) uint8
+    records: list[dict[str, Any]]
+    latents: np.ndarray | None = None  # (B, ...) float
+    seg: np.ndarray | None = None  # (B, H, W) integer class ids
+    dropped: list[Dropped] = field(default_factory=list)
+
+    def __post_init__(self):
+        n = len(self.keys)
+        for name in ("images", "records", "latents", "seg"):
+            col = getattr(self, name)
+            if col is not None and len(col) != n:
+                raise ValueError(f"batch column {name!r} has {len(col)} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def take(self, rows) -> "Batch":
+        """The rows at the given positions (in that order); dropped list carried over."""
+        rows = list(rows)
+        pick = (lambda a: None if a is None else a[rows]) if rows else (lambda a: None if a is None else a[:0])
+        return replace(
+            self,
+            keys=[self.keys[i] for i in rows],
+            images=pick(self.images),
+            records=[self.records[i] for i in rows],
+            latents=pick(self.latents),
+            seg=pick(self.seg),
+            dropped=list(self.dropped),
+        )
+
+    def keep(self, mask, stage: str, reasons, details=None) -> "Batch":
+        """Filter helper: keep rows where mask is true, record a reason for each dropped row."""
+        mask = [bool(m) for m in mask]
+        if len(mask) != len(self):
+            raise ValueError(f"filter mask has {len(mask)} rows, batch has {len(self)}")
+        if isinstance(reasons, str):
+            reasons = [reasons] * len(self)
+        details = details if details is not None else [""] * len(self)
+        out = self.take([i for i, m in enumerate(mask) if m])
+        out.dropped += [Dropped(self.keys[i], stage, reasons[i], str(details[i])) for i, m in enumerate(mask) if not m]
+        return out
+
+    @staticmethod
+    def concat(batches: list["Batch"]) -> "Batch":
+        if not batches:
+            raise ValueError("cannot concatenate zero batches")
+
+        def cat(name):
+            cols = [getattr(b, name) for b in batches]
+            if all(c is None for c in cols):
+                return None
+            if any(c is None for c in cols):
+                raise ValueError(f"column {name!r} present in some batches only")
+            return np.concatenate(cols)
+
+        return Batch(
+            keys=[k for b in batches for k in b.keys],
+            images=cat("images"),
+            records=[r for b in batches for r in b.records],
+            latents=cat("latents"),
+            seg=cat("seg"),
+            dropped=[d for b in batches for d in b.dropped],
+        )

@@ -1,0 +1,141 @@
+"""dataset.json and the README dataset card written beside the shards after a run."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import platform
+import sys
+from collections import Counter
+from typing import Any
+
+from . import __version__
+from .manifest import Manifest
+
+
+def palette(n: int) -> list[list[int]]:
+    """A fixed colour per class id; id 0 (usually background) is black."""
+    out = [[0, 0, 0]]
+    for i in range(1, n):
+        h = (i * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.75, 0.95)
+        out.append([int(r * 255), int(g * 255), int(b * 255)])
+    return out[:n]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the core's libraries and of model libraries a plugin has imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"synth": __version__, "python": platform.python_version()}
+    for dist in ("numpy", "pillow", "webdataset", "pydantic", "torch", "diffusers", "transformers"):
+        module = {"pillow": "PIL"}.get(dist, dist)
+        if dist in ("torch", "diffusers", "transformers") and module not in sys.modules:
+            continue
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def dataset_json(manifest: Manifest, shard_stats: list[dict], generator: dict | None, fields: list[str]) -> dict[str, Any]:
+    dropped = Counter()
+    for st in shard_stats:
+        for d in st.get("dropped", []):
+            dropped[f"{d['stage']}: {d['reason']}"] += 1
+    classes = list(manifest.dataset.classes)
+    return {
+        "name": manifest.dataset.name,
+        "num_samples": sum(st["count"] for st in shard_stats),
+        "num_source_samples": manifest.dataset.num_samples,
+        "num_dropped": sum(dropped.values()),
+        "dropped_by_reason": dict(sorted(dropped.items())),
+        "fields": fields,
+        "image_format": manifest.dataset.image_format,
+        "classes": classes,
+        "palette": palette(len(classes)),
+        "shards": [
+            {"file": st["file"], "count": st["count"], "sha256": st["sha256"], "num_dropped": len(st.get("dropped", []))}
+            for st in shard_stats
+        ],
+        "generator": generator,
+        "manifest": {
+            "file": manifest.path.name,
+            "sha256": manifest.hash,
+            "identity": manifest.identity(),
+            "text": manifest.text,
+        },
+        "plugins": manifest.registry.versions(),
+        "versions": library_versions(),
+    }
+
+
+def _size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return label
+    return "1M<n<10M"
+
+
+def readme_card(manifest: Manifest, info: dict[str, Any]) -> str:
+    gen = info.get("generator") or {}
+    license_ = manifest.dataset.license or gen.get("license") or "other"
+    has_seg = "seg.png" in info["fields"]
+    tasks = ["image-segmentation"] if has_seg else (["image-classification"] if "cls" in info["fields"] else ["unconditional-image-generation"])
+    header = [
+        "---",
+        f"license: {license_}",
+        "annotations_creators:",
+        "- machine-generated",
+        "source_datasets:",
+        "- original",
+        "task_categories:",
+        *[f"- {t}" for t in tasks],
+        "size_categories:",
+        f"- {_size_category(info['num_samples'])}",
+        "tags:",
+        "- synthetic",
+        "- synth",
+        "- webdataset",
+        "---",
+    ]
+    shards = info["shards"]
+    pattern = (
+        f"{manifest.dataset.name}-{{000000..{len(shards) - 1:06d}}}.tar" if shards else "(no shards)"
+    )
+    classes = ", ".join(f"{i}: {c}" for i, c in enumerate(info["classes"])) or "none"
+    dropped = "\n".join(f"- {k}: {v}" for k, v in info["dropped_by_reason"].items()) or "- none"
+    body = f"""
+# {manifest.dataset.name}
+
+Synthetic images made by [synth](https://pypi.org/project/synth/) {info['versions']['synth']} from the
+manifest `{manifest.path.name}` (sha256 `{manifest.hash[:16]}`, full text in `dataset.json`).
+Every label here is machine-generated: nothing was annotated by hand.
+
+- Samples: {info['num_samples']} in {len(shards)} shards (`{pattern}`)
+- Source samples: {info['num_source_samples']}, dropped by filters: {info['num_dropped']}
+- Fields per sample: {', '.join(info['fields'])}
+- Classes: {classes}
+- Generator: `{gen.get('name', 'none')}` {json.dumps({k: v for k, v in gen.items() if k != 'name'}, sort_keys=True)}
+- Licence of the generator: {gen.get('license', 'unknown')}
+
+## How it was made
+
+Each sample's randomness derives only from (manifest seed {manifest.dataset.seed}, sample index, op),
+so rerunning the manifest reproduces every shard byte for byte. Stages, in order:
+
+{chr(10).join(f"1. `{s.name}` ({s.cls.kind})" for s in manifest.stages)}
+
+Dropped samples, by stage and reason:
+
+{dropped}
+
+## Reading it
+
+```python
+import webdataset as wds
+ds = wds.WebDataset("{pattern}").decode("rgb8")
+```
+"""
+    return "\n".join(header) + "\n" + body

@@ -1,0 +1,141 @@
+"""The `synth` command line. User errors print one line and exit 2 (usage) or 1 (runtime);
+--debug shows the traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import SynthError
+
+
+class _State:
+    debug = False
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"synth: error: {message}", err=True)
+    sys.exit(code)
+
+
+class SynthGroup(click.Group):
+    """Turns SynthError (and the odd unexpected error) into one line and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SynthError as e:
+            if _State.debug:
+                traceback.print_exc()
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; finished shards are kept, rerun to resume", 130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug, not a user error: still one line unless --debug
+            if _State.debug:
+                traceback.print_exc()
+                sys.exit(1)
+            _fail(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
+
+
+@click.group(cls=SynthGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="synth")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def main(debug: bool):
+    """synth: turn generative models into labelled training data (WebDataset shards)."""
+    _State.debug = debug
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: [dataset].output).")
+@click.option("--overwrite", is_flag=True, help="Remove this folder's earlier synth output and start over.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def run(manifest: Path, output: Path | None, overwrite: bool, quiet: bool):
+    """Run MANIFEST end to end and write shards; reruns resume."""
+    from .engine import run as run_manifest
+    from .manifest import load_manifest
+    from .progress import BarProgress, format_summary
+
+    m = load_manifest(manifest)
+    summary = run_manifest(m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet))
+    if not quiet:
+        click.echo(format_summary(summary), err=True)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+def validate(manifest: Path):
+    """Check MANIFEST without loading any model (exit 0 valid, 2 invalid)."""
+    from .manifest import load_manifest
+
+    m = load_manifest(manifest)
+    stages = ", ".join(s.name for s in m.stages)
+    gen = m.generator.name if m.generator else "none"
+    click.echo(f"{manifest}: valid ({m.dataset.num_samples} samples, generator {gen}, stages {stages}; hash {m.hash[:12]})")
+
+
+@main.command()
+def schema():
+    """Print the manifest's JSON Schema (with every loaded plugin's config)."""
+    from .manifest import json_schema
+    from .plugins import load_registry
+
+    click.echo(json.dumps(json_schema(load_registry()), indent=2))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool):
+    """List loaded plugins, their versions and what they provide."""
+    from dataclasses import asdict
+
+    from .plugins import ALLOWLIST_ENV, load_registry
+
+    reg = load_registry()
+    if as_json:
+        click.echo(json.dumps([asdict(p) for p in reg.plugins.values()], indent=2))
+        return
+    for p in reg.plugins.values():
+        kind = "built-in" if p.builtin else "third-party"
+        click.echo(f"{p.name} {p.version} ({kind}, {p.distribution}: {p.module})")
+        for label, names in (("generators", p.generators), ("stages", p.stages), ("models", p.models)):
+            if names:
+                click.echo(f"  {label}: {', '.join(names)}")
+    click.echo(f"(third-party plugins load only when named in {ALLOWLIST_ENV} or a manifest's `plugins`)")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--samples", "-n", default=3, show_default=True, help="How many samples' metadata to show.")
+def inspect(path: Path, as_json: bool, samples: int):
+    """Summarise a shard or an output folder: counts, fields, classes, a few samples."""
+    from .inspect import format_report, inspect_path
+
+    report = inspect_path(path, samples)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
+@click.option("--count", "-n", default=64, show_default=True, help="How many samples.")
+@click.option("--columns", default=8, show_default=True)
+@click.option("--cell", default=128, show_default=True, help="Cell size in pixels.")
+def preview(path: Path, out: Path, count: int, columns: int, cell: int):
+    """Contact sheet of samples (segmentation overlaid when present)."""
+    from .inspect import contact_sheet
+
+    n = contact_sheet(path, out, count=count, columns=columns, cell=cell)
+    click.echo(f"wrote {out} ({n} samples)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The plugin contract: a handful of hooks, each called once per process.
+
+A plugin is a module registered under the entry-point group ``synth``. It implements any of
+these hooks with ``@synth.hookimpl``. First-party plugins (plugins/ in this repository) use
+exactly the same hooks as third-party packages.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("synth")
+hookimpl = pluggy.HookimplMarker("synth")
+
+
+@hookspec
+def register_generators(register):
+    """Register generator classes: ``register(GeneratorSubclass)``.
+
+    A generator is the G of data++: it samples latents from seeds and decodes them (with a
+    condition such as a prompt or class) to images; it may also invert images and expose
+    per-pixel features. See ``synth.protocols.Generator``.
+    """
+
+
+@hookspec
+def register_stages(register):
+    """Register stage classes: ``register(StageSubclass)``.
+
+    A stage is a source, transform, expand, filter or dataset-level step working on batches.
+    See ``synth.protocols.Stage``.
+    """
+
+
+@hookspec
+def register_models(register):
+    """Register named model locations: ``register(name, path, description="")``.
+
+    Lets a manifest write ``model = "builtin:NAME"`` for a model a package ships, instead of a
+    filesystem path or a hub id.
+    """

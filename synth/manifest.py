@@ -1,0 +1,285 @@
+"""Manifest: a TOML file, validated in two passes before any model loads.
+
+Pass 1 checks the engine's own fields ([dataset], [run], the shape of [generator] and
+[[stage]]). Pass 2 loads the allowed plugins and validates each generator/stage table against
+that plugin's own config model. Every problem of both passes is reported at once, each with
+its location (``stage[2].radius: ...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ManifestError, UsageError
+from .plugins import Registry, load_registry
+from .protocols import PluginConfig
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    """What the dataset is; every field here is part of the manifest hash except `output`."""
+
+    name: str = Field("synth", description="Shard name prefix: <name>-000000.tar")
+    output: str = Field("out", description="Output folder, relative to the manifest's folder")
+    num_samples: int = Field(gt=0, description="Number of source samples (seeds or input images)")
+    shard_size: int = Field(1000, gt=0, description="Source samples per shard (one task each)")
+    seed: int = Field(0, ge=0, description="Manifest seed; all randomness derives from it")
+    classes: list[str] = Field(default_factory=list, description="Class names, index = class id")
+    image_format: Literal["png", "jpg", "webp"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100, description="Quality for jpg/webp")
+    latent_dtype: Literal["float16", "float32"] = "float16"
+    license: str | None = Field(None, description="Licence of the data; defaults to the generator's")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not NAME_RE.match(v):
+            raise ValueError("use only letters, digits, '_' and '-' (it names the shards)")
+        return v
+
+
+class RunConfig(_Strict):
+    """How to execute; not part of the dataset's identity except batch_size."""
+
+    batch_size: int = Field(16, gt=0, description="Samples per model call")
+    workers: int = Field(2, ge=1, description="Threads encoding images and writing shards")
+
+
+class PluginRef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class EngineManifest(_Strict):
+    plugins: list[str] = Field(default_factory=list, description="Third-party plugins to load")
+    dataset: DatasetConfig
+    run: RunConfig = Field(default_factory=RunConfig)
+    generator: PluginRef | None = None
+    stage: list[PluginRef] = Field(default_factory=list)
+
+
+@dataclass
+class Step:
+    """A configured generator or stage: class + validated config + where it came from."""
+
+    where: str  # e.g. "stage[1]"
+    name: str
+    cls: type
+    config: PluginConfig
+
+    def dump(self) -> dict[str, Any]:
+        return {"name": self.name, **self.config.model_dump(mode="json")}
+
+
+@dataclass
+class Manifest:
+    path: Path
+    text: str
+    data: dict[str, Any]
+    dataset: DatasetConfig
+    run: RunConfig
+    generator: Step | None
+    stages: list[Step]
+    registry: Registry
+    plugins: list[str]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def output_dir(self, override: str | Path | None = None) -> Path:
+        if override is not None:
+            return Path(override).expanduser().resolve()
+        out = Path(self.dataset.output).expanduser()
+        return (out if out.is_absolute() else self.folder / out).resolve()
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides the dataset's bytes (the hash covers exactly this)."""
+        dataset = self.dataset.model_dump(mode="json")
+        dataset.pop("output")
+        return {
+            "dataset": dataset,
+            "batch_size": self.run.batch_size,
+            "generator": self.generator.dump() if self.generator else None,
+            "stages": [s.dump() for s in self.stages],
+        }
+
+    @property
+    def hash(self) -> str:
+        canon = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _loc(prefix: str, loc) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_MESSAGES = {"extra_forbidden": "unknown field", "missing": "required field missing"}
+
+
+def format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        msg = _MESSAGES.get(err["type"], err["msg"])
+        if err["type"] not in _MESSAGES and "input" in err and not isinstance(err["input"], (dict, list)):
+            msg += f" (got {err['input']!r})"
+        problems.append(f"{_loc(prefix, err['loc'])}: {msg}")
+    return problems
+
+
+def read_toml(path: Path) -> tuple[str, dict]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such manifest file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, expected a manifest .toml file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read manifest: {e}") from None
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: invalid TOML: {e}") from None
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    path = Path(path).expanduser().resolve()
+    text, data = read_toml(path)
+    problems: list[str] = []
+
+    try:
+        engine = EngineManifest.model_validate(data)
+    except ValidationError as e:
+        problems += format_errors(e)
+        engine = None
+
+    # The plugin list is needed to load the registry even when other engine fields are wrong.
+    extra_plugins = data.get("plugins", []) if isinstance(data.get("plugins", []), list) else []
+    registry = load_registry([str(p) for p in extra_plugins])
+
+    generator = None
+    stages: list[Step] = []
+    gen_raw = data.get("generator")
+    if isinstance(gen_raw, dict) and isinstance(gen_raw.get("name"), str):
+        generator = _validate_step(registry, "generator", gen_raw, "generator", problems)
+    stage_raw = data.get("stage", [])
+    if isinstance(stage_raw, list):
+        for i, raw in enumerate(stage_raw):
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                step = _validate_step(registry, "stage", raw, f"stage[{i}]", problems)
+                if step:
+                    stages.append(step)
+
+    if engine is not None and not problems:
+        if not stages:
+            stages = [_validate_step(registry, "stage", {"name": "generate"}, "stage[0]", problems)]
+        problems += _check_pipeline(generator, stages)
+
+    if problems:
+        raise ManifestError(path, problems)
+    return Manifest(
+        path=path,
+        text=text,
+        data=data,
+        dataset=engine.dataset,
+        run=engine.run,
+        generator=generator,
+        stages=stages,
+        registry=registry,
+        plugins=list(engine.plugins),
+    )
+
+
+def _validate_step(registry: Registry, kind: str, raw: dict, where: str, problems: list[str]) -> Step | None:
+    name = raw["name"]
+    try:
+        cls = registry.generator(name, f"{where}.name") if kind == "generator" else registry.stage(name, f"{where}.name")
+    except UsageError as e:
+        problems.append(str(e))
+        return None
+    body = {k: v for k, v in raw.items() if k != "name"}
+    try:
+        config = cls.Config.model_validate(body)
+    except ValidationError as e:
+        problems += format_errors(e, where)
+        return None
+    return Step(where=where, name=name, cls=cls, config=config)
+
+
+def _check_pipeline(generator: Step | None, stages: list[Step]) -> list[str]:
+    """Cross-field rules no single config model can see."""
+    problems = []
+    if stages[0].cls.kind != "source":
+        problems.append(f"{stages[0].where}: the first stage must be a source stage, {stages[0].name!r} is a {stages[0].cls.kind} stage")
+    caps = generator.cls.capabilities if generator else frozenset()
+    seen_dataset = False
+    for step in stages:
+        if step is not stages[0] and step.cls.kind == "source":
+            problems.append(f"{step.where}: only the first stage may be a source stage ({step.name!r} is one)")
+        if step.cls.kind == "dataset":
+            seen_dataset = True
+        elif seen_dataset:
+            problems.append(f"{step.where}: per-sample stage {step.name!r} cannot follow a dataset-level stage")
+        missing = sorted(step.cls.requires - caps)
+        if missing:
+            if generator is None:
+                problems.append(f"{step.where}: stage {step.name!r} needs a [generator] table")
+            else:
+                problems.append(
+                    f"{step.where}: stage {step.name!r} needs generator capabilities {missing} that "
+                    f"{generator.name!r} does not offer"
+                )
+    return problems
+
+
+def json_schema(registry: Registry) -> dict[str, Any]:
+    """JSON Schema of a manifest with every loaded plugin's config, for editors."""
+    from pydantic import create_model
+
+    def variants(table: dict[str, type]):
+        out = []
+        for name, cls in sorted(table.items()):
+            model = create_model(
+                f"{cls.__name__}Entry",
+                __base__=cls.Config,
+                name=(Literal[name], Field(description=(cls.__doc__ or "").strip().split("\n")[0])),
+            )
+            out.append(model)
+        return out
+
+    gens = variants(registry.generators)
+    stages = variants(registry.stages)
+    from typing import Union
+
+    Full = create_model(
+        "SynthManifest",
+        __base__=_Strict,
+        plugins=(list[str], Field(default_factory=list)),
+        dataset=(DatasetConfig, ...),
+        run=(RunConfig, Field(default_factory=RunConfig)),
+        generator=(Union[tuple(gens)] | None, None) if gens else (dict | None, None),
+        stage=(list[Union[tuple(stages)]], Field(default_factory=list)) if stages else (list, []),
+    )
+    schema = Full.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "synth manifest"
+    return schema

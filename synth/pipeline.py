@@ -1,0 +1,89 @@
+"""A manifest's generator and stages, instantiated and set up once, run batch by batch."""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from .batch import Batch
+from .errors import RunError, SynthError
+from .manifest import Manifest, Step
+from .protocols import RunContext
+
+COMMON_RECORD_FIELDS = {"scores": {}, "class": None, "class_name": None, "condition": {}, "lineage": []}
+
+
+def _range_text(keys: list[str]) -> str:
+    if not keys:
+        return "(empty batch)"
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+
+
+class Pipeline:
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self.context = RunContext(
+            seed=manifest.dataset.seed,
+            manifest_dir=manifest.folder,
+            classes=list(manifest.dataset.classes),
+            registry=manifest.registry,
+        )
+        self.generator = None
+        if manifest.generator is not None:
+            self.generator = manifest.generator.cls(manifest.generator.config, self.context)
+            self.context.generator = self.generator
+        per_sample = [s for s in manifest.stages if s.cls.kind != "dataset"]
+        self.steps: list[tuple[Step, object]] = [(s, s.cls(s.config, self.context)) for s in per_sample]
+        self.dataset_steps = [s for s in manifest.stages if s.cls.kind == "dataset"]
+        self.is_set_up = False
+        self.timings: dict[str, float] = {}
+
+    def setup(self) -> None:
+        if self.is_set_up:
+            return
+        if self.generator is not None:
+            self._guard(self.manifest.generator, "set-up", self.generator.setup)
+        for step, stage in self.steps:
+            self._guard(step, "set-up", stage.setup)
+        self.is_set_up = True
+
+    def describe_generator(self) -> dict | None:
+        return self.generator.describe() if self.generator is not None else None
+
+    def run_batch(self, indices: Sequence[int]) -> Batch:
+        """Source stage on these indices, then every per-sample stage in order."""
+        (source_step, source), rest = self.steps[0], self.steps[1:]
+        first = f"s{indices[0]:08d}" if indices else ""
+        last = f"s{indices[-1]:08d}" if indices else ""
+        batch = self._timed(source_step, lambda: source.produce(indices), first if first == last else f"{first}..{last}")
+        self._check_batch(source_step, batch)
+        for step, stage in rest:
+            if len(batch) == 0:
+                break
+            keys = _range_text(batch.keys)
+            batch = self._timed(step, lambda: stage.process(batch), keys)
+            self._check_batch(step, batch)
+        for rec in batch.records:
+            for k, v in COMMON_RECORD_FIELDS.items():
+                rec.setdefault(k, type(v)() if v is not None else None)
+        return batch
+
+    def _timed(self, step: Step, fn, keys: str):
+        t0 = time.perf_counter()
+        out = self._guard(step, f"samples {keys}", fn)
+        self.timings[step.where] = self.timings.get(step.where, 0.0) + time.perf_counter() - t0
+        return out
+
+    @staticmethod
+    def _guard(step: Step, what: str, fn):
+        try:
+            return fn()
+        except SynthError:
+            raise
+        except Exception as e:  # a plugin's failure becomes one line naming the stage and samples
+            raise RunError(f"{step.where} {step.name!r} failed on {what}: {type(e).__name__}: {e}") from e
+
+    @staticmethod
+    def _check_batch(step: Step, batch) -> None:
+        if not isinstance(batch, Batch):
+            raise RunError(f"{step.where} {step.name!r} returned {type(batch).__name__}, expected a Batch")

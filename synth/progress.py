@@ -1,0 +1,51 @@
+"""Progress bar (tqdm, on stderr) and the final summary line."""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from .engine import Progress, RunSummary
+
+
+class BarProgress(Progress):
+    def __init__(self, disable: bool = False):
+        self.disable = disable
+        self.bar = None
+        self.shards = 0
+        self.total_shards = 0
+
+    def start(self, total_samples, total_shards, done_samples, done_shards):
+        self.shards, self.total_shards = done_shards, total_shards
+        self.bar = tqdm(total=total_samples, initial=done_samples, unit="sample", dynamic_ncols=True, disable=self.disable, desc="synth run")
+        self._postfix()
+
+    def _postfix(self):
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"shards {self.shards}/{self.total_shards}", refresh=False)
+
+    def advance(self, samples):
+        if self.bar is not None:
+            self.bar.update(samples)
+
+    def shard_done(self):
+        self.shards += 1
+        self._postfix()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_summary(s: RunSummary) -> str:
+    if s.nothing_to_do:
+        return f"nothing to do: all {s.shards_total} shards in {s.output} are finished ({s.num_samples} samples)"
+    rate = s.source_samples_made / s.seconds if s.seconds > 0 else 0.0
+    lines = [
+        f"wrote {s.samples_written} samples in {s.shards_made} shards to {s.output} "
+        f"({s.seconds:.1f} s, {rate:.1f} samples/s)"
+        + (f"; {s.shards_skipped} shards were already finished" if s.shards_skipped else ""),
+    ]
+    if s.dropped:
+        lines.append(f"dropped {sum(s.dropped.values())}: " + "; ".join(f"{k} x{v}" for k, v in s.dropped.most_common()))
+    lines.append(f"dataset: {s.num_samples} samples; see {s.output / 'dataset.json'}")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""What a generator and a stage are. Plugins subclass these.
+
+Both carry a pydantic ``Config`` model, so a manifest is validated before any model library is
+imported, and a ``setup()`` that loads models once, before the first batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from .batch import Batch
+
+
+class PluginConfig(BaseModel):
+    """Base for generator and stage configs: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class RunContext:
+    """What a generator or stage may know about the run it is part of."""
+
+    seed: int
+    manifest_dir: Path
+    classes: list[str]
+    registry: Any  # synth.plugins.Registry
+    generator: "Generator | None" = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """Relative paths in a manifest resolve against the manifest's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.manifest_dir / p)
+
+
+class Generator:
+    """The G of data++.
+
+    capabilities: a subset of {"sample", "decode", "condition:prompt", "condition:class",
+    "invert", "features"}; stages check them before they need them.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+    capabilities: ClassVar[frozenset[str]] = frozenset({"sample", "decode"})
+
+    def __init__(self, config: PluginConfig, context: RunContext):
+        self.config = config
+        self.context = context
+
+    def setup(self) -> None:
+        """Load weights. Called once per process, before the first batch."""
+
+    def describe(self) -> dict[str, Any]:
+        """Identity recorded with every sample: name, model id, library version, licence."""
+        return {"name": self.name}
+
+    def condition(self, index: int) -> dict[str, Any]:
+        """The condition of global sample ``index`` (e.g. {"prompt": ..., "class": 2}).
+
+        Must depend only on the index and the config, so shards can be made in any order.
+        """
+        return {}
+
+    def sample_latents(self, indices: Sequence[int], seed: int) -> np.ndarray:
+        """Initial latents for these sample indices (one row each), from (seed, index) only."""
+        raise NotImplementedError
+
+    def decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
+        """Images (B, H, W, 3) uint8 from latents and conditions."""
+        raise NotImplementedError
+
+    def invert(self, images: np.ndarray, conditions: list[dict]) -> np.ndarray:
+        raise NotImplementedError(f"generator {self.name!r} cannot invert images")
+
+    def features(self, latents: np.ndarray, conditions: list[dict], **spec) -> Any:
+        raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
+
+
+class Stage:
+    """One step of the pipeline.
+
+    kind: "source" (makes samples for indices), "transform" (same rows, new columns or values),
+    "expand" (more rows, e.g. views), "filter" (fewer rows, each drop with a reason), or
+    "dataset" (runs once after all shards).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "transform"
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+    # Capabilities the stage needs from the generator (checked before anything loads).
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: PluginConfig, context: RunContext):
+        self.config = config
+        self.context = context
+
+    def setup(self) -> None:
+        """Load models. Called once per process, before the first batch."""
+
+    def produce(self, indices: Sequence[int]) -> Batch:
+        """Source stages: the samples for these global indices."""
+        raise NotImplementedError
+
+    def process(self, batch: Batch) -> Batch:
+        """Transform, expand and filter stages: a batch in, a batch out."""
+        raise NotImplementedError
+
+
+STAGE_KINDS = ("source", "transform", "expand", "filter", "dataset")
