@@ -192,7 +192,7 @@ def load_manifest(path: str | Path) -> Manifest:
     if engine is not None and not problems:
         if not stages:
             stages = [_validate_step(registry, "stage", {"name": "generate"}, "stage[0]", problems)]
-        problems += _check_pipeline(generator, stages)
+        problems += _check_pipeline(generator, stages, engine.dataset.classes)
 
     if problems:
         raise ManifestError(path, problems)
@@ -225,12 +225,16 @@ def _validate_step(registry: Registry, kind: str, raw: dict, where: str, problem
     return Step(where=where, name=name, cls=cls, config=config)
 
 
-def _check_pipeline(generator: Step | None, stages: list[Step]) -> list[str]:
+def _check_pipeline(generator: Step | None, stages: list[Step], classes: list[str]) -> list[str]:
     """Cross-field rules no single config model can see."""
     problems = []
     if stages[0].cls.kind != "source":
         problems.append(f"{stages[0].where}: the first stage must be a source stage, {stages[0].name!r} is a {stages[0].cls.kind} stage")
     caps = generator.cls.capabilities if generator else frozenset()
+    for step in ([generator] if generator else []) + stages:
+        check = getattr(step.cls, "check_context", None)
+        if check is not None:
+            problems += [f"{step.where}: {p}" for p in check(step.config, classes)]
     seen_dataset = False
     for step in stages:
         if step is not stages[0] and step.cls.kind == "source":

@@ -54,6 +54,14 @@ class Generator:
         self.config = config
         self.context = context
 
+    @classmethod
+    def check_context(cls, config: PluginConfig, classes: list[str]) -> list[str]:
+        """Problems only visible with the rest of the manifest (e.g. templates without classes).
+
+        Called while validating, before anything loads; return one message per problem.
+        """
+        return []
+
     def setup(self) -> None:
         """Load weights. Called once per process, before the first batch."""
 
@@ -100,6 +108,11 @@ class Stage:
     def __init__(self, config: PluginConfig, context: RunContext):
         self.config = config
         self.context = context
+
+    @classmethod
+    def check_context(cls, config: PluginConfig, classes: list[str]) -> list[str]:
+        """Problems only visible with the rest of the manifest; see Generator.check_context."""
+        return []
 
     def setup(self) -> None:
         """Load models. Called once per process, before the first batch."""

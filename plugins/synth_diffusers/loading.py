@@ -29,12 +29,23 @@ def pick_device_dtype(device: str, dtype: str):
 def load_pipeline(model_ref: str, config, dtype):
     import diffusers
 
+    # Our own progress bar and one-line errors speak for the run; keep library chatter out.
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
     local = Path(model_ref)
     if local.is_absolute() and not local.exists():
         raise UsageError(f"generator.model: no such folder {model_ref}")
     if local.exists() and not (local / "model_index.json").exists():
         raise UsageError(f"generator.model: {model_ref} is not a diffusers pipeline folder (no model_index.json)")
-    kwargs = {"torch_dtype": dtype, "trust_remote_code": False}
+    kwargs = {"dtype": dtype, "trust_remote_code": False}
     if config.revision:
         kwargs["revision"] = config.revision
     if config.use_safetensors is not None:

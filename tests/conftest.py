@@ -1,0 +1,93 @@
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+
+
+def write_manifest(folder: Path, body: str, name: str = "manifest.toml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def synth(*args, env=None, cwd=None, timeout=300):
+    """Run the real CLI in a subprocess; returns CompletedProcess (text)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "synth", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+TOY_MANIFEST = """
+[dataset]
+name = "toy"
+output = "out"
+num_samples = {n}
+shard_size = {shard}
+classes = ["circle", "square", "triangle"]
+
+[run]
+batch_size = {batch}
+
+[generator]
+name = "toy"
+size = 32
+{extra}
+"""
+
+
+def toy_manifest(folder: Path, n=20, shard=8, batch=4, extra="", name="manifest.toml") -> Path:
+    return write_manifest(folder, TOY_MANIFEST.format(n=n, shard=shard, batch=batch, extra=extra), name)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Tiny random-weight diffusers pipelines saved to a local folder once per session."""
+    from tiny_models import build_ddpm, build_stable_diffusion
+
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "ddpm": build_ddpm(root / "ddpm"),
+        "ddpm_cls": build_ddpm(root / "ddpm_cls", num_class_embeds=3),
+        "sd": build_stable_diffusion(root / "sd"),
+    }
+
+
+@pytest.fixture(scope="session")
+def example_plugin(tmp_path_factory):
+    """The throw-away third-party plugin, pip-installed into its own target folder.
+
+    Returns the environment a subprocess needs to see it (PYTHONPATH) and allow it.
+    """
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(TESTS / "plugin_example")],
+        check=True,
+        capture_output=True,
+    )
+    return {"PYTHONPATH": str(target), "SYNTH_LOAD_PLUGINS": "example"}
+
+
+@pytest.fixture
+def with_example_plugin(example_plugin, monkeypatch):
+    """The example plugin importable and allowed in this process too."""
+    import importlib
+
+    monkeypatch.syspath_prepend(example_plugin["PYTHONPATH"])
+    monkeypatch.setenv("SYNTH_LOAD_PLUGINS", "example")
+    importlib.invalidate_caches()
+    return example_plugin

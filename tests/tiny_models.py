@@ -1,0 +1,100 @@
+"""Tiny random-weight diffusers pipelines, built and saved locally (no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def build_ddpm(path: Path, size: int = 16, num_class_embeds: int | None = None, seed: int = 0) -> Path:
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        num_class_embeds=num_class_embeds,
+    )
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100))
+    pipe.save_pretrained(path)
+    (path / "README.md").write_text("---\nlicense: mit\n---\n# tiny test model\n")
+    return path
+
+
+def _write_tokenizer(folder: Path) -> None:
+    """A CLIP BPE tokenizer over a tiny vocabulary: every letter, plus end-of-word forms."""
+    from transformers import CLIPTokenizer
+
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for tok in letters + [c + "</w>" for c in letters] + list(".,!?'") + [c + "</w>" for c in ".,!?'"]:
+        vocab.setdefault(tok, len(vocab))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def build_stable_diffusion(path: Path, seed: int = 0) -> Path:
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tok = _write_tokenizer(path.parent / f"{path.name}-tokenizer-src")
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    return path
