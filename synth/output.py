@@ -67,13 +67,16 @@ class OutputFolder:
     def check_same_manifest(self, manifest_hash: str) -> None:
         """Refuse to mix two datasets in one folder."""
         state = self.read_state()
+        has_data = bool(self.shard_files()) or (self.path / "dataset.json").exists()
+        if not has_data:
+            return  # an earlier run that finished no shard left nothing to mix with
         if state is not None and state.get("manifest_hash") != manifest_hash:
             raise UsageError(
                 f"output folder {self.path} holds a dataset made from a different manifest "
                 f"({state.get('manifest', '?')}, hash {str(state.get('manifest_hash'))[:12]}); "
                 f"pass --overwrite to replace it or --output to write elsewhere"
             )
-        if state is None and (self.shard_files() or (self.path / "dataset.json").exists()):
+        if state is None:
             raise UsageError(
                 f"output folder {self.path} already holds shards not made by this manifest; "
                 f"pass --overwrite to replace them or --output to write elsewhere"

@@ -54,11 +54,7 @@ class DiffusersGenerator(Generator):
 
         self.torch = torch
         self.device, self.dtype = pick_device_dtype(self.config.device, self.config.dtype)
-        model_ref = self.context.registry.resolve_model(self.config.model)
-        if not model_ref.startswith("builtin:") and ("/" not in model_ref or Path(model_ref).exists() or model_ref.startswith((".", "~"))):
-            local = self.context.resolve_path(model_ref)
-            if local.exists() or "/" not in model_ref:
-                model_ref = str(local)
+        model_ref = self._resolve_model_ref(self.context.registry.resolve_model(self.config.model))
         self.model_ref = model_ref
         self.pipe = load_pipeline(model_ref, self.config, self.dtype)
         self.pipe.to(self.device)
@@ -78,6 +74,13 @@ class DiffusersGenerator(Generator):
                 raise UsageError(f"[dataset].classes lists {len(self.context.classes)} classes, the model knows {self.num_class_embeds}")
         elif not (self._prompts or self.config.templates):
             raise UsageError(f"generator: {self.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
+
+    def _resolve_model_ref(self, ref: str) -> str:
+        """A folder (relative to the manifest) when one exists or the ref looks like a path; else a hub id."""
+        local = self.context.resolve_path(ref)
+        if local.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
+            return str(local)
+        return ref
 
     def _set_scheduler(self) -> None:
         import diffusers

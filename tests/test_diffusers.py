@@ -1,0 +1,156 @@
+"""The diffusers generator on tiny random-weight pipelines built in the test (no downloads)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import synth, write_manifest
+from synth.manifest import load_manifest
+from synth.pipeline import Pipeline
+from synth.reading import iter_samples
+
+
+def _manifest(tmp_path, model, extra_dataset="", extra_gen="", n=6, shard=4, batch=3, name="m.toml"):
+    return write_manifest(
+        tmp_path,
+        f"""
+[dataset]
+name = "d"
+output = "out"
+num_samples = {n}
+shard_size = {shard}
+{extra_dataset}
+
+[run]
+batch_size = {batch}
+
+[generator]
+name = "diffusers"
+model = "{model}"
+steps = 3
+{extra_gen}
+""",
+        name,
+    )
+
+
+def _samples(out):
+    return [s for t in sorted(out.glob("d-*.tar")) for s in iter_samples(t)]
+
+
+def test_unconditional_ddpm_end_to_end(tmp_path, models):
+    import webdataset as wds
+
+    m = _manifest(tmp_path, models["ddpm"], extra_gen='scheduler = "ddpm"')
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    ds = list(wds.WebDataset(sorted(str(p) for p in (tmp_path / "out").glob("*.tar")), shardshuffle=False).decode("rgb8"))
+    assert len(ds) == 6
+    for s in ds:
+        assert s["png"].shape == (16, 16, 3)
+        assert s["latent.npy"].shape == (3, 16, 16) and s["latent.npy"].dtype == np.float16
+        gen = s["json"]["generator"]
+        assert gen["name"] == "diffusers" and gen["pipeline"] == "DDPMPipeline" and gen["license"] == "mit"
+        assert gen["scheduler"] == "ddpm" and gen["steps"] == 3 and gen["diffusers"]
+        assert "cls" not in s
+    # Different samples look different (the per-sample noise really differs).
+    assert not np.array_equal(ds[0]["png"], ds[1]["png"])
+
+
+def test_latents_and_images_depend_only_on_seed_and_index(tmp_path, models):
+    a = load_manifest(_manifest(tmp_path, models["ddpm"], batch=3, name="a.toml"))
+    b = load_manifest(_manifest(tmp_path, models["ddpm"], batch=2, name="b.toml"))
+    pa, pb = Pipeline(a), Pipeline(b)
+    pa.setup(), pb.setup()
+    x = pa.run_batch([3, 4, 5])
+    y = pb.run_batch([5, 4])
+    np.testing.assert_array_equal(x.latents[2], y.latents[0])
+    np.testing.assert_array_equal(x.latents[1], y.latents[1])
+    # DDIM with eta=0 decodes a latent the same way whatever else is in the batch (up to float noise).
+    assert np.abs(x.images[2].astype(int) - y.images[0].astype(int)).max() <= 1
+
+
+def test_class_conditional_unet_uses_class_labels(tmp_path, models):
+    m = _manifest(tmp_path, models["ddpm_cls"], extra_dataset='classes = ["a", "b", "c"]')
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    samples = _samples(tmp_path / "out")
+    assert [int(s["cls"]) for s in samples] == [0, 1, 2, 0, 1, 2]
+    assert [json.loads(s["json"])["class_name"] for s in samples] == ["a", "b", "c"] * 2
+
+
+def test_class_conditional_model_without_classes_is_a_clear_error(tmp_path, models):
+    res = synth("run", _manifest(tmp_path, models["ddpm_cls"]))
+    assert res.returncode == 2
+    assert "class-conditional (3 classes); list them in [dataset].classes" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_stable_diffusion_templates_set_class_labels(tmp_path, models):
+    m = _manifest(
+        tmp_path,
+        models["sd"],
+        extra_dataset='classes = ["cat", "dog"]',
+        extra_gen='templates = ["a photo of a {cls}", "a {cls}"]\nnegative_prompt = "blurry"\nguidance_scale = 4.0\nheight = 16\nwidth = 24\nscheduler = "euler"',
+        n=5,
+    )
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    samples = _samples(tmp_path / "out")
+    metas = [json.loads(s["json"]) for s in samples]
+    assert [m["condition"]["prompt"] for m in metas] == [
+        "a photo of a cat", "a photo of a dog", "a cat", "a dog", "a photo of a cat"
+    ]
+    assert [int(s["cls"]) for s in samples] == [0, 1, 0, 1, 0]
+    assert all(m["condition"]["negative_prompt"] == "blurry" for m in metas)
+    assert metas[0]["generator"]["pipeline"] == "StableDiffusionPipeline"
+    assert metas[0]["generator"]["guidance_scale"] == 4.0
+    lat = np.load(__import__("io").BytesIO(samples[0]["latent.npy"]))
+    assert lat.shape == (4, 16 // 2, 24 // 2)  # vae_scale_factor 2 in the tiny VAE
+    from PIL import Image
+    import io
+
+    assert Image.open(io.BytesIO(samples[0]["png"])).size == (24, 16)
+
+
+def test_stable_diffusion_prompts_file(tmp_path, models):
+    (tmp_path / "prompts.txt").write_text("# comment\na red ball\n\na blue cube\n")
+    m = _manifest(tmp_path, models["sd"], extra_gen='prompts_file = "prompts.txt"\nheight = 16\nwidth = 16', n=3)
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    prompts = [json.loads(s["json"])["condition"]["prompt"] for s in _samples(tmp_path / "out")]
+    assert prompts == ["a red ball", "a blue cube", "a red ball"]
+    assert all("cls" not in s for s in _samples(tmp_path / "out"))
+
+
+def test_text_to_image_without_prompts_and_unconditional_with_prompts_are_errors(tmp_path, models):
+    res = synth("run", _manifest(tmp_path, models["sd"], name="a.toml"))  # fails before any shard: the folder stays free
+    assert res.returncode == 2 and "text-to-image pipeline; give prompts" in res.stderr
+    res = synth("run", _manifest(tmp_path, models["ddpm"], extra_gen='prompts = ["x"]', name="b.toml"))
+    assert res.returncode == 2 and "unconditional pipeline; it takes no prompts" in res.stderr
+
+
+def test_missing_model_folder_and_unreachable_hub_id(tmp_path):
+    res = synth("run", _manifest(tmp_path, tmp_path / "nope", name="a.toml"))
+    assert res.returncode == 2 and "no such folder" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = synth("run", _manifest(tmp_path, "some-org/not-cached-model", name="b.toml"))
+    assert res.returncode == 1
+    assert "cannot load diffusers pipeline 'some-org/not-cached-model'" in res.stderr and "HF_HUB_OFFLINE" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_relative_model_path_resolves_against_manifest_folder(tmp_path, models):
+    import shutil
+
+    shutil.copytree(models["ddpm"], tmp_path / "models" / "mine")
+    m = _manifest(tmp_path, "models/mine", n=2, shard=2)
+    res = synth("run", m, cwd="/")
+    assert res.returncode == 0, res.stderr
+
+
+def test_stage_requiring_missing_capability_is_a_validation_error(tmp_path):
+    m = write_manifest(tmp_path, '[dataset]\nnum_samples = 2\n[[stage]]\nname = "generate"\n')
+    res = synth("validate", m)
+    assert res.returncode == 2 and "needs a [generator] table" in res.stderr
