@@ -152,7 +152,7 @@ class LocalExecutor:
                     summary.source_samples_made += len(indices)
                 stats = {"shard": task.index, "source_indices": [task.start, task.stop], "dropped": dropped}
                 fut = bg.commit(shard, stats)
-                fut.add_done_callback(lambda f: f.exception() is None and progress.shard_done())
+                fut.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and progress.shard_done())
             bg.drain()
         except OSError as e:
             bg.close(cancel=True)

@@ -13,8 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from webdataset import TarWriter
-
 # Fixed member metadata so that reruns give byte-identical shards.
 MEMBER_MTIME = 946684800  # 2000-01-01T00:00:00Z
 TMP_MARK = ".tmp-"
@@ -40,11 +38,14 @@ class _HashingFile:
         self.sha = hashlib.sha256()
 
     def write(self, data):
+        if self.fh is None:  # aborted: tarfile may still flush from __del__; drop it
+            return len(data)
         self.sha.update(data)
         return self.fh.write(data)
 
     def flush(self):
-        self.fh.flush()
+        if self.fh is not None:
+            self.fh.flush()
 
 
 def fsync_dir(path: Path) -> None:
@@ -76,6 +77,9 @@ class ShardFile:
         self.tmp = temp_path(final_path)
         self._fh = open(self.tmp, "wb")
         self._hashing = _HashingFile(self._fh)
+        # Imported here: the webdataset package imports torch on import, and the core must not.
+        from webdataset import TarWriter
+
         self._tar = TarWriter(self._hashing, encoder=False, mtime=MEMBER_MTIME, user="synth", group="synth", mode=0o444)
         self.count = 0
         self.fields: tuple[str, ...] | None = None
@@ -100,6 +104,11 @@ class ShardFile:
 
     def abort(self) -> None:
         if not self.closed:
+            self._hashing.fh = None
+            try:
+                self._tar.close()
+            except Exception:  # already failing; the temp file is removed below anyway
+                pass
             try:
                 self._fh.close()
             except OSError:

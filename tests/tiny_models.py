@@ -91,7 +91,7 @@ def build_stable_diffusion(path: Path, seed: int = 0) -> Path:
         text_encoder=text,
         tokenizer=tok,
         unet=unet,
-        scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False),
+        scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

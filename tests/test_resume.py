@@ -1,0 +1,100 @@
+"""Kill a real `synth run` process at several points; the rerun ends byte-identical."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import synth, write_manifest
+
+
+def _manifest(tmp_path, model):
+    return write_manifest(
+        tmp_path,
+        f"""
+[dataset]
+name = "d"
+output = "out"
+num_samples = 40
+shard_size = 8
+
+[run]
+batch_size = 4
+
+[generator]
+name = "diffusers"
+model = "{model}"
+scheduler = "ddpm"
+steps = 40
+""",
+    )
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix in (".tar", ".json", ".md") and not p.name.startswith(".")}
+
+
+def _run_until(manifest, out, condition, timeout=120):
+    """Start `synth run`, SIGKILL it as soon as condition(out) holds; True if it was killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth", "run", "-q", str(manifest), "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.exists() and condition(out):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.005)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _assert_no_partial_final_shard(out):
+    import tarfile
+
+    for tar in out.glob("d-*.tar"):
+        with tarfile.open(tar) as t:
+            names = t.getnames()
+        assert len(names) == 8 * 3, f"{tar.name} is incomplete under its final name"
+        assert (out / tar.name.replace(".tar", ".stats.json")).exists()
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_byte_identical_shards(tmp_path, models):
+    manifest = _manifest(tmp_path, models["ddpm"])
+    ref = tmp_path / "ref"
+    res = synth("run", "-q", manifest, "--output", ref)
+    assert res.returncode == 0, res.stderr
+    expected = _files(ref)
+    assert len([n for n in expected if n.endswith(".tar")]) == 5
+
+    out = tmp_path / "killed"
+    kill_points = [
+        ("while the first shard is being written", lambda o: any(o.glob(".d-000000.tar.tmp-*"))),
+        ("right after a shard became final", lambda o: len(list(o.glob("d-*.tar"))) >= 2),
+        ("mid-shard, later on", lambda o: len(list(o.glob("d-*.tar"))) >= 3 and any(o.glob(".d-*.tar.tmp-*"))),
+    ]
+    killed = 0
+    for what, cond in kill_points:
+        if _run_until(manifest, out, cond):
+            killed += 1
+            _assert_no_partial_final_shard(out)
+            assert not (out / "dataset.json").exists(), what
+    assert killed >= 2, "the run finished before it could be killed; make it slower"
+
+    res = synth("run", manifest, "--output", out)
+    assert res.returncode == 0, res.stderr
+    assert "shards were already finished" in res.stderr
+    assert _files(out) == expected
+    assert not list(out.glob(".*tmp-*"))
