@@ -137,5 +137,19 @@ def preview(path: Path, out: Path, count: int, columns: int, cell: int):
     click.echo(f"wrote {out} ({n} samples)")
 
 
+def _add_plugin_commands() -> None:
+    """Commands from plugins (register_commands hook), e.g. `synth fit` from the diffusers plugin."""
+    from .errors import SynthError
+    from .plugins import load_registry
+
+    try:
+        registry = load_registry()
+    except SynthError:
+        return  # a broken plugin set-up is reported by the command that needs it
+    registry.plugin_manager.hook.register_commands(cli=main)
+
+
+_add_plugin_commands()
+
 if __name__ == "__main__":
     main()

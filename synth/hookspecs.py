@@ -37,3 +37,12 @@ def register_models(register):
     Lets a manifest write ``model = "builtin:NAME"`` for a model a package ships, instead of a
     filesystem path or a hub id.
     """
+
+
+@hookspec
+def register_commands(cli):
+    """Add subcommands to the ``synth`` command line: ``cli`` is the click group.
+
+    For example the diffusers plugin adds ``synth fit``. Keep imports of model libraries inside
+    the command's function so that ``synth --help`` stays fast.
+    """

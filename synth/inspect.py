@@ -78,8 +78,9 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append("classes: " + (", ".join(f"{k} {v}" for k, v in r["class_counts"].items()) or ", ".join(r["classes"])))
     if r["dataset"]:
         d = r["dataset"]
-        gen = d.get("generator") or {}
-        lines.append(f"dataset {d.get('name')}: generator {gen.get('name')} {gen.get('model', '')}; dropped {d.get('num_dropped', 0)}")
+        gen = d.get("generator")
+        made_by = f"generator {gen.get('name')} {gen.get('model', '')}".strip() if gen else "no generator (real images)"
+        lines.append(f"dataset {d.get('name')}: {made_by}; dropped {d.get('num_dropped', 0)}")
         for reason, n in (d.get("dropped_by_reason") or {}).items():
             lines.append(f"  dropped {n}: {reason}")
     for ex in r["examples"]:

@@ -69,6 +69,7 @@ class EngineManifest(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     generator: PluginRef | None = None
     stage: list[PluginRef] = Field(default_factory=list)
+    fit: dict[str, Any] | None = Field(None, description="Training recipe for `synth fit` (validated by that command)")
 
 
 @dataclass
@@ -192,6 +193,9 @@ def load_manifest(path: str | Path) -> Manifest:
     if engine is not None and not problems:
         if not stages:
             stages = [_validate_step(registry, "stage", {"name": "generate"}, "stage[0]", problems)]
+        default_classes = getattr(stages[0].cls, "default_classes", None)
+        if not engine.dataset.classes and default_classes is not None:
+            engine.dataset.classes = list(default_classes(stages[0].config))
         problems += _check_pipeline(generator, stages, engine.dataset.classes)
 
     if problems:

@@ -22,7 +22,7 @@ from .errors import UsageError
 ENTRY_POINT_GROUP = "synth"
 ALLOWLIST_ENV = "SYNTH_LOAD_PLUGINS"
 # First-party plugins: registered through entry points like any package, allowed by default.
-DEFAULT_PLUGINS = ("basic", "toy", "diffusers")
+DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes")
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Registry:
         self.models: dict[str, ModelAlias] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin name
+        self.plugin_manager: pluggy.PluginManager | None = None
 
     def versions(self) -> dict[str, str]:
         return {name: info.version for name, info in sorted(self.plugins.items())}
@@ -124,6 +125,7 @@ def load_registry(extra_allowed: list[str] | tuple[str, ...] = ()) -> Registry:
         impl.function(register=_registrar(registry, impl.plugin_name, "stage"))
     for impl in pm.hook.register_models.get_hookimpls():
         impl.function(register=_registrar(registry, impl.plugin_name, "model"))
+    registry.plugin_manager = pm
     return registry
 
 

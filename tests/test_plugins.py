@@ -26,7 +26,7 @@ def test_third_party_plugin_is_listed_only_when_allowed(example_plugin):
     res = synth("plugins", "--json", env={**env, "SYNTH_LOAD_PLUGINS": ""})
     assert res.returncode == 0
     names = {p["name"] for p in json.loads(res.stdout)}
-    assert names == {"basic", "toy", "diffusers"}  # installed but not allowed: not even imported
+    assert names == {"basic", "toy", "diffusers", "shapes"}  # installed but not allowed: not even imported
     res = synth("plugins", "--json", env=example_plugin)
     plugins = {p["name"]: p for p in json.loads(res.stdout)}
     ex = plugins["example"]
@@ -99,14 +99,20 @@ def test_builtin_model_alias_resolves(with_example_plugin):
 
 def test_every_hook_is_documented_and_implemented_somewhere(with_example_plugin):
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
-    assert sorted(hooks) == ["register_generators", "register_models", "register_stages"]
+    assert sorted(hooks) == ["register_commands", "register_generators", "register_models", "register_stages"]
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.strip()) > 40, f"hook {name} has no real docstring"
     reg = load_registry()
     provided = {"register_generators": reg.generators, "register_stages": reg.stages, "register_models": reg.models}
     for name in hooks:
-        assert provided[name], f"no loaded plugin implements {name}"
+        impls = getattr(reg.plugin_manager.hook, name).get_hookimpls()
+        assert impls, f"no loaded plugin implements {name}"
+        if name in provided:
+            assert provided[name], f"{name} registered nothing"
+    from synth.cli import main
+
+    assert "fit" in main.commands  # register_commands: the diffusers plugin adds `synth fit`
 
 
 def test_every_registered_stage_and_generator_has_a_config_and_doc():

@@ -1,6 +1,7 @@
 from synth.hookspecs import hookimpl
 
 from .generate import Generate
+from .sources import FolderSource, ShardsSource
 from .stats import ImageStats, Threshold
 
 
@@ -9,3 +10,5 @@ def register_stages(register):
     register(Generate)
     register(ImageStats)
     register(Threshold)
+    register(FolderSource)
+    register(ShardsSource)

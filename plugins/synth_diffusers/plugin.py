@@ -6,3 +6,29 @@ from .generator import DiffusersGenerator
 @hookimpl
 def register_generators(register):
     register(DiffusersGenerator)
+
+
+@hookimpl
+def register_commands(cli):
+    import click
+
+    @cli.command()
+    @click.argument("manifest", type=click.Path(dir_okay=False, path_type=__import__("pathlib").Path))
+    @click.option("--overwrite", is_flag=True, help="Discard checkpoints and start over.")
+    @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+    def fit(manifest, overwrite, quiet):
+        """Train a diffusers UNet2DModel on MANIFEST's source images ([fit] table); resumes."""
+        from .fit import run_fit
+
+        info = run_fit(manifest, overwrite=overwrite, progress_bar=not quiet)
+        if info.get("nothing_to_do"):
+            click.echo(f"nothing to do: {info['output']} already holds the model trained for {info['steps_done']} steps", err=True)
+            return
+        state = "finished" if info["finished"] else f"stopped at step {info['steps_done']} (max_minutes); rerun to continue"
+        if info.get("resumed_from") is not None:
+            state += f" (resumed from the checkpoint at step {info['resumed_from']})"
+        click.echo(
+            f"{state}: {info['steps_done']} steps, final loss {info['final_loss_mean_last_200']:.4f}, "
+            f"{info['training_seconds']:.0f} s; pipeline in {info['output']}",
+            err=True,
+        )

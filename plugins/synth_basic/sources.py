@@ -1,0 +1,206 @@
+"""Real images as a source: a folder (optionally with masks) or WebDataset shards.
+
+Sample i is the i-th image in a fixed order (sorted paths / shard order), so a shard task can
+read its range without the others. Unreadable images and bad masks are skipped with a reason
+(counted in the run's summary), never a crash.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from pydantic import Field
+
+from synth.batch import Batch, Dropped
+from synth.errors import UsageError
+from synth.protocols import PluginConfig, Stage
+from synth.records import sample_key
+
+from .images import ResizeMode, SkipSample, open_image, prepare_image, prepare_mask
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+SHARD_IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
+
+
+class ImageSourceConfig(PluginConfig):
+    size: int | None = Field(None, ge=8, le=4096, description="Resize to size x size (None: keep; all must match)")
+    resize: ResizeMode = Field("resize", description="resize (stretch), center_crop (then resize), none")
+
+
+def _assemble(stage: str, indices: Sequence[int], load, with_seg: bool) -> Batch:
+    """Load each index; rows that fail become drops with their reason."""
+    keys, images, segs, records, dropped = [], [], [], [], []
+    for i in indices:
+        key = sample_key(i)
+        try:
+            image, seg, record = load(i)
+        except SkipSample as e:
+            dropped.append(Dropped(key, stage, str(e).split(":")[0], str(e)))
+            continue
+        keys.append(key)
+        images.append(image)
+        segs.append(seg)
+        records.append(record)
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise UsageError(f"{stage}: images of different sizes {sorted(shapes)[:3]}; set size = N to resize them")
+    empty = np.zeros((0, 1, 1, 3), np.uint8)
+    return Batch(
+        keys=keys,
+        images=np.stack(images) if images else empty,
+        records=records,
+        seg=(np.stack(segs) if segs else np.zeros((0, 1, 1), np.int64)) if with_seg else None,
+        dropped=dropped,
+    )
+
+
+class FolderConfig(ImageSourceConfig):
+    path: str = Field(description="Folder of images (relative to the manifest)")
+    recursive: bool = True
+    masks: str = Field("auto", description="'auto': NAME.seg.png beside NAME.ext; 'none'; or a folder of NAME.png masks")
+    labels: str = Field("none", description="'subfolder': class = name of the image's parent folder, from [dataset].classes")
+
+
+class FolderSource(Stage):
+    """Read images (and class-id masks) from a folder, in sorted order."""
+
+    name = "folder"
+    kind = "source"
+    Config = FolderConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        root = self.context.resolve_path(cfg.path)
+        if not root.is_dir():
+            raise UsageError(f"{self.name}.path: no such folder {root}")
+        pattern = "**/*" if cfg.recursive else "*"
+        files = sorted(
+            p for p in root.glob(pattern)
+            if p.suffix.lower() in IMAGE_EXTS and not p.name.endswith(".seg.png") and p.is_file()
+        )
+        mask_dir = None if cfg.masks in ("auto", "none") else self.context.resolve_path(cfg.masks)
+        if mask_dir is not None and not mask_dir.is_dir():
+            raise UsageError(f"{self.name}.masks: no such folder {mask_dir}")
+        if mask_dir is not None and mask_dir.resolve() == root.resolve():
+            raise UsageError(f"{self.name}.masks: the masks folder must differ from the image folder")
+        if mask_dir is not None:
+            files = [p for p in files if mask_dir not in p.parents]
+        if not files:
+            raise UsageError(f"{self.name}.path: no images in {root}")
+        self.root, self.files, self.mask_dir = root, files, mask_dir
+        self.with_seg = cfg.masks != "none" and (mask_dir is not None or any(self._mask_path(p).exists() for p in files))
+        if cfg.labels not in ("none", "subfolder"):
+            raise UsageError(f"{self.name}.labels: expected 'none' or 'subfolder', got {cfg.labels!r}")
+        if cfg.labels == "subfolder":
+            names = sorted({p.parent.name for p in files})
+            unknown = [n for n in names if n not in self.context.classes]
+            if unknown:
+                raise UsageError(f"{self.name}.labels: subfolders {unknown[:5]} are not in [dataset].classes")
+
+    def _mask_path(self, image: Path) -> Path:
+        if self.mask_dir is not None:
+            rel = image.relative_to(self.root)
+            return (self.mask_dir / rel).with_suffix(".png")
+        return image.with_name(image.stem + ".seg.png")
+
+    def num_available(self) -> int:
+        return len(self.files)
+
+    def _load(self, i: int):
+        if i >= len(self.files):
+            raise UsageError(f"{self.name}: dataset.num_samples asks for sample {i}, the folder has {len(self.files)} images")
+        path = self.files[i]
+        img = open_image(path)
+        image = prepare_image(img, self.config.size, self.config.resize)
+        seg = None
+        if self.with_seg:
+            mpath = self._mask_path(path)
+            if not mpath.exists():
+                raise SkipSample(f"missing mask: {mpath.name}")
+            seg = prepare_mask(open_image(mpath), img.size, self.config.size, self.config.resize, len(self.context.classes) or None)
+        rel = str(path.relative_to(self.root))
+        record = {"index": i, "source": {"kind": "folder", "file": rel}, "lineage": [{"op": "read", "source": "folder", "file": rel}]}
+        if self.config.labels == "subfolder":
+            record["class"] = self.context.classes.index(path.parent.name)
+        return image, seg, record
+
+    def produce(self, indices: Sequence[int]) -> Batch:
+        return _assemble(self.name, indices, self._load, self.with_seg)
+
+
+class ShardsConfig(ImageSourceConfig):
+    urls: list[str] | str = Field(description="Local .tar shards: paths or brace patterns (name-{000000..000009}.tar)")
+
+
+class ShardsSource(Stage):
+    """Read images (seg.png and cls when present) from WebDataset shards, in shard order."""
+
+    name = "shards"
+    kind = "source"
+    Config = ShardsConfig
+
+    def setup(self) -> None:
+        import braceexpand
+
+        urls = [self.config.urls] if isinstance(self.config.urls, str) else list(self.config.urls)
+        paths = [self.context.resolve_path(u) for url in urls for u in braceexpand.braceexpand(url)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise UsageError(f"{self.name}.urls: no such shard {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        # An index of member offsets: reading sample i later is one seek, whatever shard it is in.
+        self.entries: list[tuple[Path, str, dict[str, tuple[int, int]]]] = []
+        for path in paths:
+            try:
+                with tarfile.open(path, mode="r:") as tar:
+                    current, fields = None, {}
+                    for m in tar:
+                        if not m.isfile():
+                            continue
+                        key, _, field = m.name.rsplit("/", 1)[-1].partition(".")
+                        if key != current and current is not None:
+                            self.entries.append((path, current, fields))
+                            fields = {}
+                        current = key
+                        fields[field] = (m.offset_data, m.size)
+                    if current is not None:
+                        self.entries.append((path, current, fields))
+            except tarfile.TarError as e:
+                raise UsageError(f"{self.name}.urls: {path} is not a readable tar: {e}") from None
+        if not self.entries:
+            raise UsageError(f"{self.name}.urls: the shards hold no samples")
+        self.with_seg = all("seg.png" in f for _, _, f in self.entries)
+        self.with_cls = all("cls" in f for _, _, f in self.entries)
+
+    def num_available(self) -> int:
+        return len(self.entries)
+
+    def _read(self, path: Path, span: tuple[int, int]) -> bytes:
+        with open(path, "rb") as fh:
+            fh.seek(span[0])
+            return fh.read(span[1])
+
+    def _load(self, i: int):
+        if i >= len(self.entries):
+            raise UsageError(f"{self.name}: dataset.num_samples asks for sample {i}, the shards hold {len(self.entries)}")
+        path, key, fields = self.entries[i]
+        field = next((f for f in SHARD_IMAGE_FIELDS if f in fields), None)
+        if field is None:
+            raise SkipSample(f"no image field: sample {key} has {sorted(fields)}")
+        img = open_image(self._read(path, fields[field]))
+        image = prepare_image(img, self.config.size, self.config.resize)
+        seg = None
+        if self.with_seg:
+            seg = prepare_mask(open_image(self._read(path, fields["seg.png"])), img.size, self.config.size, self.config.resize, len(self.context.classes) or None)
+        record = {"index": i, "source": {"kind": "shards", "shard": path.name, "key": key}, "lineage": [{"op": "read", "source": "shards", "shard": path.name, "key": key}]}
+        if self.with_cls:
+            try:
+                record["class"] = int(self._read(path, fields["cls"]).decode().strip())
+            except ValueError:
+                raise SkipSample(f"bad cls: sample {key} has a non-integer class") from None
+        return image, seg, record
+
+    def produce(self, indices: Sequence[int]) -> Batch:
+        return _assemble(self.name, indices, self._load, self.with_seg)

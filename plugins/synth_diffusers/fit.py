@@ -1,0 +1,401 @@
+"""`synth fit`: train a diffusers UNet2DModel on the images of any source stage.
+
+The first step of the DatasetGAN recipe for a user's own domain (fit G on unlabelled images,
+then label a few), and how the shipped shapes model is made. Every step's randomness derives
+from (manifest seed, step, op), so a run resumed from a checkpoint continues exactly as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synth.errors import ManifestError, RunError, UsageError
+from synth.manifest import Manifest, format_errors, load_manifest
+from synth.seeding import sample_rng, sample_seed
+
+from .fit_config import FitConfig
+from .loading import pick_device_dtype
+from .plots import image_grid, loss_curve
+
+
+@dataclass
+class TrainingData:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray | None  # (N,) int64 class ids
+    skipped: dict[str, int]
+
+
+def read_fit_config(m: Manifest) -> FitConfig:
+    from pydantic import ValidationError
+
+    raw = m.data.get("fit")
+    if not isinstance(raw, dict):
+        raise ManifestError(m.path, ["fit: a [fit] table is required for `synth fit`"])
+    try:
+        return FitConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ManifestError(m.path, format_errors(e, "fit")) from None
+
+
+def load_training_data(m: Manifest, progress) -> TrainingData:
+    """Run the manifest's source (and any transforms) over all its samples, keep images + labels."""
+    from synth.pipeline import Pipeline
+
+    pipe = Pipeline(m)
+    pipe.setup()
+    images, labels, skipped = [], [], {}
+    n, b = m.dataset.num_samples, m.run.batch_size
+    for start in range(0, n, b):
+        batch = pipe.run_batch(list(range(start, min(start + b, n))))
+        images.append(batch.images)
+        labels += [r.get("class") for r in batch.records]
+        for d in batch.dropped:
+            skipped[f"{d.stage}: {d.reason}"] = skipped.get(f"{d.stage}: {d.reason}", 0) + 1
+        progress(min(start + b, n), n)
+    kept = [im for im in images if len(im)]
+    if not kept:
+        raise RunError("fit: the source produced no usable images")
+    imgs = np.concatenate(kept)
+    have = [lab is not None for lab in labels]
+    if any(have) and not all(have):
+        raise RunError("fit: some samples have a class label and others do not")
+    return TrainingData(imgs, np.asarray(labels, np.int64) if all(have) else None, skipped)
+
+
+def _recipe_hash(m: Manifest, cfg: FitConfig) -> str:
+    # What decides the weights: the data (manifest identity) and the recipe, not where or how long.
+    recipe = cfg.model_dump(mode="json", exclude={"output", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license"})
+    blob = json.dumps({"data": m.hash, "recipe": recipe}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_unet(cfg: FitConfig, size: int, num_classes: int | None):
+    from diffusers import UNet2DModel
+
+    levels = len(cfg.block_out_channels)
+    down = tuple("AttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(levels))
+    up = tuple("AttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in reversed(range(levels)))
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=cfg.norm_num_groups,
+        num_class_embeds=num_classes,
+    )
+
+
+def _lr_at(cfg: FitConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+class Trainer:
+    def __init__(self, m: Manifest, cfg: FitConfig, out: Path, data: TrainingData):
+        import torch
+        from diffusers import DDPMScheduler
+
+        self.torch, self.m, self.cfg, self.out, self.data = torch, m, cfg, out, data
+        self.seed = m.dataset.seed
+        self.device, _ = pick_device_dtype(cfg.device, "float32")
+        n, h, w, _ = data.images.shape
+        if h != w:
+            raise UsageError(f"fit: images are {w}x{h}; set the source's size = N for square images")
+        self.size = h
+        self.num_classes = None
+        if cfg.class_conditional is True or (cfg.class_conditional == "auto" and data.labels is not None):
+            if data.labels is None:
+                raise UsageError("fit.class_conditional: the source gives no class labels")
+            self.num_classes = max(len(m.dataset.classes), int(data.labels.max()) + 1)
+        torch.manual_seed(sample_seed(self.seed, 0, "fit-init"))
+        self.unet = build_unet(cfg, self.size, self.num_classes).to(self.device)
+        self.ema = copy.deepcopy(self.unet).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+        self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type, clip_sample=False)
+        self.images = torch.from_numpy(data.images).to(self.device)
+        self.labels = None if self.num_classes is None else torch.from_numpy(data.labels).to(self.device)
+        self.amp_dtype = None
+        if self.device.type == "cuda":
+            mp = cfg.mixed_precision
+            if mp in ("auto", "bf16"):
+                self.amp_dtype = torch.bfloat16
+            elif mp == "fp16":
+                self.amp_dtype = torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.step = 0
+        self.losses: list[float] = []
+        self.seconds = 0.0
+        self.recipe = _recipe_hash(m, cfg)
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self) -> float:
+        torch, cfg = self.torch, self.cfg
+        rng = sample_rng(self.seed, self.step, "fit-batch")
+        idx = torch.from_numpy(rng.integers(0, len(self.images), cfg.batch_size)).to(self.device)
+        x0 = self.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        if cfg.hflip:
+            flip = torch.from_numpy(rng.random(cfg.batch_size) < 0.5).to(self.device)
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.step, "fit-noise"))
+        noise = torch.randn(x0.shape, generator=g).to(self.device)
+        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g).to(self.device)
+        xt = self.sched.add_noise(x0, noise, t)
+        target = noise if cfg.prediction_type == "epsilon" else self.sched.get_velocity(x0, noise, t)
+        labels = None if self.labels is None else self.labels[idx]
+        for group in self.opt.param_groups:
+            group["lr"] = _lr_at(cfg, self.step)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            pred = self.unet(xt, t, class_labels=labels).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), target)
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+        else:
+            loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.unet.parameters(), cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+        if self.ema is not None:
+            decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+            with torch.no_grad():
+                ema_p = list(self.ema.parameters())
+                torch._foreach_lerp_(ema_p, [p.detach() for p in self.unet.parameters()], 1.0 - decay)
+        self.step += 1
+        value = float(loss.detach())
+        self.losses.append(value)
+        return value
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def save_checkpoint(self) -> Path:
+        from safetensors.torch import save_file
+
+        final = self.ckpt_dir / f"step-{self.step:07d}"
+        tmp = self.ckpt_dir / f".step-{self.step:07d}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in self.unet.state_dict().items()}, tmp / "unet.safetensors")
+        if self.ema is not None:
+            save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, tmp / "ema.safetensors")
+        self.torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+        state = {"step": self.step, "losses": self.losses, "seconds": self.seconds, "recipe": self.recipe, "num_classes": self.num_classes}
+        (tmp / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in sorted(self.ckpt_dir.glob("step-*"))[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.save_progress_pictures()
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.ckpt_dir.glob("step-*") if (p / "state.json").exists())
+        return done[-1] if done else None
+
+    def resume(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = json.loads((ckpt / "state.json").read_text())
+        if state["recipe"] != self.recipe:
+            raise UsageError(f"fit: checkpoints in {self.ckpt_dir} come from a different recipe or data; pass --overwrite to start over")
+        self.unet.load_state_dict(load_file(ckpt / "unet.safetensors", device=str(self.device)))
+        if self.ema is not None:
+            self.ema.load_state_dict(load_file(ckpt / "ema.safetensors", device=str(self.device)))
+        self.opt.load_state_dict(self.torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.step, self.losses, self.seconds = state["step"], list(state["losses"]), float(state["seconds"])
+
+    # -- pictures and the final pipeline -----------------------------------------------------
+    def sample(self, n: int, steps: int) -> np.ndarray:
+        from diffusers import DDIMScheduler
+
+        torch = self.torch
+        model = self.ema if self.ema is not None else self.unet
+        sched = DDIMScheduler.from_config(self.sched.config)
+        sched.set_timesteps(steps)
+        gens = [torch.Generator().manual_seed(sample_seed(self.seed, i, "fit-grid")) for i in range(n)]
+        x = torch.stack([torch.randn((3, self.size, self.size), generator=g) for g in gens]).to(self.device)
+        labels = None if self.num_classes is None else torch.arange(n, device=self.device) % self.num_classes
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            for t in sched.timesteps:
+                x = sched.step(model(x, t, class_labels=labels).sample, t, x).prev_sample
+        model.train(was_training)
+        return ((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+    def save_progress_pictures(self) -> None:
+        prog = self.out / "progress"
+        prog.mkdir(parents=True, exist_ok=True)
+        image_grid(self.sample(self.cfg.grid_samples, self.cfg.grid_steps)).save(prog / f"samples-step-{self.step:07d}.png")
+        loss_curve(self.losses).save(prog / "loss.png")
+
+    def final_loss(self) -> float:
+        tail = self.losses[-200:]
+        return float(np.mean(tail)) if tail else float("nan")
+
+    def save_pipeline(self, finished: bool) -> None:
+        from diffusers import DDPMPipeline
+
+        model = self.ema if self.ema is not None else self.unet
+        model = copy.deepcopy(model).to("cpu").float()
+        pipe = DDPMPipeline(unet=model, scheduler=self.sched)
+        tmp = self.out / f".pipeline.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        for name in ("unet", "scheduler", "model_index.json"):
+            target = self.out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            os.replace(tmp / name, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        image_grid(self.sample(self.cfg.grid_samples, self.cfg.grid_steps)).save(self.out / "samples.png")
+        loss_curve(self.losses).save(self.out / "loss.png")
+        info = self.summary(finished)
+        (self.out / "fit.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+        (self.out / "README.md").write_text(model_card(self.m, self.cfg, info))
+
+    def summary(self, finished: bool) -> dict:
+        torch = self.torch
+        params = sum(p.numel() for p in self.unet.parameters())
+        return {
+            "finished": finished,
+            "steps_done": self.step,
+            "steps_planned": self.cfg.steps,
+            "final_loss_mean_last_200": round(self.final_loss(), 6),
+            "training_seconds": round(self.seconds, 1),
+            "parameters": params,
+            "image_size": self.size,
+            "num_training_images": int(len(self.images)),
+            "skipped_images": self.data.skipped,
+            "num_classes": self.num_classes,
+            "recipe_sha256": self.recipe,
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "device": str(self.device),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+            },
+        }
+
+
+def model_card(m: Manifest, cfg: FitConfig, info: dict) -> str:
+    hours = info["training_seconds"] / 3600
+    status = "finished" if info["finished"] else f"stopped early at step {info['steps_done']} of {info['steps_planned']}"
+    return f"""---
+license: {cfg.license}
+library_name: diffusers
+pipeline_tag: unconditional-image-generation
+tags:
+- synth
+- diffusers
+- ddpm
+---
+
+# {Path(cfg.output).name}
+
+A diffusers `UNet2DModel` ({info['parameters'] / 1e6:.2f} M parameters, {info['image_size']}x{info['image_size']})
+trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, is below).
+
+- Training: {info['steps_done']} steps ({status}), batch {cfg.batch_size}, AdamW lr {cfg.lr} ({cfg.lr_schedule}, {cfg.warmup_steps} warm-up steps), EMA {cfg.ema_decay}
+- Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, {cfg.prediction_type} prediction
+- Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}
+- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
+- Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}
+- Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
+
+![samples](samples.png)
+
+![loss](loss.png)
+
+## Recipe
+
+```toml
+{m.text.strip()}
+```
+"""
+
+
+def run_fit(manifest_path: Path, overwrite: bool, progress_bar: bool) -> dict:
+    from tqdm import tqdm
+
+    m = load_manifest(manifest_path)
+    cfg = read_fit_config(m)
+    out = m.folder / cfg.output if not Path(cfg.output).is_absolute() else Path(cfg.output)
+    out = out.resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"fit.output: cannot create {out}: {e.strerror or e}") from None
+    if overwrite:
+        for name in ("checkpoints", "progress", "unet", "scheduler"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("model_index.json", "fit.json", "README.md", "samples.png", "loss.png"):
+            (out / name).unlink(missing_ok=True)
+
+    bar = tqdm(total=m.dataset.num_samples, desc="reading images", unit="img", disable=not progress_bar)
+    data = load_training_data(m, lambda done, total: bar.update(done - bar.n))
+    bar.close()
+    trainer = Trainer(m, cfg, out, data)
+    ckpt = trainer.latest_checkpoint()
+    resumed_from = None
+    if ckpt is not None:
+        trainer.resume(ckpt)
+        resumed_from = trainer.step
+    if trainer.step >= cfg.steps and (out / "model_index.json").exists():
+        return {**trainer.summary(True), "nothing_to_do": True, "output": str(out)}
+
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="synth fit", unit="step", disable=not progress_bar)
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+    session_start = time.perf_counter()
+    finished = True
+    try:
+        while trainer.step < cfg.steps:
+            t0 = time.perf_counter()
+            loss = trainer.train_step()
+            trainer.seconds += time.perf_counter() - t0
+            bar.update(1)
+            if trainer.step % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(trainer.losses[-50:]):.4f}", refresh=False)
+            if trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
+                trainer.save_checkpoint()
+            if budget is not None and time.perf_counter() - session_start > budget:
+                finished = False
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        trainer.save_checkpoint()
+        raise RunError(f"fit interrupted at step {trainer.step}; checkpoint saved, rerun to resume") from None
+    bar.close()
+    trainer.save_checkpoint()
+    trainer.save_pipeline(finished)
+    return {**trainer.summary(finished), "output": str(out), "resumed_from": resumed_from}

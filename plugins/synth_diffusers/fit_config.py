@@ -1,0 +1,53 @@
+"""The [fit] table of a manifest: how `synth fit` trains a UNet2DModel on a source's images."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from synth.protocols import PluginConfig
+
+
+class FitConfig(PluginConfig):
+    output: str = Field(description="Folder for the trained pipeline, checkpoints and progress images")
+    # Architecture (a diffusers UNet2DModel)
+    block_out_channels: list[int] = Field([32, 64, 64], min_length=1, max_length=6)
+    layers_per_block: int = Field(1, ge=1, le=4)
+    attention_levels: list[int] = Field([2], description="Resolution levels (0 = full) with self-attention")
+    norm_num_groups: int = Field(8, ge=1)
+    class_conditional: bool | Literal["auto"] = Field("auto", description="auto: when the source gives class labels")
+    # Noise schedule
+    num_train_timesteps: int = Field(1000, ge=10, le=4000)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    # Optimisation
+    steps: int = Field(10000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = Field(200, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables EMA")
+    hflip: bool = Field(True, description="Random horizontal flips")
+    # Execution
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="auto: bf16 on cuda, else no")
+    max_minutes: float | None = Field(None, gt=0, description="Stop (and save) after this much training time")
+    # Checkpoints and progress
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    grid_samples: int = Field(64, ge=1, le=256)
+    grid_steps: int = Field(25, ge=1, le=1000, description="DDIM steps for the sample grid")
+    license: str = Field("apache-2.0", description="Licence written into the model card")
+
+    @model_validator(mode="after")
+    def _arch(self):
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups:
+                raise ValueError(f"block_out_channels {c} is not a multiple of norm_num_groups {self.norm_num_groups}")
+        for lvl in self.attention_levels:
+            if not 0 <= lvl < len(self.block_out_channels):
+                raise ValueError(f"attention level {lvl} outside 0..{len(self.block_out_channels) - 1}")
+        return self

@@ -1,0 +1,18 @@
+from pathlib import Path
+
+from synth.hookspecs import hookimpl
+
+from .source import ShapesSource
+
+MODELS = Path(__file__).parent / "models"
+
+
+@hookimpl
+def register_stages(register):
+    register(ShapesSource)
+
+
+@hookimpl
+def register_models(register):
+    for folder in sorted(MODELS.glob("*/model_index.json")):
+        register(folder.parent.name, folder.parent, description=f"shipped shapes-world model {folder.parent.name}")

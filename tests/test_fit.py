@@ -1,0 +1,128 @@
+"""`synth fit`: a tiny real training run, checkpoints, resume after a kill, a loadable pipeline."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import synth, write_manifest
+
+FIT = """
+[dataset]
+name = "shapes"
+num_samples = 64
+shard_size = 64
+
+[run]
+batch_size = 32
+
+[[stage]]
+name = "shapes"
+size = 16
+
+[fit]
+output = "{output}"
+block_out_channels = [8, 16]
+attention_levels = [1]
+norm_num_groups = 4
+steps = {steps}
+batch_size = 4
+warmup_steps = 2
+checkpoint_every = {every}
+grid_samples = 4
+grid_steps = 2
+"""
+
+
+def _fit_manifest(tmp_path, output="model", steps=6, every=3, name="fit.toml"):
+    return write_manifest(tmp_path, FIT.format(output=output, steps=steps, every=every), name)
+
+
+def test_tiny_fit_writes_a_standard_diffusers_pipeline(tmp_path):
+    from diffusers import DDPMPipeline
+
+    m = _fit_manifest(tmp_path)
+    res = synth("fit", "-q", m)
+    assert res.returncode == 0, res.stderr
+    assert "finished: 6 steps" in res.stderr
+    out = tmp_path / "model"
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert not list(out.glob("unet/*.bin"))
+    pipe = DDPMPipeline.from_pretrained(out)
+    assert pipe.unet.config.sample_size == 16 and pipe.unet.config.block_out_channels == [8, 16]
+    info = json.loads((out / "fit.json").read_text())
+    assert info["steps_done"] == 6 and info["finished"] and info["num_training_images"] == 64
+    assert np.isfinite(info["final_loss_mean_last_200"])
+    card = (out / "README.md").read_text()
+    assert "library_name: diffusers" in card and "[fit]" in card and "Training time" in card
+    assert sorted(p.name for p in (out / "progress").glob("samples-*.png")) == ["samples-step-0000003.png", "samples-step-0000006.png"]
+    assert (out / "samples.png").exists() and (out / "loss.png").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
+
+    # The diffusers generator plugin uses the folder as-is.
+    run = write_manifest(tmp_path, f'[dataset]\nname = "g"\noutput = "gen"\nnum_samples = 3\n[generator]\nname = "diffusers"\nmodel = "model"\nsteps = 2\n', "gen.toml")
+    res = synth("run", "-q", run)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "gen" / "dataset.json").read_text())["num_samples"] == 3
+
+    # Rerunning a finished fit does nothing.
+    res = synth("fit", "-q", m)
+    assert res.returncode == 0 and "nothing to do" in res.stderr
+
+
+@pytest.mark.slow
+def test_fit_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    from safetensors.numpy import load_file
+
+    ref = _fit_manifest(tmp_path, output="ref", steps=30, every=5, name="ref.toml")
+    assert synth("fit", "-q", ref).returncode == 0
+
+    m = _fit_manifest(tmp_path, output="killed", steps=30, every=5)
+    proc = subprocess.Popen([sys.executable, "-m", "synth", "fit", "-q", str(m)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (ckpts / "step-0000010" / "state.json").exists():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "fit finished before it could be killed"
+    assert not (tmp_path / "killed" / "model_index.json").exists()
+
+    res = synth("fit", "-q", m)
+    assert res.returncode == 0, res.stderr
+    assert "resumed from the checkpoint at step 1" in res.stderr  # 10 or 15
+    a = load_file(str(tmp_path / "ref" / "unet" / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    losses_a = json.loads((tmp_path / "ref" / "checkpoints" / "step-0000030" / "state.json").read_text())["losses"]
+    losses_b = json.loads((tmp_path / "killed" / "checkpoints" / "step-0000030" / "state.json").read_text())["losses"]
+    assert losses_a == losses_b
+
+
+def test_fit_config_errors(tmp_path):
+    m = write_manifest(tmp_path, '[dataset]\nnum_samples = 4\n[[stage]]\nname = "shapes"\n', "nofit.toml")
+    res = synth("fit", m)
+    assert res.returncode == 2 and "fit: a [fit] table is required" in res.stderr
+    bad = _fit_manifest(tmp_path, name="bad.toml")
+    bad.write_text(bad.read_text().replace("steps = 6", "steps = 6\nlr = -1\nbogus = 2"))
+    res = synth("fit", bad)
+    assert res.returncode == 2
+    assert "fit.lr: Input should be greater than 0" in res.stderr and "fit.bogus: unknown field" in res.stderr
+
+
+def test_resume_with_a_changed_recipe_is_refused(tmp_path):
+    m = _fit_manifest(tmp_path, steps=3, every=3)
+    assert synth("fit", "-q", m).returncode == 0
+    m.write_text(m.read_text().replace("batch_size = 4", "batch_size = 2"))
+    res = synth("fit", "-q", m)
+    assert res.returncode == 2 and "different recipe" in res.stderr
+    assert synth("fit", "-q", "--overwrite", m).returncode == 0
