@@ -28,16 +28,21 @@ def build():
         return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU())
 
     class ShapesFeatureNet(nn.Module):
+        """Conv body; a presence head on pooled features and, for training only, a segmentation
+        head at 16x16 that makes the features know what each shape is and where."""
+
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(
-                block(3, 32, 1), block(32, 32, 1), block(32, 64, 2), block(64, 64, 1),
-                block(64, 128, 2), block(128, 128, 1), block(128, 128, 2),
-            )
+            self.stem = nn.Sequential(block(3, 32, 1), block(32, 32, 1), block(32, 64, 2), block(64, 64, 1))
+            self.deep = nn.Sequential(block(64, 128, 2), block(128, 128, 1), block(128, 128, 2))
             self.presence = nn.Linear(128, len(CLASSES) - 1)
+            self.seg = nn.Conv2d(64, len(CLASSES), 1)
 
-        def forward(self, x):
-            feats = self.body(x).mean(dim=(2, 3))
+        def forward(self, x, with_seg: bool = False):
+            mid = self.stem(x)
+            feats = self.deep(mid).mean(dim=(2, 3))
+            if with_seg:
+                return feats, self.presence(feats), self.seg(mid)
             return feats, self.presence(feats)
 
     return ShapesFeatureNet()
@@ -101,15 +106,22 @@ def train(out: Path, steps: int, batch: int, seed: int, size: int = 32, pool: in
     # A pool of scenes with difficulty spread over the whole range (rendering is the slow part).
     parts = [render_many(seed, range(k * pool // 8, (k + 1) * pool // 8), size, k / 7, "featurenet") for k in range(8)]
     pool_images = np.concatenate([p[0] for p in parts])
-    pool_labels = presence_labels(np.concatenate([p[1] for p in parts]))
+    pool_masks = np.concatenate([p[1] for p in parts])
+    pool_labels = presence_labels(pool_masks)
+    # Masks at the segmentation head's 16x16: the class covering most of each 2x2 block.
+    h = size // 2
+    blocks = pool_masks.reshape(-1, h, 2, h, 2).transpose(0, 1, 3, 2, 4).reshape(-1, h, h, 4)
+    pool_seg = np.stack([(blocks == k).sum(-1) for k in range(len(CLASSES))], -1).argmax(-1)
     for step in range(steps):
         idx = rng.integers(0, len(pool_images), batch)
         images, labels = pool_images[idx], pool_labels[idx]
+        seg = torch.from_numpy(pool_seg[idx])
         x = _to_input(images)
         if rng.random() < 0.5:
-            x = x.flip(-1)
-        _, logits = net(x)
+            x, seg = x.flip(-1), seg.flip(-1)
+        _, logits, seg_logits = net(x, with_seg=True)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels))
+        loss = loss + torch.nn.functional.cross_entropy(seg_logits, seg)
         for g in opt.param_groups:
             g["lr"] = 2e-3 * 0.5 * (1 + np.cos(np.pi * step / steps))
         opt.zero_grad()
