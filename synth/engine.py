@@ -158,6 +158,14 @@ class LocalExecutor:
             bg.close(cancel=True)
             bad = next((s for s in open_shards if not s.closed), None)
             raise _io_error(e, bad.final if bad else out) from e
+        except Exception:
+            # A stage failed on the model's thread. Shards whose samples were all produced may still
+            # sit in the writer's queue: finish them, so a rerun does not redo finished work.
+            try:
+                bg.drain()
+            except Exception:
+                pass  # the stage's error is the one to report
+            raise
         finally:
             bg.close(cancel=True)
             for shard in open_shards:
