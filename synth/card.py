@@ -54,7 +54,7 @@ def dataset_json(manifest: Manifest, shard_stats: list[dict], generator: dict | 
         "fields": fields,
         "image_format": manifest.dataset.image_format,
         "classes": classes,
-        "palette": palette(len(classes)),
+        "palette": [list(c) for c in manifest.dataset.palette] if manifest.dataset.palette else palette(len(classes)),
         "shards": [
             {"file": st["file"], "count": st["count"], "sha256": st["sha256"], "num_dropped": len(st.get("dropped", []))}
             for st in shard_stats

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ManifestError, UsageError
 from .plugins import Registry, load_registry
@@ -38,6 +38,7 @@ class DatasetConfig(_Strict):
     shard_size: int = Field(1000, gt=0, description="Source samples per shard (one task each)")
     seed: int = Field(0, ge=0, description="Manifest seed; all randomness derives from it")
     classes: list[str] = Field(default_factory=list, description="Class names, index = class id")
+    palette: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class for previews (default: a fixed palette)")
     image_format: Literal["png", "jpg", "webp"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100, description="Quality for jpg/webp")
     latent_dtype: Literal["float16", "float32"] = "float16"
@@ -49,6 +50,19 @@ class DatasetConfig(_Strict):
         if not NAME_RE.match(v):
             raise ValueError("use only letters, digits, '_' and '-' (it names the shards)")
         return v
+
+    @field_validator("palette")
+    @classmethod
+    def _palette(cls, v):
+        if v is not None and any(not 0 <= c <= 255 for rgb in v for c in rgb):
+            raise ValueError("colours are [r, g, b] with values 0..255")
+        return v
+
+    @model_validator(mode="after")
+    def _palette_fits(self):
+        if self.palette is not None and len(self.palette) != len(self.classes):
+            raise ValueError(f"palette has {len(self.palette)} colours for {len(self.classes)} classes")
+        return self
 
 
 class RunConfig(_Strict):
@@ -189,6 +203,8 @@ def load_manifest(path: str | Path) -> Manifest:
                 step = _validate_step(registry, "stage", raw, f"stage[{i}]", problems)
                 if step:
                     stages.append(step)
+                    for loc, nested in step.cls.nested_sources(step.config).items():
+                        source_step(registry, nested, f"{step.where}.{loc}", problems)
 
     if engine is not None and not problems:
         if not stages:
@@ -211,6 +227,26 @@ def load_manifest(path: str | Path) -> Manifest:
         registry=registry,
         plugins=list(engine.plugins),
     )
+
+
+def source_step(registry: Registry, raw: dict, where: str, problems: list[str] | None = None) -> Step:
+    """A source-stage table embedded in another stage's config (e.g. a labeller's annotations).
+
+    Validated like a top-level stage; with ``problems`` given, errors are appended there (and the
+    result may be None), else raised as one UsageError.
+    """
+    collect = [] if problems is None else problems
+    step = None
+    if not isinstance(raw.get("name"), str):
+        collect.append(f"{where}.name: a source stage name is needed")
+    else:
+        step = _validate_step(registry, "stage", raw, where, collect)
+        if step is not None and step.cls.kind != "source":
+            collect.append(f"{where}: {step.name!r} is a {step.cls.kind} stage, a source stage is needed here")
+            step = None
+    if problems is None and collect:
+        raise UsageError("; ".join(collect))
+    return step
 
 
 def _validate_step(registry: Registry, kind: str, raw: dict, where: str, problems: list[str]) -> Step | None:

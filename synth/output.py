@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
-import os
 from pathlib import Path
 
 from .errors import RunError, UsageError
@@ -21,7 +20,7 @@ class OutputFolder:
         self.name = name
         self._lock_fh = None
 
-    def open(self) -> "OutputFolder":
+    def open(self) -> OutputFolder:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / LOCK_FILE

@@ -22,7 +22,7 @@ from .errors import UsageError
 ENTRY_POINT_GROUP = "synth"
 ALLOWLIST_ENV = "SYNTH_LOAD_PLUGINS"
 # First-party plugins: registered through entry points like any package, allowed by default.
-DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes")
+DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes", "pixelhead")
 
 
 @dataclass

@@ -87,8 +87,22 @@ class Generator:
     def invert(self, images: np.ndarray, conditions: list[dict]) -> np.ndarray:
         raise NotImplementedError(f"generator {self.name!r} cannot invert images")
 
-    def features(self, latents: np.ndarray, conditions: list[dict], **spec) -> Any:
+    def features(self, images: np.ndarray, conditions: list[dict], spec: Any) -> list[Any]:
+        """Per-pixel features of images (B, H, W, 3) uint8, real or generated, as a pyramid:
+        one (B, C_i, h_i, w_i) map per feature source, upsampled by the consumer. ``spec`` says
+        which (the generator's own spec type, built by ``feature_spec``)."""
         raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
+
+    def feature_spec(self, options: dict[str, Any]) -> Any:
+        """Turn a stage's feature options (e.g. blocks, timesteps) into a spec; errors name the option."""
+        raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
+
+    def fingerprint(self) -> str:
+        """Changes whenever the generator's outputs or features would (weights, settings): used
+        as a cache key by stages that train on them."""
+        import json
+
+        return json.dumps(self.describe(), sort_keys=True, default=str)
 
 
 class Stage:
@@ -113,6 +127,15 @@ class Stage:
     def check_context(cls, config: PluginConfig, classes: list[str]) -> list[str]:
         """Problems only visible with the rest of the manifest; see Generator.check_context."""
         return []
+
+    @classmethod
+    def nested_sources(cls, config: PluginConfig) -> dict[str, dict[str, Any]]:
+        """Source-stage tables this stage's config embeds, by location (e.g. "annotations.source").
+
+        The manifest validates each like a top-level stage, so its errors show before anything
+        loads; build it at set-up with ``synth.manifest.source_step``.
+        """
+        return {}
 
     def setup(self) -> None:
         """Load models. Called once per process, before the first batch."""

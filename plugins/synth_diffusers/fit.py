@@ -74,10 +74,12 @@ def load_training_data(m: Manifest, progress) -> TrainingData:
     return TrainingData(imgs, np.asarray(labels, np.int64) if all(have) else None, skipped)
 
 
-def _recipe_hash(m: Manifest, cfg: FitConfig) -> str:
-    # What decides the weights: the data (manifest identity) and the recipe, not where or how long.
-    recipe = cfg.model_dump(mode="json", exclude={"output", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license"})
-    blob = json.dumps({"data": m.hash, "recipe": recipe}, sort_keys=True)
+def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
+    # What decides the weights: the data (manifest identity), the recipe and the starting weights,
+    # not where the output or the starting weights live, nor how long a session runs.
+    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license"}
+    recipe = cfg.model_dump(mode="json", exclude=exclude)
+    blob = json.dumps({"data": m.hash, "recipe": recipe, "init": init and init["sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -128,6 +130,7 @@ class Trainer:
             self.num_classes = max(len(m.dataset.classes), int(data.labels.max()) + 1)
         torch.manual_seed(sample_seed(self.seed, 0, "fit-init"))
         self.unet = build_unet(cfg, self.size, self.num_classes).to(self.device)
+        self.init_from = self._load_init(m, cfg) if cfg.init_from else None
         self.ema = copy.deepcopy(self.unet).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type, clip_sample=False)
@@ -144,7 +147,34 @@ class Trainer:
         self.step = 0
         self.losses: list[float] = []
         self.seconds = 0.0
-        self.recipe = _recipe_hash(m, cfg)
+        self.recipe = _recipe_hash(m, cfg, self.init_from)
+
+    def _load_init(self, m: Manifest, cfg: FitConfig) -> dict:
+        """Continue from a trained pipeline: its UNet weights, checked against our architecture."""
+        from safetensors.torch import load_file
+
+        from synth.plugins import load_registry
+
+        ref = cfg.init_from
+        folder = Path(load_registry().resolve_model(ref)) if ref.startswith("builtin:") else Path(ref)
+        if not folder.is_absolute():
+            folder = m.folder / folder
+        weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+        if not weights.is_file():
+            raise UsageError(f"fit.init_from: no UNet weights at {weights}")
+        state = load_file(weights, device=str(self.device))
+        missing, unexpected = self.unet.load_state_dict(state, strict=False)
+        mismatched = [k for k, v in state.items() if k in self.unet.state_dict() and self.unet.state_dict()[k].shape != v.shape]
+        if missing or unexpected or mismatched:
+            bad = (missing or unexpected or mismatched)[0]
+            raise UsageError(f"fit.init_from: {folder} has a different architecture (first difference: {bad}); match the [fit] architecture fields to it")
+        prior = json.loads((folder / "fit.json").read_text()) if (folder / "fit.json").is_file() else {}
+        return {
+            "path": str(folder),
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "steps": prior.get("steps_done"),
+            "training_seconds": prior.get("training_seconds"),
+        }
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self) -> float:
@@ -297,6 +327,7 @@ class Trainer:
             "skipped_images": self.data.skipped,
             "num_classes": self.num_classes,
             "recipe_sha256": self.recipe,
+            "init_from": self.init_from,
             "machine": {
                 "platform": platform.platform(),
                 "processor": platform.processor() or platform.machine(),
@@ -306,6 +337,14 @@ class Trainer:
                 "threads": torch.get_num_threads(),
             },
         }
+
+
+def _init_line(info: dict) -> str:
+    init = info.get("init_from")
+    if not init:
+        return ""
+    before = f"{init['steps']} steps, {init['training_seconds']:.0f} s" if init.get("steps") else "its own recipe"
+    return f"- Continued from `{Path(init['path']).name}` ({before}; the numbers here count this run only)\n"
 
 
 def model_card(m: Manifest, cfg: FitConfig, info: dict) -> str:
@@ -329,7 +368,7 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 - Training: {info['steps_done']} steps ({status}), batch {cfg.batch_size}, AdamW lr {cfg.lr} ({cfg.lr_schedule}, {cfg.warmup_steps} warm-up steps), EMA {cfg.ema_decay}
 - Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, {cfg.prediction_type} prediction
 - Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}
-- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
+{_init_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
 - Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}
 - Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
 

@@ -17,6 +17,11 @@ class FitConfig(PluginConfig):
     attention_levels: list[int] = Field([2], description="Resolution levels (0 = full) with self-attention")
     norm_num_groups: int = Field(8, ge=1)
     class_conditional: bool | Literal["auto"] = Field("auto", description="auto: when the source gives class labels")
+    init_from: str | None = Field(
+        None,
+        description="Start from this pipeline's UNet weights (folder, relative to the manifest, or builtin:NAME); "
+        "the architecture fields must match it",
+    )
     # Noise schedule
     num_train_timesteps: int = Field(1000, ge=10, le=4000)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"

@@ -20,12 +20,13 @@ class DiffusersGenerator(Generator):
 
     name = "diffusers"
     Config = DiffusersConfig
-    capabilities = frozenset({"sample", "decode", "condition:prompt", "condition:class"})
+    capabilities = frozenset({"sample", "decode", "condition:prompt", "condition:class", "features"})
 
     def __init__(self, config, context):
         super().__init__(config, context)
         self.pipe = None
         self.kind = None  # "unet2d" | "text2image"
+        self.num_class_embeds = None
         self._prompts = self._read_prompts()
 
     @classmethod
@@ -117,7 +118,9 @@ class DiffusersGenerator(Generator):
             cond = {"prompt": template.format(cls=classes[cls]), "class": cls}
         elif self._prompts is not None:
             cond = {"prompt": self._prompts[index % len(self._prompts)]}
-        elif classes:
+        elif classes and self.kind == "unet2d" and self.num_class_embeds:
+            # Only a class-conditional model makes class-labelled images; for any other model
+            # [dataset].classes are label names (e.g. segmentation classes), not a condition.
             cond = {"class": index % len(classes)}
         else:
             return {}
@@ -196,6 +199,64 @@ class DiffusersGenerator(Generator):
             for c, flag in zip(conditions, flags):
                 c["nsfw_flagged"] = bool(flag)
         return _to_uint8(np.asarray(out.images))
+
+
+    # -- per-pixel features (DatasetGAN / ddpm-segmentation) --------------------------------------
+    def feature_spec(self, options: dict[str, Any]):
+        from .features import FeatureSpec, available_blocks, check_spec
+
+        unet = self.pipe.unet
+        blocks = options.get("blocks") or [b for b in available_blocks(unet) if b == "mid" or b.startswith("up")]
+        spec = FeatureSpec(
+            blocks=tuple(blocks),
+            timesteps=tuple(options.get("timesteps") or (50, 150, 250)),
+            noise_seed=int(options.get("noise_seed") or sample_seed(self.context.seed, 0, "feature-noise")),
+        )
+        problems = check_spec(unet, self._train_schedule().config.num_train_timesteps, spec)
+        if problems:
+            raise UsageError(f"features of {self.config.model}: " + "; ".join(problems))
+        return spec
+
+    def _train_schedule(self):
+        from diffusers import DDPMScheduler
+
+        if not hasattr(self, "_ddpm"):
+            self._ddpm = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        return self._ddpm
+
+    def features(self, images: np.ndarray, conditions: list[dict], spec) -> list:
+        from .features import extract
+
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        kwargs = {}
+        with torch.inference_mode():
+            if self.kind == "unet2d":
+                _, h, w = self.latent_shape()
+                if x.shape[-2:] != (h, w):
+                    raise UsageError(f"features: images are {x.shape[-1]}x{x.shape[-2]}, {self.config.model} works at {w}x{h}; resize the source")
+                if self.num_class_embeds:
+                    if any(c.get("class") is None for c in conditions):
+                        raise UsageError(f"features: {self.config.model} is class-conditional and a sample has no class label")
+                    kwargs["class_labels"] = torch.tensor([c["class"] for c in conditions], device=self.device)
+                x0 = x.to(self.dtype)
+            else:
+                vae = self.pipe.vae
+                x0 = vae.encode(x.to(self.dtype)).latent_dist.mean * vae.config.scaling_factor
+                prompts = [c.get("prompt", "") for c in conditions]
+                embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+                kwargs["encoder_hidden_states"] = embeds
+            return extract(self.pipe.unet, self._train_schedule().alphas_cumprod, x0, spec, kwargs)
+
+    def fingerprint(self) -> str:
+        import hashlib
+        import json
+
+        ident = self.describe()
+        local = Path(getattr(self, "model_ref", ""))
+        for f in sorted(local.glob("unet/*.safetensors")) + sorted(local.glob("unet/*.bin")):
+            ident[f"sha256:{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
+        return json.dumps(ident, sort_keys=True, default=str)
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""DatasetGAN-style labelling: a pixel-MLP ensemble on a generator's own features."""

@@ -1,0 +1,150 @@
+"""Labelled examples for the head: real images with masks from any source stage, or masks drawn
+on generated samples of an earlier run (keyed by sample key; the image comes from the shards).
+
+Annotations are few and precious, so unlike a source's bulk reading every problem here is an
+error naming the file and sample, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from synth.errors import UsageError
+from synth.manifest import source_step
+from synth.protocols import RunContext
+
+from .config import AnnotationsConfig
+
+MASK_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
+IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
+
+
+@dataclass
+class Examples:
+    images: np.ndarray  # (N, H, W, 3) uint8
+    masks: np.ndarray  # (N, H, W) int64 class ids
+    conditions: list[dict]
+    keys: list[str]
+    kind: str  # "real" | "generated"
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for arr in (self.images, self.masks.astype(np.int64)):
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(json.dumps(self.conditions, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+
+def load_examples(cfg: AnnotationsConfig, context: RunContext, where: str) -> Examples:
+    if cfg.source is not None:
+        return _from_source(cfg, context, f"{where}.annotations.source")
+    return _from_generated(cfg, context, f"{where}.annotations")
+
+
+def _check_ids(mask: np.ndarray, num_classes: int, what: str) -> None:
+    top = int(mask.max(initial=0))
+    if top >= num_classes:
+        raise UsageError(f"{what} has class id {top}, but [dataset].classes lists {num_classes} classes (ids 0..{num_classes - 1})")
+
+
+def _from_source(cfg: AnnotationsConfig, context: RunContext, where: str) -> Examples:
+    step = source_step(context.registry, cfg.source, where)
+    stage = step.cls(step.config, context)
+    stage.setup()
+    batch = stage.produce(list(range(cfg.count)))
+    if batch.dropped:
+        d = batch.dropped[0]
+        raise UsageError(f"{where}: labelled sample {d.key} is unusable: {d.detail or d.reason}")
+    if batch.seg is None:
+        raise UsageError(f"{where}: stage {step.name!r} gives images without masks; labelled images need masks")
+    k = len(context.classes)
+    for key, mask in zip(batch.keys, batch.seg):
+        _check_ids(mask, k, f"{where}: the mask of {key}")
+    conditions = [{**(r.get("condition") or {}), **({"class": r["class"]} if r.get("class") is not None else {})} for r in batch.records]
+    return Examples(batch.images, batch.seg.astype(np.int64), conditions, list(batch.keys), "real")
+
+
+def _shard_files(context: RunContext, pattern: str, where: str) -> list[Path]:
+    import braceexpand
+
+    paths = []
+    for p in braceexpand.braceexpand(pattern):
+        path = context.resolve_path(p)
+        if path.is_dir():
+            paths += sorted(q for q in path.glob("*.tar") if not q.name.startswith("."))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UsageError(f"{where}.shards: no such shard or folder {path}")
+    if not paths:
+        raise UsageError(f"{where}.shards: {pattern} holds no shards")
+    return paths
+
+
+def _open(data, what: str):
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        img.load()
+        return img
+    except Exception as e:
+        raise UsageError(f"{what}: not a readable image ({type(e).__name__})") from None
+
+
+def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> Examples:
+    from synth.reading import iter_samples
+
+    folder = context.resolve_path(cfg.masks)
+    if not folder.is_dir():
+        raise UsageError(f"{where}.masks: no such folder {folder}")
+    masks = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() == ".png":
+            key = p.name[: -len(".seg.png")] if p.name.endswith(".seg.png") else p.stem
+            masks[key] = p
+    if not masks:
+        raise UsageError(f"{where}.masks: {folder} holds no KEY.png masks")
+    found: dict[str, tuple[np.ndarray, dict]] = {}
+    for shard in _shard_files(context, cfg.shards, where):
+        for sample in iter_samples(shard):
+            key = sample["__key__"]
+            if key not in masks:
+                continue
+            field = next((f for f in IMAGE_FIELDS if f in sample), None)
+            if field is None:
+                raise UsageError(f"{where}.shards: sample {key} in {shard.name} has no image")
+            image = np.asarray(_open(sample[field], f"{shard.name}: sample {key}").convert("RGB"))
+            record = json.loads(sample.get("json", b"{}"))
+            cond = dict(record.get("condition") or {})
+            if record.get("class") is not None:
+                cond["class"] = record["class"]
+            found[key] = (image, cond)
+    missing = sorted(set(masks) - set(found))
+    if missing:
+        raise UsageError(f"{where}.masks: {masks[missing[0]].name} names sample {missing[0]}, which is not in {cfg.shards}")
+    images, segs, conds, keys = [], [], [], []
+    k = len(context.classes)
+    for key in sorted(masks):
+        image, cond = found[key]
+        m = _open(masks[key], f"{where}.masks: {masks[key].name}")
+        if m.mode not in MASK_MODES:
+            raise UsageError(f"{where}.masks: {masks[key].name} must be single-channel class ids, got mode {m.mode}")
+        if (m.size[1], m.size[0]) != image.shape[:2]:
+            raise UsageError(
+                f"{where}.masks: {masks[key].name} is {m.size[0]}x{m.size[1]}, sample {key} is {image.shape[1]}x{image.shape[0]}"
+            )
+        mask = np.asarray(m).astype(np.int64)
+        _check_ids(mask, k, f"{where}.masks: {masks[key].name}")
+        images.append(image)
+        segs.append(mask)
+        conds.append(cond)
+        keys.append(key)
+    return Examples(np.stack(images), np.stack(segs), conds, keys, "generated")

@@ -1,0 +1,62 @@
+"""Manifest tables of the pixel-head stages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from synth.protocols import PluginConfig
+
+
+class AnnotationsConfig(PluginConfig):
+    """Where the labelled examples come from: real images with masks, or generated samples."""
+
+    source: dict[str, Any] | None = Field(
+        None, description="A source stage table whose samples carry masks, e.g. {name = \"shapes\", split = \"train\"}"
+    )
+    count: int = Field(8, ge=1, le=100000, description="How many labelled images to read from the source")
+    shards: str | None = Field(None, description="Shards of an earlier synth run (path, brace pattern or output folder)")
+    masks: str | None = Field(None, description="Folder of class-id masks KEY.png for samples of `shards`")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.source is None) == (self.shards is None):
+            raise ValueError("give either source (labelled real images) or shards + masks (labelled generated samples)")
+        if (self.shards is None) != (self.masks is None):
+            raise ValueError("shards and masks go together")
+        if self.source is not None and not isinstance(self.source.get("name"), str):
+            raise ValueError("source needs a name, e.g. source = {name = \"folder\", path = \"labelled/\"}")
+        return self
+
+
+class PixelHeadConfig(PluginConfig):
+    head: str | None = Field(None, description="A trained head folder (head.json + head.safetensors) to reuse")
+    annotations: AnnotationsConfig | None = Field(None, description="Train a head from these (cached)")
+    blocks: list[str] | None = Field(None, description="UNet blocks: 'mid', 'upN', 'downN' (default: mid + every up block)")
+    timesteps: list[int] | None = Field(None, description="Noise levels to read features at (default 50, 150, 250)")
+    ensemble: int = Field(10, ge=1, le=64, description="Number of pixel MLPs; label = majority vote")
+    hidden: list[int] = Field([128, 32], min_length=1, max_length=4, description="Hidden widths of each MLP")
+    steps: int = Field(1500, ge=1, description="Optimiser steps per MLP")
+    batch_pixels: int = Field(2048, ge=16, description="Pixels per optimiser step")
+    lr: float = Field(1e-3, gt=0)
+    bank_mb: int = Field(1024, ge=16, description="Memory for training pixels (fp16); bounds RAM whatever the image count")
+    top_fraction: float = Field(0.1, gt=0, le=1, description="Per-image uncertainty: mean of this top share of pixel scores")
+    calibration_samples: int = Field(64, ge=0, description="Generated samples scored after training to calibrate drop_uncertain")
+    feature_batch: int = Field(16, ge=1, description="Images per UNet pass when extracting features")
+    cache_dir: str | None = Field(None, description="Where trained heads are cached (default $SYNTH_CACHE_DIR or ~/.cache/synth)")
+    save_to: str | None = Field(None, description="Also copy the trained head to this folder, for `head = ...` elsewhere")
+
+    @model_validator(mode="after")
+    def _head_or_annotations(self):
+        if (self.head is None) == (self.annotations is None):
+            raise ValueError("give either head (a trained head folder) or annotations (to train one)")
+        if self.timesteps is not None and any(t < 0 for t in self.timesteps):
+            raise ValueError("timesteps must be >= 0")
+        return self
+
+
+class DropUncertainConfig(PluginConfig):
+    fraction: float = Field(0.1, gt=0, lt=1, description="Drop samples above this quantile of the head's calibration scores")
+    max: float | None = Field(None, gt=0, description="Or an absolute bound on the score instead")
+    score: str = Field("label_uncertainty", description="The score to filter on")

@@ -1,0 +1,160 @@
+"""`pixelhead`: label every pixel with an ensemble trained on a few annotations;
+`drop_uncertain`: drop the samples whose labels the ensemble disagrees on most."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from synth.batch import Batch
+from synth.errors import UsageError
+from synth.protocols import Stage
+
+from .annotations import load_examples
+from .config import DropUncertainConfig, PixelHeadConfig
+from .head import image_uncertainty
+from .training import cache_root, calibrate, head_key, load_head, save_head, train_head
+
+SCORE = "label_uncertainty"
+
+
+class PixelHead(Stage):
+    """Per-pixel labels (seg.png) from the generator's own features, with uncertainty."""
+
+    name = "pixelhead"
+    kind = "transform"
+    Config = PixelHeadConfig
+    requires = frozenset({"features"})
+
+    @classmethod
+    def check_context(cls, config: PixelHeadConfig, classes: list[str]) -> list[str]:
+        if len(classes) < 2:
+            return ["pixelhead needs [dataset].classes: the label names, class id = position (at least 2)"]
+        return []
+
+    @classmethod
+    def nested_sources(cls, config: PixelHeadConfig) -> dict:
+        if config.annotations is not None and config.annotations.source is not None:
+            return {"annotations.source": config.annotations.source}
+        return {}
+
+    def setup(self) -> None:
+        cfg, ctx = self.config, self.context
+        gen = ctx.generator
+        where = "stage 'pixelhead'"
+        if cfg.head is not None:
+            folder = ctx.resolve_path(cfg.head)
+            self.ensemble, self.info = load_head(folder, f"{where}.head")
+            self._check_loaded(folder)
+            # a saved head was trained with its own blocks, timesteps and shared noise: use exactly those
+            self.spec = gen.feature_spec(self.info["spec"])
+            self.head_id = self.info.get("key", "")[:16]
+        else:
+            options = {"blocks": cfg.blocks, "timesteps": cfg.timesteps}
+            self.spec = gen.feature_spec(options)
+            examples = load_examples(cfg.annotations, ctx, where)
+            key = head_key(examples, gen.fingerprint(), self.spec, cfg, ctx.classes, ctx.seed)
+            folder = cache_root(cfg, ctx) / "pixelheads" / key[:32]
+            if (folder / "head.json").is_file():
+                self.ensemble, self.info = load_head(folder, f"{where} cache")
+                self.cached = True
+            else:
+                self.ensemble, self.info = self._train(examples, key)
+                save_head(folder, self.ensemble, self.info)
+                self.cached = False
+            self.head_id = key[:16]
+            self.head_folder = folder
+            if cfg.save_to:
+                save_head(ctx.resolve_path(cfg.save_to), self.ensemble, self.info)
+        calibration = self.info.get("calibration", {}).get(SCORE, [])
+        ctx.extra.setdefault("score_calibration", {})[SCORE] = calibration
+        self.top_fraction = self.info.get("top_fraction", cfg.top_fraction)
+
+    def _check_loaded(self, folder) -> None:
+        classes = self.context.classes
+        if self.info["classes"] != classes:
+            raise UsageError(f"stage 'pixelhead'.head: {folder} labels {self.info['classes']}, [dataset].classes is {classes}")
+        saved = json.loads(self.info.get("generator", "{}"))
+        ours = json.loads(self.context.generator.fingerprint())
+        weights = lambda d: {k: v for k, v in d.items() if k.startswith("sha256:") or k == "model"}  # noqa: E731
+        if saved and weights(saved) != weights(ours):
+            raise UsageError(
+                f"stage 'pixelhead'.head: {folder} was trained on the features of {saved.get('model')!r}; "
+                f"this manifest's generator is {ours.get('model')!r} (or different weights)"
+            )
+
+    def _train(self, examples, key: str):
+        from tqdm import tqdm
+
+        cfg, ctx, gen = self.config, self.context, self.context.generator
+        print(f"synth: training the pixel head on {len(examples.keys)} labelled {examples.kind} images (cached for later runs)", file=sys.stderr)
+        bar = tqdm(total=cfg.ensemble * cfg.steps, desc="pixel head", unit="step", leave=False, disable=not sys.stderr.isatty())
+        ensemble, info = train_head(gen, self.spec, examples, cfg, ctx.classes, ctx.seed, lambda d, t: bar.update(d - bar.n))
+        bar.close()
+        info["key"] = key
+        info["generator"] = gen.fingerprint()
+        info["calibration"] = {SCORE: calibrate(gen, ensemble, self.spec, cfg, ctx.seed)}
+        return ensemble, info
+
+    def process(self, batch: Batch) -> Batch:
+        gen = self.context.generator
+        n, h, w = len(batch), batch.images.shape[1], batch.images.shape[2]
+        labels = np.empty((n, h, w), np.int64)
+        scores = np.empty(n)
+        step = self.config.feature_batch
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            conds = [_condition(r) for r in batch.records[rows]]
+            lab, js = self.ensemble.predict(gen.features(batch.images[rows], conds, self.spec), (h, w))
+            labels[rows] = lab
+            scores[rows] = image_uncertainty(js, self.top_fraction)
+        batch.seg = labels
+        for rec, s in zip(batch.records, scores):
+            rec.setdefault("scores", {})[SCORE] = round(float(s), 6)
+            rec["labels"] = {"by": "pixelhead", "head": self.head_id}
+        return batch
+
+
+def _condition(record: dict) -> dict:
+    cond = dict(record.get("condition") or {})
+    if record.get("class") is not None:
+        cond.setdefault("class", record["class"])
+    return cond
+
+
+class DropUncertain(Stage):
+    """Drop samples whose label uncertainty is above a quantile of the head's calibration."""
+
+    name = "drop_uncertain"
+    kind = "filter"
+    Config = DropUncertainConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        if cfg.max is not None:
+            self.threshold = cfg.max
+            self.reason = f"{cfg.score} > max {cfg.max}"
+            return
+        calibration = self.context.extra.get("score_calibration", {}).get(cfg.score)
+        if not calibration:
+            raise UsageError(
+                f"stage 'drop_uncertain': no calibration for score {cfg.score!r}; put it after a labeller that "
+                f"calibrates it (pixelhead with calibration_samples > 0) or give max = ..."
+            )
+        q = 1 - cfg.fraction
+        self.threshold = float(np.quantile(np.asarray(calibration), q))
+        self.reason = f"{cfg.score} above the {q:.0%} quantile of calibration samples"
+
+    def process(self, batch: Batch) -> Batch:
+        key = self.config.score
+        values = []
+        for k, rec in zip(batch.keys, batch.records):
+            v = rec.get("scores", {}).get(key)
+            if v is None:
+                raise UsageError(f"stage 'drop_uncertain': sample {k} has no score {key!r}")
+            values.append(float(v))
+        keep = [v <= self.threshold for v in values]
+        details = [f"{v:.4f} > {self.threshold:.4f}" for v in values]
+        return batch.keep(keep, self.name, self.reason, details)
