@@ -7,6 +7,7 @@ change the row count by returning a new batch. Each sample also carries one JSON
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -69,6 +70,25 @@ class Batch:
         out.dropped += [Dropped(self.keys[i], stage, reasons[i], str(details[i])) for i, m in enumerate(mask) if not m]
         return out
 
+    def derive(self, rows, keys: list[str], ops: list[dict[str, Any]]) -> "Batch":
+        """Expand-stage helper: children of ``rows`` under new ``keys``. Each child starts as a copy
+        of its parent (columns and record, class label included) with ``op`` + the parent's key
+        appended to its lineage; the stage then changes what its op changes."""
+        rows = list(rows)
+        if not len(rows) == len(keys) == len(ops):
+            raise ValueError(f"derive: {len(rows)} rows, {len(keys)} keys, {len(ops)} ops")
+        out = self.take(rows)
+        out.keys = list(keys)
+        out.images = None if out.images is None else out.images.copy()
+        out.seg = None if out.seg is None else out.seg.copy()
+        out.latents = None if out.latents is None else out.latents.copy()
+        out.records = []
+        for r, op in zip(rows, ops):
+            rec = copy.deepcopy(self.records[r])
+            rec["lineage"] = list(rec.get("lineage", [])) + [{**op, "parent": self.keys[r]}]
+            out.records.append(rec)
+        return out
+
     @staticmethod
     def concat(batches: list["Batch"]) -> "Batch":
         if not batches:
@@ -90,3 +110,21 @@ class Batch:
             seg=cat("seg"),
             dropped=[d for b in batches for d in b.dropped],
         )
+
+
+INHERITED = ("class", "class_name")
+
+
+def inherit_labels(parents: Batch, children: Batch) -> None:
+    """After an expand stage: a new sample whose lineage names a parent in ``parents`` gets the
+    parent's class label when the stage did not set one (a view of a cat is still a cat)."""
+    by_key = {k: r for k, r in zip(parents.keys, parents.records)}
+    for key, rec in zip(children.keys, children.records):
+        if key in by_key:
+            continue
+        parent = next((op.get("parent") for op in reversed(rec.get("lineage") or []) if op.get("parent") in by_key), None)
+        if parent is None:
+            continue
+        for name in INHERITED:
+            if rec.get(name) is None and by_key[parent].get(name) is not None:
+                rec[name] = by_key[parent][name]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from .batch import Batch
+from .batch import Batch, inherit_labels
 from .errors import RunError, SynthError
 from .manifest import Manifest, Step
 from .protocols import RunContext
@@ -61,8 +61,11 @@ class Pipeline:
             if len(batch) == 0:
                 break
             keys = _range_text(batch.keys)
-            batch = self._timed(step, lambda: stage.process(batch), keys)
+            parents = batch
+            batch = self._timed(step, lambda: stage.process(parents), keys)
             self._check_batch(step, batch)
+            if stage.kind == "expand":
+                inherit_labels(parents, batch)
         for rec in batch.records:
             for k, v in COMMON_RECORD_FIELDS.items():
                 rec.setdefault(k, type(v)() if v is not None else None)

@@ -20,25 +20,18 @@ class Mirror(Stage):
     Config = MirrorConfig
 
     def process(self, batch: Batch) -> Batch:
-        rows, keys, records = [], [], []
-        for i, (key, rec) in enumerate(zip(batch.keys, batch.records)):
-            if self.config.keep_original:
-                rows.append((i, False))
-                keys.append(key)
-                records.append(rec)
-            child = {**rec, "lineage": rec["lineage"] + [{"op": "mirror", "parent": key}]}
-            rows.append((i, True))
-            keys.append(f"{key}_m")
-            records.append(child)
-        idx = [i for i, _ in rows]
-        flip = np.array([f for _, f in rows])
-        images = batch.images[idx].copy()
-        images[flip] = images[flip][:, :, ::-1]
-        seg = None if batch.seg is None else batch.seg[idx].copy()
-        if seg is not None:
-            seg[flip] = seg[flip][:, :, ::-1]
-        latents = None if batch.latents is None else batch.latents[idx]
-        return Batch(keys=keys, images=images, records=records, latents=latents, seg=seg, dropped=batch.dropped)
+        # derive() copies each parent (class label included) and records the op in its lineage
+        rows = range(len(batch))
+        mirrored = batch.derive(rows, [f"{k}_m" for k in batch.keys], [{"op": "mirror"}] * len(batch))
+        mirrored.images = mirrored.images[:, :, ::-1].copy()
+        if mirrored.seg is not None:
+            mirrored.seg = mirrored.seg[:, :, ::-1].copy()
+        if not self.config.keep_original:
+            return mirrored
+        # originals and their mirrors interleaved: s0, s0_m, s1, s1_m, ...
+        both = Batch.concat([batch, mirrored])
+        n = len(batch)
+        return both.take([j for i in range(n) for j in (i, n + i)])
 
 
 class BrightSegConfig(PluginConfig):
