@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -131,3 +132,13 @@ def test_schema_covers_engine_and_plugin_configs(tmp_path):
         jsonschema.validate({**good, "generator": {"name": "toy", "size": 2}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**good, "stage": [{"name": "generate", "bogus": 1}]}, schema)
+
+
+def test_every_shipped_manifest_is_valid():
+    from synth.manifest import load_manifest
+
+    root = Path(__file__).resolve().parents[1] / "manifests"
+    found = sorted(root.glob("*.toml"))
+    assert len(found) >= 6
+    for path in found:
+        load_manifest(path)  # raises ManifestError with every problem listed

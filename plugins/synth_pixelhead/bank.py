@@ -48,8 +48,9 @@ class PixelBank:
     def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.features[idx], self.labels[idx]
 
-    def moments(self, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and std (float64 sums over chunks: no full-size float32 copy)."""
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std (float64 sums over ~32 MB chunks: no full-size copy)."""
+        chunk = max(64, (32 << 20) // (8 * self.channels))
         s = np.zeros(self.channels)
         s2 = np.zeros(self.channels)
         for i in range(0, self.n, chunk):

@@ -155,9 +155,13 @@ def train_ensemble(bank, num_classes: int, hidden: list[int], ensemble: int, ste
     return Ensemble(members, mean, std, num_classes), {"train_pixel_accuracy": [round(a, 4) for a in accs]}
 
 
-def _accuracy(torch, member, bank, mean_t, std_t, limit: int = 65536) -> float:
+def _accuracy(torch, member, bank, mean_t, std_t, limit: int = 32768, chunk: int = 4096) -> float:
+    """Training-pixel accuracy on up to ``limit`` bank rows, a chunk at a time (bounded memory)."""
     idx = np.unique(np.linspace(0, len(bank) - 1, min(len(bank), limit)).astype(np.int64))
-    x, y = bank.rows(idx)
+    right = 0
     with torch.inference_mode():
-        pred = member((torch.from_numpy(x).float() - mean_t) / std_t).argmax(1).numpy()
-    return float((pred == y).mean())
+        for i in range(0, len(idx), chunk):
+            x, y = bank.rows(idx[i : i + chunk])
+            pred = member((torch.from_numpy(x).float() - mean_t) / std_t).argmax(1).numpy()
+            right += int((pred == y).sum())
+    return right / len(idx)
