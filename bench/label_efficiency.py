@@ -1,0 +1,241 @@
+"""The DatasetGAN claim on the shapes world, measured: how much is a labelled image worth when a
+generator's features label thousands of generated ones?
+
+For K labelled real images (shapes world, split "val"), mIoU on real test images (split "test") of
+  (i)    the pixel head (trained on the K) applied to the real test images;
+  (ii)   a small U-Net trained on the K real images only;
+  (iii)  the same U-Net trained on N generated samples labelled by the head, the most uncertain
+         share dropped, three ways: synthetic only; synthetic and the K real mixed in every batch;
+         pre-trained on synthetic, then fine-tuned on the K real;
+  (iv)   the U-Net trained on 10*K real labelled images.
+Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts nothing.
+
+    python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
+        [--generated 2000] [--seg-steps 1000] [--ensemble 10] [--head-steps 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CLASSES = ["background", "circle", "square", "triangle"]
+
+
+def load_generator(model: str, scheduler: str, steps: int, seed: int):
+    """The real generator plugin, loaded through a manifest as `synth run` would."""
+    from synth.manifest import load_manifest
+    from synth.pipeline import Pipeline
+
+    path = Path(tempfile.mkdtemp(prefix="synth-labeleff-")) / "gen.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [dataset]
+            num_samples = 1
+            seed = {seed}
+            classes = {CLASSES!r}
+            [generator]
+            name = "diffusers"
+            model = "{model}"
+            scheduler = "{scheduler}"
+            steps = {steps}
+            """
+        ).replace("'", '"')
+    )
+    pipe = Pipeline(load_manifest(path))
+    pipe.generator.setup()
+    return pipe.generator
+
+
+def generate(gen, n: int, seed: int, batch: int = 64) -> np.ndarray:
+    out = []
+    for start in range(0, n, batch):
+        idx = list(range(start, min(start + batch, n)))
+        conds = [gen.condition(i) for i in idx]
+        out.append(gen.decode(gen.sample_latents(idx, seed), conds, idx, seed))
+    return np.concatenate(out)
+
+
+def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, batch: int = 64):
+    from synth_pixelhead.head import image_uncertainty
+
+    labels, scores = [], []
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        lab, js = ensemble.predict(gen.features(chunk, [{}] * len(chunk), spec), chunk.shape[1:3])
+        labels.append(lab)
+        scores.append(image_uncertainty(js, top))
+    return np.concatenate(labels), np.concatenate(scores)
+
+
+def miou(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
+    ious = []
+    for c in range(k):
+        inter = np.logical_and(pred == c, truth == c).sum()
+        union = np.logical_or(pred == c, truth == c).sum()
+        if union:
+            ious.append(inter / union)
+    return float(np.mean(ious))
+
+
+# -- the downstream segmenter ---------------------------------------------------------------------
+def small_unet(torch, k: int, width: int = 32):
+    nn = torch.nn
+
+    def block(i, o):
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            w = width
+            self.e1, self.e2, self.e3 = block(3, w), block(w, 2 * w), block(2 * w, 4 * w)
+            self.u2, self.d2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2), block(4 * w, 2 * w)
+            self.u1, self.d1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2), block(2 * w, w)
+            self.out = nn.Conv2d(w, k, 1)
+
+        def forward(self, x):
+            e1 = self.e1(x)
+            e2 = self.e2(nn.functional.max_pool2d(e1, 2))
+            e3 = self.e3(nn.functional.max_pool2d(e2, 2))
+            d2 = self.d2(torch.cat([self.u2(e3), e2], 1))
+            d1 = self.d1(torch.cat([self.u1(d2), e1], 1))
+            return self.out(d1)
+
+    return UNet()
+
+
+def _to_tensors(torch, images, masks):
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, torch.from_numpy(masks.astype(np.int64))
+
+
+def train_segmenter(torch, sets, steps: int, seed: int, batch: int = 32, lr: float = 1e-3, model=None):
+    """Train on ``sets``: a list of (images, masks, share) drawn from in every batch by share."""
+    torch.manual_seed(seed)
+    net = model or small_unet(torch, len(CLASSES))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    data = [(*_to_tensors(torch, im, m), share) for im, m, share in sets]
+    rng = np.random.default_rng(seed)
+    net.train()
+    for _ in range(steps):
+        xs, ys = [], []
+        for x, y, share in data:
+            n = max(1, round(batch * share))
+            idx = rng.integers(0, len(x), n)
+            xs.append(x[idx])
+            ys.append(y[idx])
+        x, y = torch.cat(xs), torch.cat(ys)
+        if rng.random() < 0.5:  # flips: the world has no preferred orientation
+            x, y = x.flip(-1), y.flip(-1)
+        if rng.random() < 0.5:
+            x, y = x.flip(-2), y.flip(-2)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+def segment(torch, net, images, batch: int = 256) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(images), batch):
+            x, _ = _to_tensors(torch, images[s : s + batch], np.zeros(1))
+            out.append(net(x).argmax(1).numpy())
+    return np.concatenate(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="builtin:shapes-32")
+    ap.add_argument("--scheduler", default="dpm++")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps")
+    ap.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8, 16])
+    ap.add_argument("--test", type=int, default=500)
+    ap.add_argument("--generated", type=int, default=2000)
+    ap.add_argument("--drop", type=float, default=0.1, help="most uncertain share of generated samples dropped")
+    ap.add_argument("--difficulty", type=float, default=0.5)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--seg-steps", type=int, default=1000)
+    ap.add_argument("--ensemble", type=int, default=10)
+    ap.add_argument("--head-steps", type=int, default=500)
+    ap.add_argument("--blocks", nargs="*", default=None)
+    ap.add_argument("--timesteps", type=int, nargs="*", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+
+    import torch
+
+    from synth_pixelhead.annotations import Examples
+    from synth_pixelhead.config import PixelHeadConfig
+    from synth_pixelhead.training import train_head
+    from synth_shapes.world import render_many
+
+    torch.set_num_threads(args.threads)
+    t_all = time.perf_counter()
+    k_max = max(args.ks)
+    test_x, test_y = render_many(args.seed, range(args.test), args.size, args.difficulty, "test")
+    pool_x, pool_y = render_many(args.seed, range(10 * k_max), args.size, args.difficulty, "val")
+    gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
+    spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps})
+    t0 = time.perf_counter()
+    gen_x = generate(gen, args.generated, args.seed)
+    t_gen = time.perf_counter() - t0
+    print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
+    print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
+    print(f"  features: blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps; U-Net: {args.seg_steps} steps, batch 32")
+    k = len(CLASSES)
+    rows = []
+    for kk in args.ks:
+        t0 = time.perf_counter()
+        ex = Examples(pool_x[:kk], pool_y[:kk], [{}] * kk, [str(i) for i in range(kk)], "real")
+        cfg = PixelHeadConfig(annotations={"source": {"name": "shapes"}}, ensemble=args.ensemble, steps=args.head_steps, calibration_samples=0, feature_batch=64)
+        ensemble, _ = train_head(gen, spec, ex, cfg, CLASSES, seed=args.seed)
+        head_test, _ = head_predict(gen, ensemble, spec, test_x, cfg.top_fraction)
+        gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction)
+        keep = np.argsort(unc, kind="stable")[: int(round(len(unc) * (1 - args.drop)))]
+        syn_x, syn_y = gen_x[keep], gen_y[keep]
+        real = (pool_x[:kk], pool_y[:kk])
+        seed = args.seed + kk
+        r = {"K": kk, "head": miou(head_test, test_y, k)}
+        r["real K"] = miou(segment(torch, train_segmenter(torch, [(*real, 1.0)], args.seg_steps, seed), test_x), test_y, k)
+        r["syn"] = miou(segment(torch, train_segmenter(torch, [(syn_x, syn_y, 1.0)], args.seg_steps, seed), test_x), test_y, k)
+        r["syn+K mix"] = miou(segment(torch, train_segmenter(torch, [(syn_x, syn_y, 0.5), (*real, 0.5)], args.seg_steps, seed), test_x), test_y, k)
+        pre = train_segmenter(torch, [(syn_x, syn_y, 1.0)], args.seg_steps, seed)
+        fine = train_segmenter(torch, [(*real, 1.0)], args.seg_steps // 2, seed, lr=3e-4, model=pre)
+        r["syn->K ft"] = miou(segment(torch, fine, test_x), test_y, k)
+        r["real 10K"] = miou(segment(torch, train_segmenter(torch, [(pool_x[: 10 * kk], pool_y[: 10 * kk], 1.0)], args.seg_steps, seed), test_x), test_y, k)
+        r["seconds"] = time.perf_counter() - t0
+        rows.append(r)
+        print(f"  K={kk}: done in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+
+    cols = ["head", "real K", "syn", "syn+K mix", "syn->K ft", "real 10K"]
+    print()
+    print("  mIoU on real test images")
+    print("  " + f"{'K':>3} | " + " | ".join(f"{c:>10}" for c in cols) + " | best (iii) - (ii)")
+    for r in rows:
+        best = max(r["syn"], r["syn+K mix"], r["syn->K ft"])
+        print("  " + f"{r['K']:>3} | " + " | ".join(f"{r[c]:>10.3f}" for c in cols) + f" | {best - r['real K']:+.3f}")
+    print()
+    print("  (i) head = pixel head on real test images; (ii) real K = U-Net on the K real; (iii) syn = U-Net on the")
+    print("  head-labelled generated samples, syn+K mix = half of every batch from the K real, syn->K ft = pre-trained")
+    print("  on synthetic then fine-tuned on the K real; (iv) real 10K = U-Net on 10*K real labelled images.")
+    print(f"  machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; total {time.perf_counter() - t_all:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
