@@ -126,3 +126,24 @@ def test_resume_with_a_changed_recipe_is_refused(tmp_path):
     res = synth("fit", "-q", m)
     assert res.returncode == 2 and "different recipe" in res.stderr
     assert synth("fit", "-q", "--overwrite", m).returncode == 0
+
+
+def test_fit_continues_from_a_trained_pipeline(tmp_path):
+    from safetensors.torch import load_file
+
+    assert synth("fit", "-q", _fit_manifest(tmp_path, output="base", steps=3)).returncode == 0
+    cont = FIT.format(output="cont", steps=1, every=1).replace('output = "cont"', 'output = "cont"\ninit_from = "base"\nlr = 1e-12\nema_decay = 0')
+    res = synth("fit", "-q", write_manifest(tmp_path, cont, "cont.toml"))
+    assert res.returncode == 0, res.stderr
+    base = load_file(tmp_path / "base" / "unet" / "diffusion_pytorch_model.safetensors")
+    after = load_file(tmp_path / "cont" / "unet" / "diffusion_pytorch_model.safetensors")
+    # one step at a negligible learning rate: the continued weights are the base weights
+    assert max(float((base[k] - after[k]).abs().max()) for k in base) < 1e-6
+    info = json.loads((tmp_path / "cont" / "fit.json").read_text())
+    assert info["init_from"]["path"] == str(tmp_path / "base") and info["init_from"]["steps"] == 3
+    assert "Continued from `base` (3 steps" in (tmp_path / "cont" / "README.md").read_text()
+
+    wider = cont.replace("block_out_channels = [8, 16]", "block_out_channels = [8, 32]").replace('output = "cont"', 'output = "wide"')
+    res = synth("fit", "-q", write_manifest(tmp_path, wider, "wide.toml"))
+    assert res.returncode == 2
+    assert "fit.init_from:" in res.stderr and "has a different architecture" in res.stderr.strip().splitlines()[-1]

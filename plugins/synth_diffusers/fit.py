@@ -163,11 +163,11 @@ class Trainer:
         if not weights.is_file():
             raise UsageError(f"fit.init_from: no UNet weights at {weights}")
         state = load_file(weights, device=str(self.device))
-        missing, unexpected = self.unet.load_state_dict(state, strict=False)
-        mismatched = [k for k, v in state.items() if k in self.unet.state_dict() and self.unet.state_dict()[k].shape != v.shape]
-        if missing or unexpected or mismatched:
-            bad = (missing or unexpected or mismatched)[0]
-            raise UsageError(f"fit.init_from: {folder} has a different architecture (first difference: {bad}); match the [fit] architecture fields to it")
+        ours = self.unet.state_dict()
+        differ = sorted(set(ours) ^ set(state)) + [k for k in state if k in ours and ours[k].shape != state[k].shape]
+        if differ:
+            raise UsageError(f"fit.init_from: {folder} has a different architecture (first difference: {differ[0]}); match the [fit] architecture fields to it")
+        self.unet.load_state_dict(state)
         prior = json.loads((folder / "fit.json").read_text()) if (folder / "fit.json").is_file() else {}
         return {
             "path": str(folder),
