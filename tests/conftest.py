@@ -35,6 +35,32 @@ def synth(*args, env=None, cwd=None, timeout=300):
     )
 
 
+DIFFUSERS_MANIFEST = """
+[dataset]
+name = "d"
+output = "{output}"
+num_samples = {n}
+shard_size = {shard}
+{dataset}
+
+[run]
+batch_size = {batch}
+
+[generator]
+name = "diffusers"
+model = "{model}"
+steps = 3
+{generator}
+{stages}
+"""
+
+
+def diffusers_manifest(folder: Path, model, dataset="", generator="", stages="", n=6, shard=4, batch=3, name="m.toml", output="out") -> Path:
+    """A manifest for a (tiny) diffusers model: shards d-NNNNNN.tar, 3 sampling steps."""
+    body = DIFFUSERS_MANIFEST.format(output=output, n=n, shard=shard, dataset=dataset, batch=batch, model=model, generator=generator, stages=stages)
+    return write_manifest(folder, body, name)
+
+
 TOY_MANIFEST = """
 [dataset]
 name = "toy"

@@ -3,36 +3,15 @@
 import json
 
 import numpy as np
-import pytest
 
-from conftest import synth, write_manifest
+from conftest import diffusers_manifest, synth, write_manifest
 from synth.manifest import load_manifest
 from synth.pipeline import Pipeline
 from synth.reading import iter_samples
 
 
 def _manifest(tmp_path, model, extra_dataset="", extra_gen="", n=6, shard=4, batch=3, name="m.toml"):
-    return write_manifest(
-        tmp_path,
-        f"""
-[dataset]
-name = "d"
-output = "out"
-num_samples = {n}
-shard_size = {shard}
-{extra_dataset}
-
-[run]
-batch_size = {batch}
-
-[generator]
-name = "diffusers"
-model = "{model}"
-steps = 3
-{extra_gen}
-""",
-        name,
-    )
+    return diffusers_manifest(tmp_path, model, extra_dataset, extra_gen, n=n, shard=shard, batch=batch, name=name)
 
 
 def _samples(out):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import synth, write_manifest
+from conftest import diffusers_manifest, synth
 from synth.manifest import load_manifest
 from synth.pipeline import Pipeline
 from synth.reading import iter_samples
@@ -16,31 +16,8 @@ SHAPES16 = '{ name = "shapes", split = "train", size = 16, difficulty = 0.5 }'
 
 
 def _manifest(tmp_path, model, stages="", n=8, shard=4, batch=4, name="m.toml", output="out", gen_extra=""):
-    return write_manifest(
-        tmp_path,
-        f"""
-[dataset]
-name = "d"
-output = "{output}"
-num_samples = {n}
-shard_size = {shard}
-{CLASSES}
-
-[run]
-batch_size = {batch}
-
-[generator]
-name = "diffusers"
-model = "{model}"
-steps = 3
-{gen_extra}
-
-[[stage]]
-name = "generate"
-{stages}
-""",
-        name,
-    )
+    stages = '[[stage]]\nname = "generate"\n' + stages
+    return diffusers_manifest(tmp_path, model, CLASSES, gen_extra, stages, n=n, shard=shard, batch=batch, name=name, output=output)
 
 
 def _head(annotations=f"{{ source = {SHAPES16}, count = 4 }}", extra=""):

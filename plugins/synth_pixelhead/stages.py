@@ -59,13 +59,10 @@ class PixelHead(Stage):
             folder = cache_root(cfg, ctx) / "pixelheads" / key[:32]
             if (folder / "head.json").is_file():
                 self.ensemble, self.info = load_head(folder, f"{where} cache")
-                self.cached = True
             else:
                 self.ensemble, self.info = self._train(examples, key)
                 save_head(folder, self.ensemble, self.info)
-                self.cached = False
             self.head_id = key[:16]
-            self.head_folder = folder
             if cfg.save_to:
                 save_head(ctx.resolve_path(cfg.save_to), self.ensemble, self.info)
         calibration = self.info.get("calibration", {}).get(SCORE, [])
