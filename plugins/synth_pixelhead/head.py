@@ -33,6 +33,10 @@ class Ensemble:
     std: np.ndarray
     num_classes: int
 
+    def to(self, device) -> "Ensemble":
+        self.members = [m.to(device) for m in self.members]
+        return self
+
     # -- persistence ----------------------------------------------------------------------------
     def state(self) -> dict:
         import torch
@@ -125,25 +129,28 @@ def image_uncertainty(js: np.ndarray, top_fraction: float) -> np.ndarray:
     return top.mean(1)
 
 
-def train_ensemble(bank, num_classes: int, hidden: list[int], ensemble: int, steps: int, batch: int, lr: float, seed: int, progress=None) -> tuple[Ensemble, dict]:
-    """Train ``ensemble`` MLPs on the bank's pixels; each member's randomness from (seed, member)."""
+def train_ensemble(bank, num_classes: int, hidden: list[int], ensemble: int, steps: int, batch: int, lr: float, seed: int, progress=None, device="cpu") -> tuple[Ensemble, dict]:
+    """Train ``ensemble`` MLPs on the bank's pixels; each member's randomness from (seed, member).
+
+    Members start from the same CPU-seeded weights on any device; the bank stays in host memory
+    and only each step's pixels move to ``device``."""
     import torch
 
     mean, std = bank.moments()
-    mean_t, std_t = torch.from_numpy(mean), torch.from_numpy(std)
+    mean_t, std_t = torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
     n = len(bank)
     members, accs = [], []
     for m in range(ensemble):
         torch.manual_seed(sample_seed(seed, m, "pixelhead-member"))
         gen = torch.Generator().manual_seed(sample_seed(seed, m, "pixelhead-batches"))
-        member = build_member(torch, bank.channels, hidden, num_classes)
+        member = build_member(torch, bank.channels, hidden, num_classes).to(device)
         opt = torch.optim.Adam(member.parameters(), lr=lr)
         member.train()
         for step in range(steps):
             idx = torch.randint(0, n, (min(batch, n),), generator=gen).numpy()
             x, y = bank.rows(idx)
-            x = (torch.from_numpy(x).float() - mean_t) / std_t
-            loss = torch.nn.functional.cross_entropy(member(x), torch.from_numpy(y))
+            x = (torch.from_numpy(x).to(device).float() - mean_t) / std_t
+            loss = torch.nn.functional.cross_entropy(member(x), torch.from_numpy(y).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -162,6 +169,6 @@ def _accuracy(torch, member, bank, mean_t, std_t, limit: int = 32768, chunk: int
     with torch.inference_mode():
         for i in range(0, len(idx), chunk):
             x, y = bank.rows(idx[i : i + chunk])
-            pred = member((torch.from_numpy(x).float() - mean_t) / std_t).argmax(1).numpy()
+            pred = member((torch.from_numpy(x).to(mean_t.device).float() - mean_t) / std_t).argmax(1).cpu().numpy()
             right += int((pred == y).sum())
     return right / len(idx)

@@ -65,6 +65,7 @@ class PixelHead(Stage):
             self.head_id = key[:16]
             if cfg.save_to:
                 save_head(ctx.resolve_path(cfg.save_to), self.ensemble, self.info)
+        self.ensemble.to(getattr(gen, "device", "cpu"))  # label where the features are
         calibration = self.info.get("calibration", {}).get(SCORE, [])
         ctx.extra.setdefault("score_calibration", {})[SCORE] = calibration
         self.top_fraction = self.info.get("top_fraction", cfg.top_fraction)

@@ -83,7 +83,8 @@ def train_head(generator, spec, examples: Examples, cfg: PixelHeadConfig, classe
     t0 = time.perf_counter()
     bank = fill_bank(generator, spec, examples, cfg, seed)
     t_feat = time.perf_counter() - t0
-    ensemble, stats = train_ensemble(bank, len(classes), cfg.hidden, cfg.ensemble, cfg.steps, cfg.batch_pixels, cfg.lr, seed, progress)
+    device = getattr(generator, "device", "cpu")  # train where the generator runs
+    ensemble, stats = train_ensemble(bank, len(classes), cfg.hidden, cfg.ensemble, cfg.steps, cfg.batch_pixels, cfg.lr, seed, progress, device)
     info = {
         "format": FORMAT,
         "classes": classes,
