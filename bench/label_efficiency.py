@@ -63,7 +63,7 @@ def generate(gen, n: int, seed: int, batch: int = 64) -> np.ndarray:
         idx = list(range(start, min(start + batch, n)))
         conds = [gen.condition(i) for i in idx]
         out.append(gen.decode(gen.sample_latents(idx, seed), conds, idx, seed))
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
 
 
 def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, batch: int = 64):
@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--timesteps", type=int, nargs="*", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
     args = ap.parse_args()
 
     import torch
@@ -193,7 +194,7 @@ def main() -> None:
     gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
     spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps})
     t0 = time.perf_counter()
-    gen_x = generate(gen, args.generated, args.seed)
+    gen_x = generate(gen, 0 if args.head_only else args.generated, args.seed)
     t_gen = time.perf_counter() - t0
     print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
     print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
@@ -206,6 +207,10 @@ def main() -> None:
         cfg = PixelHeadConfig(annotations={"source": {"name": "shapes"}}, ensemble=args.ensemble, steps=args.head_steps, calibration_samples=0, feature_batch=64)
         ensemble, _ = train_head(gen, spec, ex, cfg, CLASSES, seed=args.seed)
         head_test, _ = head_predict(gen, ensemble, spec, test_x, cfg.top_fraction)
+        if args.head_only:
+            rows.append({"K": kk, "head": miou(head_test, test_y, k), "seconds": time.perf_counter() - t0})
+            print(f"  K={kk}: head mIoU {rows[-1]['head']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
+            continue
         gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction)
         keep = np.argsort(unc, kind="stable")[: int(round(len(unc) * (1 - args.drop)))]
         syn_x, syn_y = gen_x[keep], gen_y[keep]
@@ -223,6 +228,8 @@ def main() -> None:
         rows.append(r)
         print(f"  K={kk}: done in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
 
+    if args.head_only:
+        return
     cols = ["head", "real K", "syn", "syn+K mix", "syn->K ft", "real 10K"]
     print()
     print("  mIoU on real test images")
