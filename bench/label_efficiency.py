@@ -11,12 +11,13 @@ For K labelled real images (shapes world, split "val"), mIoU on real test images
 Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts nothing.
 
     python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
-        [--generated 2000] [--seg-steps 1000] [--ensemble 10] [--head-steps 500]
+        [--generated 2000] [--seg-steps 600] [--width 16] [--ensemble 5] [--head-steps 300] [--mix]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import sys
@@ -120,10 +121,10 @@ def _to_tensors(torch, images, masks):
     return x, torch.from_numpy(masks.astype(np.int64))
 
 
-def train_segmenter(torch, sets, steps: int, seed: int, batch: int = 32, lr: float = 1e-3, model=None):
+def train_segmenter(torch, sets, steps: int, seed: int, batch: int = 32, lr: float = 1e-3, model=None, width: int = 16):
     """Train on ``sets``: a list of (images, masks, share) drawn from in every batch by share."""
     torch.manual_seed(seed)
-    net = model or small_unet(torch, len(CLASSES))
+    net = model or small_unet(torch, len(CLASSES), width)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     data = [(*_to_tensors(torch, im, m), share) for im, m, share in sets]
@@ -169,9 +170,12 @@ def main() -> None:
     ap.add_argument("--drop", type=float, default=0.1, help="most uncertain share of generated samples dropped")
     ap.add_argument("--difficulty", type=float, default=0.5)
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--seg-steps", type=int, default=1000)
-    ap.add_argument("--ensemble", type=int, default=10)
-    ap.add_argument("--head-steps", type=int, default=500)
+    ap.add_argument("--seg-steps", type=int, default=600)
+    ap.add_argument("--width", type=int, default=16, help="U-Net base width (16: ~0.12 M parameters)")
+    ap.add_argument("--mix", action="store_true", help="also train on synthetic + K real mixed in every batch")
+    ap.add_argument("--cache", default=None, help="npz file keeping the generated images between runs")
+    ap.add_argument("--ensemble", type=int, default=5)
+    ap.add_argument("--head-steps", type=int, default=300)
     ap.add_argument("--blocks", nargs="*", default=None)
     ap.add_argument("--timesteps", type=int, nargs="*", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -194,11 +198,17 @@ def main() -> None:
     gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
     spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps})
     t0 = time.perf_counter()
-    gen_x = generate(gen, 0 if args.head_only else args.generated, args.seed)
+    n_gen = 0 if args.head_only else args.generated
+    if args.cache and Path(args.cache).is_file() and len(np.load(args.cache)["x"]) == n_gen:
+        gen_x = np.load(args.cache)["x"]
+    else:
+        gen_x = generate(gen, n_gen, args.seed)
+        if args.cache:
+            np.savez(args.cache, x=gen_x)
     t_gen = time.perf_counter() - t0
     print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
     print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
-    print(f"  features: blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps; U-Net: {args.seg_steps} steps, batch 32")
+    print(f"  features: blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
     k = len(CLASSES)
     rows = []
     for kk in args.ks:
@@ -217,30 +227,32 @@ def main() -> None:
         real = (pool_x[:kk], pool_y[:kk])
         seed = args.seed + kk
         r = {"K": kk, "head": miou(head_test, test_y, k)}
-        r["real K"] = miou(segment(torch, train_segmenter(torch, [(*real, 1.0)], args.seg_steps, seed), test_x), test_y, k)
-        r["syn"] = miou(segment(torch, train_segmenter(torch, [(syn_x, syn_y, 1.0)], args.seg_steps, seed), test_x), test_y, k)
-        r["syn+K mix"] = miou(segment(torch, train_segmenter(torch, [(syn_x, syn_y, 0.5), (*real, 0.5)], args.seg_steps, seed), test_x), test_y, k)
-        pre = train_segmenter(torch, [(syn_x, syn_y, 1.0)], args.seg_steps, seed)
-        fine = train_segmenter(torch, [(*real, 1.0)], args.seg_steps // 2, seed, lr=3e-4, model=pre)
+        r["real K"] = miou(segment(torch, train_segmenter(torch, [(*real, 1.0)], args.seg_steps, seed, width=args.width), test_x), test_y, k)
+        syn = train_segmenter(torch, [(syn_x, syn_y, 1.0)], args.seg_steps, seed, width=args.width)
+        r["syn"] = miou(segment(torch, syn, test_x), test_y, k)
+        if args.mix:
+            mixed = train_segmenter(torch, [(syn_x, syn_y, 0.5), (*real, 0.5)], args.seg_steps, seed, width=args.width)
+            r["syn+K mix"] = miou(segment(torch, mixed, test_x), test_y, k)
+        fine = train_segmenter(torch, [(*real, 1.0)], args.seg_steps // 2, seed, lr=3e-4, model=copy.deepcopy(syn))
         r["syn->K ft"] = miou(segment(torch, fine, test_x), test_y, k)
-        r["real 10K"] = miou(segment(torch, train_segmenter(torch, [(pool_x[: 10 * kk], pool_y[: 10 * kk], 1.0)], args.seg_steps, seed), test_x), test_y, k)
+        r["real 10K"] = miou(segment(torch, train_segmenter(torch, [(pool_x[: 10 * kk], pool_y[: 10 * kk], 1.0)], args.seg_steps, seed, width=args.width), test_x), test_y, k)
         r["seconds"] = time.perf_counter() - t0
         rows.append(r)
-        print(f"  K={kk}: done in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+        print(f"  K={kk} ({r['seconds']:.0f} s): " + ", ".join(f"{c} {r[c]:.3f}" for c in r if c not in ("K", "seconds")), file=sys.stderr, flush=True)
 
     if args.head_only:
         return
-    cols = ["head", "real K", "syn", "syn+K mix", "syn->K ft", "real 10K"]
+    cols = ["head", "real K", "syn", "syn->K ft", "real 10K"] + (["syn+K mix"] if args.mix else [])
     print()
     print("  mIoU on real test images")
     print("  " + f"{'K':>3} | " + " | ".join(f"{c:>10}" for c in cols) + " | best (iii) - (ii)")
     for r in rows:
-        best = max(r["syn"], r["syn+K mix"], r["syn->K ft"])
+        best = max(r[c] for c in ("syn", "syn->K ft", "syn+K mix") if c in r)
         print("  " + f"{r['K']:>3} | " + " | ".join(f"{r[c]:>10.3f}" for c in cols) + f" | {best - r['real K']:+.3f}")
     print()
     print("  (i) head = pixel head on real test images; (ii) real K = U-Net on the K real; (iii) syn = U-Net on the")
-    print("  head-labelled generated samples, syn+K mix = half of every batch from the K real, syn->K ft = pre-trained")
-    print("  on synthetic then fine-tuned on the K real; (iv) real 10K = U-Net on 10*K real labelled images.")
+    print("  head-labelled generated samples, syn->K ft = that U-Net fine-tuned on the K real (half the steps),")
+    print("  syn+K mix = half of every batch from the K real; (iv) real 10K = U-Net on 10*K real labelled images.")
     print(f"  machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; total {time.perf_counter() - t_all:.0f} s")
 
 
