@@ -67,26 +67,34 @@ def generate(gen, n: int, seed: int, batch: int = 64) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
 
 
-def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, batch: int = 64):
+def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=None, batch: int = 64):
+    """Labels and per-image uncertainty; ``latents`` (generated images) for trajectory features."""
+    from synth_pixelhead.extraction import feature_groups
     from synth_pixelhead.head import image_uncertainty
 
-    labels, scores = [], []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        lab, js = ensemble.predict(gen.features(chunk, [{}] * len(chunk), spec), chunk.shape[1:3])
-        labels.append(lab)
-        scores.append(image_uncertainty(js, top))
-    return np.concatenate(labels), np.concatenate(scores)
+    n, h, w = len(images), images.shape[1], images.shape[2]
+    labels, scores = np.empty((n, h, w), np.int64), np.empty(n)
+    for start in range(0, n, batch):
+        rows = np.arange(start, min(start + batch, n))
+        z = None if latents is None else list(latents[rows])
+        for group, pyramid in feature_groups(gen, spec, images[rows], [{}] * len(rows), z):
+            lab, js = ensemble.predict(pyramid, (h, w))
+            labels[rows[group]], scores[rows[group]] = lab, image_uncertainty(js, top)
+    return labels, scores
 
 
-def miou(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
+def class_ious(pred: np.ndarray, truth: np.ndarray, k: int) -> list[float]:
+    """IoU per class (nan for a class absent from both)."""
     ious = []
     for c in range(k):
         inter = np.logical_and(pred == c, truth == c).sum()
         union = np.logical_or(pred == c, truth == c).sum()
-        if union:
-            ious.append(inter / union)
-    return float(np.mean(ious))
+        ious.append(inter / union if union else float("nan"))
+    return ious
+
+
+def miou(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
+    return float(np.nanmean(class_ious(pred, truth, k)))
 
 
 # -- the downstream segmenter ---------------------------------------------------------------------
@@ -178,6 +186,8 @@ def main() -> None:
     ap.add_argument("--head-steps", type=int, default=300)
     ap.add_argument("--blocks", nargs="*", default=None)
     ap.add_argument("--timesteps", type=int, nargs="*", default=None)
+    ap.add_argument("--features-from", default="noised", choices=["noised", "inverted", "trajectory"])
+    ap.add_argument("--inversion-steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
@@ -196,7 +206,7 @@ def main() -> None:
     test_x, test_y = render_many(args.seed, range(args.test), args.size, args.difficulty, "test")
     pool_x, pool_y = render_many(args.seed, range(10 * k_max), args.size, args.difficulty, "val")
     gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
-    spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps})
+    spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps, "source": args.features_from, "inversion_steps": args.inversion_steps})
     t0 = time.perf_counter()
     n_gen = 0 if args.head_only else args.generated
     if args.cache and Path(args.cache).is_file() and len(np.load(args.cache)["x"]) == n_gen:
@@ -206,9 +216,10 @@ def main() -> None:
         if args.cache:
             np.savez(args.cache, x=gen_x)
     t_gen = time.perf_counter() - t0
+    gen_latents = gen.sample_latents(list(range(len(gen_x))), args.seed) if len(gen_x) else None
     print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
     print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
-    print(f"  features: blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
+    print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
     k = len(CLASSES)
     rows = []
     for kk in args.ks:
@@ -219,9 +230,10 @@ def main() -> None:
         head_test, _ = head_predict(gen, ensemble, spec, test_x, cfg.top_fraction)
         if args.head_only:
             rows.append({"K": kk, "head": miou(head_test, test_y, k), "seconds": time.perf_counter() - t0})
-            print(f"  K={kk}: head mIoU {rows[-1]['head']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
+            per_class = " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
+            print(f"  K={kk}: head mIoU {rows[-1]['head']:.3f} ({per_class}; {rows[-1]['seconds']:.0f} s)", flush=True)
             continue
-        gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction)
+        gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction, gen_latents)
         keep = np.argsort(unc, kind="stable")[: int(round(len(unc) * (1 - args.drop)))]
         syn_x, syn_y = gen_x[keep], gen_y[keep]
         real = (pool_x[:kk], pool_y[:kk])

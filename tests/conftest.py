@@ -49,15 +49,15 @@ batch_size = {batch}
 [generator]
 name = "diffusers"
 model = "{model}"
-steps = 3
+steps = {steps}
 {generator}
 {stages}
 """
 
 
-def diffusers_manifest(folder: Path, model, dataset="", generator="", stages="", n=6, shard=4, batch=3, name="m.toml", output="out") -> Path:
-    """A manifest for a (tiny) diffusers model: shards d-NNNNNN.tar, 3 sampling steps."""
-    body = DIFFUSERS_MANIFEST.format(output=output, n=n, shard=shard, dataset=dataset, batch=batch, model=model, generator=generator, stages=stages)
+def diffusers_manifest(folder: Path, model, dataset="", generator="", stages="", n=6, shard=4, batch=3, name="m.toml", output="out", steps=3) -> Path:
+    """A manifest for a (tiny) diffusers model: shards d-NNNNNN.tar, 3 sampling steps by default."""
+    body = DIFFUSERS_MANIFEST.format(output=output, n=n, shard=shard, dataset=dataset, batch=batch, model=model, generator=generator, stages=stages, steps=steps)
     return write_manifest(folder, body, name)
 
 

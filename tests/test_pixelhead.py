@@ -15,9 +15,9 @@ CLASSES = 'classes = ["background", "circle", "square", "triangle"]'
 SHAPES16 = '{ name = "shapes", split = "train", size = 16, difficulty = 0.5 }'
 
 
-def _manifest(tmp_path, model, stages="", n=8, shard=4, batch=4, name="m.toml", output="out", gen_extra=""):
+def _manifest(tmp_path, model, stages="", n=8, shard=4, batch=4, name="m.toml", output="out", gen_extra="", steps=3):
     stages = '[[stage]]\nname = "generate"\n' + stages
-    return diffusers_manifest(tmp_path, model, CLASSES, gen_extra, stages, n=n, shard=shard, batch=batch, name=name, output=output)
+    return diffusers_manifest(tmp_path, model, CLASSES, gen_extra, stages, n=n, shard=shard, batch=batch, name=name, output=output, steps=steps)
 
 
 def _head(annotations=f"{{ source = {SHAPES16}, count = 4 }}", extra=""):

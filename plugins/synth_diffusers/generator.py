@@ -20,7 +20,7 @@ class DiffusersGenerator(Generator):
 
     name = "diffusers"
     Config = DiffusersConfig
-    capabilities = frozenset({"sample", "decode", "condition:prompt", "condition:class", "features"})
+    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "features"})
 
     def __init__(self, config, context):
         super().__init__(config, context)
@@ -211,11 +211,25 @@ class DiffusersGenerator(Generator):
             blocks=tuple(blocks),
             timesteps=tuple(options.get("timesteps") or (50, 150, 250)),
             noise_seed=int(options.get("noise_seed") or sample_seed(self.context.seed, 0, "feature-noise")),
+            source=options.get("source") or "noised",
+            inversion_steps=int(options.get("inversion_steps") or 20),
         )
         problems = check_spec(unet, self._train_schedule().config.num_train_timesteps, spec)
+        if spec.source == "trajectory":
+            problems += self._stochastic_sampler()
         if problems:
             raise UsageError(f"features of {self.config.model}: " + "; ".join(problems))
         return spec
+
+    def _stochastic_sampler(self) -> list[str]:
+        """Why the configured sampler cannot replay a sample's trajectory from its latent alone."""
+        sched = self.pipe.scheduler
+        name = type(sched).__name__
+        if name in ("DDPMScheduler", "EulerAncestralDiscreteScheduler") or "sde" in str(sched.config.get("algorithm_type", "")):
+            return [f"trajectory features replay the sampler from each latent; scheduler {self.config.scheduler!r} ({name}) adds fresh noise at every step (use ddim, dpm++, unipc, pndm or euler)"]
+        if name == "DDIMScheduler" and self.config.eta > 0:
+            return [f"trajectory features replay the sampler from each latent; ddim with eta {self.config.eta} adds fresh noise (set eta = 0)"]
+        return []
 
     def _train_schedule(self):
         from diffusers import DDPMScheduler
@@ -224,29 +238,113 @@ class DiffusersGenerator(Generator):
             self._ddpm = DDPMScheduler.from_config(self.pipe.scheduler.config)
         return self._ddpm
 
-    def features(self, images: np.ndarray, conditions: list[dict], spec) -> list:
-        from .features import extract
+    def _prediction_type(self) -> str:
+        return self.pipe.scheduler.config.get("prediction_type", "epsilon")
 
+    def _model_space(self, images: np.ndarray, conditions: list[dict]):
+        """Clean model-space input x0 (pixels, or VAE latents for Stable Diffusion) and the UNet's
+        conditioning kwargs (class labels or prompt embeddings, no guidance)."""
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
         kwargs = {}
+        if self.kind == "unet2d":
+            _, h, w = self.latent_shape()
+            if x.shape[-2:] != (h, w):
+                raise UsageError(f"features: images are {x.shape[-1]}x{x.shape[-2]}, {self.config.model} works at {w}x{h}; resize the source")
+            labels = self._class_labels(conditions)
+            if labels is not None:
+                kwargs["class_labels"] = labels
+            return x.to(self.dtype), kwargs
+        vae = self.pipe.vae
+        x0 = vae.encode(x.to(self.dtype)).latent_dist.mean * vae.config.scaling_factor
+        embeds, _ = self.pipe.encode_prompt([c.get("prompt", "") for c in conditions], self.device, 1, False)
+        kwargs["encoder_hidden_states"] = embeds
+        return x0, kwargs
+
+    def _class_labels(self, conditions: list[dict]):
+        if not self.num_class_embeds:
+            return None
+        if any(c.get("class") is None for c in conditions):
+            raise UsageError(f"features: {self.config.model} is class-conditional and a sample has no class label")
+        return self.torch.tensor([c["class"] for c in conditions], device=self.device)
+
+    def features(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None) -> list:
+        """Feature pyramid of images; with spec.source "trajectory" and the samples' initial
+        ``latents``, read from their own denoising paths instead (see features.py)."""
+        from .features import extract, extract_inverted
+
+        torch = self.torch
         with torch.inference_mode():
+            if spec.source == "trajectory" and latents is not None:
+                return self._trajectory_features(latents, conditions, spec)
+            x0, kwargs = self._model_space(images, conditions)
+            alphas = self._train_schedule().alphas_cumprod
+            if spec.source == "noised":
+                return extract(self.pipe.unet, alphas, x0, spec, kwargs)
+            return extract_inverted(self.pipe.unet, alphas, x0, spec, self._prediction_type(), kwargs)
+
+    def _fresh_scheduler(self):
+        # the pipeline's scheduler keeps state between steps (multistep solvers): never share it
+        sched = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        sched.set_timesteps(self.config.steps)
+        return sched
+
+    def _trajectory_features(self, latents: np.ndarray, conditions: list[dict], spec) -> list:
+        from .features import TrajectoryCapture, nearest_steps
+
+        torch = self.torch
+        z = torch.from_numpy(np.asarray(latents, dtype=np.float32)).to(self.device, self.dtype)
+        sched = self._fresh_scheduler()
+        mapping = nearest_steps(sched.timesteps.tolist(), spec.timesteps)
+        with TrajectoryCapture(self.pipe.unet, spec.blocks, set(mapping.values()), len(z)) as cap:
             if self.kind == "unet2d":
-                _, h, w = self.latent_shape()
-                if x.shape[-2:] != (h, w):
-                    raise UsageError(f"features: images are {x.shape[-1]}x{x.shape[-2]}, {self.config.model} works at {w}x{h}; resize the source")
-                if self.num_class_embeds:
-                    if any(c.get("class") is None for c in conditions):
-                        raise UsageError(f"features: {self.config.model} is class-conditional and a sample has no class label")
-                    kwargs["class_labels"] = torch.tensor([c["class"] for c in conditions], device=self.device)
-                x0 = x.to(self.dtype)
+                x = z * sched.init_noise_sigma
+                labels = self._class_labels(conditions)
+                for t in sched.timesteps:
+                    out = self.pipe.unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
+                    if cap.done():  # the rest of the path is not needed
+                        break
+                    x = sched.step(out, t, x).prev_sample
             else:
-                vae = self.pipe.vae
-                x0 = vae.encode(x.to(self.dtype)).latent_dist.mean * vae.config.scaling_factor
-                prompts = [c.get("prompt", "") for c in conditions]
-                embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
-                kwargs["encoder_hidden_states"] = embeds
-            return extract(self.pipe.unet, self._train_schedule().alphas_cumprod, x0, spec, kwargs)
+                self._run_text2image(z, conditions, cap)
+        return cap.pyramid(mapping, spec.timesteps)
+
+    def _run_text2image(self, z, conditions, cap) -> None:
+        """Replay the pipeline's own loop (guidance included) until every wanted step is seen."""
+
+        def stop_when_done(pipe, i, t, kwargs):
+            if cap.done():
+                pipe._interrupt = True
+            return kwargs
+
+        cfg = self.config
+        _, h, w = self.latent_shape()
+        scale = self.pipe.vae_scale_factor
+        kwargs = {"negative_prompt": [c.get("negative_prompt", "") for c in conditions]} if cfg.negative_prompt else {}
+        self.pipe(
+            prompt=[c.get("prompt", "") for c in conditions],
+            latents=z,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            height=h * scale,
+            width=w * scale,
+            output_type="latent",
+            callback_on_step_end=stop_when_done,
+            **kwargs,
+        )
+
+    def invert(self, images: np.ndarray, conditions: list[dict]) -> np.ndarray:
+        """Initial latents that decode (deterministically, e.g. ddim with eta 0) back to about
+        these images: DDIM inversion along the configured number of steps."""
+        from .features import ddim_invert
+
+        torch = self.torch
+        with torch.inference_mode():
+            x0, kwargs = self._model_space(images, conditions)
+            sched = self._fresh_scheduler()
+            grid = [0] + sorted({int(t) for t in sched.timesteps.tolist()} - {0})
+            x = ddim_invert(self.pipe.unet, self._train_schedule().alphas_cumprod, x0, grid, self._prediction_type(), kwargs)
+            return (x / sched.init_noise_sigma).float().cpu().numpy()
 
     def fingerprint(self) -> str:
         import hashlib

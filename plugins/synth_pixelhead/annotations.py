@@ -20,6 +20,7 @@ from synth.manifest import source_step
 from synth.protocols import RunContext
 
 from .config import AnnotationsConfig
+from .extraction import replayable
 
 MASK_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
@@ -32,6 +33,10 @@ class Examples:
     conditions: list[dict]
     keys: list[str]
     kind: str  # "real" | "generated"
+    latents: list | None = None  # per example: its initial latent when it is an untouched generated sample
+
+    def __post_init__(self):
+        self.conditions = list(self.conditions)
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -39,6 +44,8 @@ class Examples:
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update(json.dumps(self.conditions, sort_keys=True, default=str).encode())
+        for z in self.latents or []:
+            h.update(b"-" if z is None else np.ascontiguousarray(z, dtype=np.float32).tobytes())
         return h.hexdigest()
 
 
@@ -126,14 +133,15 @@ def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> 
             cond = dict(record.get("condition") or {})
             if record.get("class") is not None:
                 cond["class"] = record["class"]
-            found[key] = (image, cond)
+            latent = _latent(sample, f"{shard.name}: sample {key}") if replayable(record) else None
+            found[key] = (image, cond, latent)
     missing = sorted(set(masks) - set(found))
     if missing:
         raise UsageError(f"{where}.masks: {masks[missing[0]].name} names sample {missing[0]}, which is not in {cfg.shards}")
-    images, segs, conds, keys = [], [], [], []
+    images, segs, conds, keys, latents = [], [], [], [], []
     k = len(context.classes)
     for key in sorted(masks):
-        image, cond = found[key]
+        image, cond, latent = found[key]
         m = _open(masks[key], f"{where}.masks: {masks[key].name}")
         if m.mode not in MASK_MODES:
             raise UsageError(f"{where}.masks: {masks[key].name} must be single-channel class ids, got mode {m.mode}")
@@ -147,4 +155,16 @@ def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> 
         segs.append(mask)
         conds.append(cond)
         keys.append(key)
-    return Examples(np.stack(images), np.stack(segs), conds, keys, "generated")
+        latents.append(latent)
+    return Examples(np.stack(images), np.stack(segs), conds, keys, "generated", latents)
+
+
+def _latent(sample: dict, what: str) -> np.ndarray | None:
+    """The sample's initial latent from its latent.npy (None when the run stored none)."""
+    data = sample.get("latent.npy")
+    if data is None:
+        return None
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+    except Exception as e:
+        raise UsageError(f"{what}: unreadable latent.npy ({type(e).__name__})") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -35,6 +35,12 @@ class PixelHeadConfig(PluginConfig):
     annotations: AnnotationsConfig | None = Field(None, description="Train a head from these (cached)")
     blocks: list[str] | None = Field(None, description="UNet blocks: 'mid', 'upN', 'downN' (default: mid + every up block)")
     timesteps: list[int] | None = Field(None, description="Noise levels to read features at (default 50, 150, 250)")
+    features_from: Literal["noised", "inverted", "trajectory"] = Field(
+        "noised",
+        description="Where x_t comes from: the image noised to t with one shared noise (ddpm-segmentation); "
+        "its DDIM inversion to t; or a generated sample's own denoising path (real images are inverted)",
+    )
+    inversion_steps: int = Field(20, ge=1, le=1000, description="DDIM inversion grid between 0 and the largest timestep")
     ensemble: int = Field(10, ge=1, le=64, description="Number of pixel MLPs; label = majority vote")
     hidden: list[int] = Field([128, 32], min_length=1, max_length=4, description="Hidden widths of each MLP")
     steps: int = Field(1500, ge=1, description="Optimiser steps per MLP")

@@ -14,6 +14,7 @@ from synth.protocols import Stage
 
 from .annotations import load_examples
 from .config import DropUncertainConfig, PixelHeadConfig
+from .extraction import feature_groups, replayable
 from .head import image_uncertainty
 from .training import cache_root, calibrate, head_key, load_head, save_head, train_head
 
@@ -52,7 +53,7 @@ class PixelHead(Stage):
             self.spec = gen.feature_spec(self.info["spec"])
             self.head_id = self.info.get("key", "")[:16]
         else:
-            options = {"blocks": cfg.blocks, "timesteps": cfg.timesteps}
+            options = {"blocks": cfg.blocks, "timesteps": cfg.timesteps, "source": cfg.features_from, "inversion_steps": cfg.inversion_steps}
             self.spec = gen.feature_spec(options)
             examples = load_examples(cfg.annotations, ctx, where)
             key = head_key(examples, gen.fingerprint(), self.spec, cfg, ctx.classes, ctx.seed)
@@ -103,11 +104,16 @@ class PixelHead(Stage):
         scores = np.empty(n)
         step = self.config.feature_batch
         for start in range(0, n, step):
-            rows = slice(start, min(start + step, n))
-            conds = [_condition(r) for r in batch.records[rows]]
-            lab, js = self.ensemble.predict(gen.features(batch.images[rows], conds, self.spec), (h, w))
-            labels[rows] = lab
-            scores[rows] = image_uncertainty(js, self.top_fraction)
+            rows = np.arange(start, min(start + step, n))
+            records = [batch.records[i] for i in rows]
+            conds = [_condition(r) for r in records]
+            latents = None
+            if batch.latents is not None:
+                latents = [batch.latents[i] if replayable(r) else None for i, r in zip(rows, records)]
+            for group, pyramid in feature_groups(gen, self.spec, batch.images[rows], conds, latents):
+                lab, js = self.ensemble.predict(pyramid, (h, w))
+                labels[rows[group]] = lab
+                scores[rows[group]] = image_uncertainty(js, self.top_fraction)
         batch.seg = labels
         for rec, s in zip(batch.records, scores):
             rec.setdefault("scores", {})[SCORE] = round(float(s), 6)

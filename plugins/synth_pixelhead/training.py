@@ -23,6 +23,7 @@ from synth.seeding import sample_seed
 from .annotations import Examples
 from .bank import PixelBank
 from .config import PixelHeadConfig
+from .extraction import feature_groups
 from .head import Ensemble, image_uncertainty, train_ensemble
 
 FORMAT = "synth-pixelhead/1"
@@ -55,7 +56,11 @@ def head_key(examples: Examples, fingerprint: str, spec, cfg: PixelHeadConfig, c
 
 
 def _spec_dict(spec) -> dict:
-    return {"blocks": list(spec.blocks), "timesteps": list(spec.timesteps), "noise_seed": spec.noise_seed}
+    out = {"blocks": list(spec.blocks), "timesteps": list(spec.timesteps), "noise_seed": spec.noise_seed}
+    for name in ("source", "inversion_steps"):  # generator-specific spec fields, when it has them
+        if hasattr(spec, name):
+            out[name] = getattr(spec, name)
+    return out
 
 
 def fill_bank(generator, spec, examples: Examples, cfg: PixelHeadConfig, seed: int, log=None) -> PixelBank:
@@ -65,17 +70,19 @@ def fill_bank(generator, spec, examples: Examples, cfg: PixelHeadConfig, seed: i
     n, h, w = examples.masks.shape
     bank = None
     for start in range(0, n, cfg.feature_batch):
-        rows = slice(start, min(start + cfg.feature_batch, n))
-        pyramid = generator.features(examples.images[rows], examples.conditions[rows], spec)
-        if bank is None:
-            bank = PixelBank(channels(pyramid), n, h * w, cfg.bank_mb * 2**20)
-        for j, i in enumerate(range(rows.start, rows.stop)):
-            r, c = bank.pick(seed, i, examples.masks[i])
-            feats = sample_pixels(pyramid, r, c, (h, w), j).clamp(-65000, 65000)
-            bank.add(feats.cpu().numpy().astype(np.float16), examples.masks[i][r, c])
-        del pyramid
+        rows = np.arange(start, min(start + cfg.feature_batch, n))
+        latents = None if examples.latents is None else [examples.latents[i] for i in rows]
+        conds = [examples.conditions[i] for i in rows]
+        for group, pyramid in feature_groups(generator, spec, examples.images[rows], conds, latents):
+            if bank is None:
+                bank = PixelBank(channels(pyramid), n, h * w, cfg.bank_mb * 2**20)
+            for j, i in enumerate(rows[group]):
+                r, c = bank.pick(seed, int(i), examples.masks[i])
+                feats = sample_pixels(pyramid, r, c, (h, w), j).clamp(-65000, 65000)
+                bank.add(feats.cpu().numpy().astype(np.float16), examples.masks[i][r, c])
+            del pyramid
         if log:
-            log(f"features of labelled images {rows.stop}/{n}")
+            log(f"features of labelled images {rows[-1] + 1}/{n}")
     return bank
 
 
@@ -120,9 +127,13 @@ def calibrate(generator, ensemble: Ensemble, spec, cfg: PixelHeadConfig, seed: i
     for start in range(0, n, cfg.feature_batch):
         idx = list(range(start, min(start + cfg.feature_batch, n)))
         conds = [generator.condition(i) for i in idx]
-        images = generator.decode(generator.sample_latents(idx, cal_seed), conds, idx, cal_seed)
-        _, js = ensemble.predict(generator.features(images, conds, spec), images.shape[1:3])
-        scores += image_uncertainty(js, cfg.top_fraction).tolist()
+        latents = generator.sample_latents(idx, cal_seed)
+        images = generator.decode(latents, conds, idx, cal_seed)
+        chunk = np.empty(len(idx))
+        for group, pyramid in feature_groups(generator, spec, images, conds, list(latents)):
+            _, js = ensemble.predict(pyramid, images.shape[1:3])
+            chunk[group] = image_uncertainty(js, cfg.top_fraction)
+        scores += chunk.tolist()
     return sorted(round(float(s), 6) for s in scores)
 
 

@@ -1,0 +1,170 @@
+"""Where a feature's noisy input comes from: noised, DDIM-inverted, or the sample's own path; and
+the generator's `invert` capability."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import synth
+from test_pixelhead import _head, _manifest, _pipeline, _samples
+
+
+def _hooks(unet):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
+
+
+def test_trajectory_features_are_the_blocks_at_the_samples_own_steps(tmp_path, models):
+    import torch
+
+    from synth_diffusers.features import BlockHooks, nearest_steps
+
+    gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra='scheduler = "ddim"', steps=4))
+    spec = gen.feature_spec({"blocks": ["mid", "up1"], "timesteps": [10, 60], "source": "trajectory"})
+    idx = [0, 1, 2]
+    latents = gen.sample_latents(idx, 0)
+    images = gen.decode(latents, [{}] * 3, idx, 0)
+
+    # record, by hand, the UNet's input at every step of the real sampling loop
+    sched = type(gen.pipe.scheduler).from_config(gen.pipe.scheduler.config)
+    sched.set_timesteps(4)
+    steps = sched.timesteps.tolist()
+    mapping = nearest_steps(steps, spec.timesteps)
+    assert mapping == {10: min(steps, key=lambda s: abs(s - 10)), 60: min(steps, key=lambda s: abs(s - 60))}
+    x, inputs = torch.from_numpy(latents), {}
+    with torch.inference_mode():
+        for t in sched.timesteps:
+            inputs[int(t)] = x.clone()
+            x = sched.step(gen.pipe.unet(x, t).sample, t, x).prev_sample
+        expected = []
+        for t in spec.timesteps:
+            with BlockHooks(gen.pipe.unet, spec.blocks) as hooks:
+                gen.pipe.unet(inputs[mapping[t]], mapping[t])
+                expected += [hooks.outputs[b] for b in spec.blocks]
+
+    got = gen.features(images, [{}] * 3, spec, latents=latents)
+    assert [tuple(f.shape) for f in got] == [tuple(f.shape) for f in expected]
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    assert _hooks(gen.pipe.unet) == 0
+    # not the same as re-noising the image
+    noised = gen.features(images, [{}] * 3, gen.feature_spec({"blocks": ["mid", "up1"], "timesteps": [10, 60]}))
+    assert not np.allclose(noised[0].numpy(), got[0].numpy())
+
+
+def test_inverted_features_follow_the_ddim_inversion_and_need_no_batch(tmp_path, models):
+    import torch
+
+    from synth_diffusers.features import BlockHooks, ddim_invert
+
+    gen = _pipeline(_manifest(tmp_path, models["ddpm"]))
+    spec = gen.feature_spec({"blocks": ["up0"], "timesteps": [30], "source": "inverted", "inversion_steps": 3})
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    got = gen.features(images, [{}] * 3, spec)
+    # by hand: invert 0 -> 10 -> 20 -> 30, then the block at t = 30
+    x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    alphas = gen._train_schedule().alphas_cumprod
+    with torch.inference_mode():
+        x30 = ddim_invert(gen.pipe.unet, alphas, x0, [0, 10, 20, 30], "epsilon")
+        with BlockHooks(gen.pipe.unet, ["up0"]) as hooks:
+            gen.pipe.unet(x30, 30)
+    np.testing.assert_allclose(got[0].numpy(), hooks.outputs["up0"].numpy(), rtol=1e-4, atol=1e-5)
+    alone = gen.features(images[2:], [{}], spec)
+    np.testing.assert_allclose(alone[0][0].numpy(), got[0][2].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_rows_give_each_row_its_own_features(tmp_path, models):
+    """Untouched generated rows are replayed, the others inverted, each as if alone."""
+    from synth_pixelhead.extraction import feature_groups, replayable
+
+    gen = _pipeline(_manifest(tmp_path, models["ddpm"]))
+    spec = gen.feature_spec({"blocks": ["mid"], "timesteps": [20], "source": "trajectory"})
+    latents = gen.sample_latents([0, 1, 2], 0)
+    images = gen.decode(latents, [{}] * 3, [0, 1, 2], 0)
+    assert replayable({"lineage": [{"op": "generate"}]})
+    assert not replayable({"lineage": [{"op": "generate"}, {"op": "flip"}]}) and not replayable({})
+    groups = list(feature_groups(gen, spec, images, [{}] * 3, [latents[0], None, latents[2]]))
+    assert [g.tolist() for g, _ in groups] == [[0, 2], [1]]
+    replayed = gen.features(images[2:], [{}], spec, latents=latents[2:])
+    np.testing.assert_allclose(groups[0][1][0][1].numpy(), replayed[0][0].numpy(), rtol=1e-4, atol=1e-5)
+    inverted = gen.features(images[1:2], [{}], gen.feature_spec({"blocks": ["mid"], "timesteps": [20], "source": "inverted"}))
+    np.testing.assert_allclose(groups[1][1][0][0].numpy(), inverted[0][0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_trajectory_needs_a_deterministic_sampler(tmp_path, models):
+    from synth.errors import UsageError
+
+    gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra='scheduler = "ddpm"'))
+    with pytest.raises(UsageError, match="scheduler 'ddpm' .* adds fresh noise"):
+        gen.feature_spec({"timesteps": [5], "source": "trajectory"})
+    gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra="eta = 0.5"))
+    with pytest.raises(UsageError, match="ddim with eta 0.5 adds fresh noise"):
+        gen.feature_spec({"timesteps": [5], "source": "trajectory"})
+    res = synth("validate", _manifest(tmp_path, models["ddpm"], '[[stage]]\nname = "pixelhead"\nhead = "h"\nfeatures_from = "dreams"\n', name="bad.toml"))
+    assert res.returncode == 2 and "features_from" in res.stdout + res.stderr
+
+
+def test_stable_diffusion_trajectory_keeps_the_conditional_half(tmp_path, models):
+    gen = _pipeline(_manifest(tmp_path, models["sd"], gen_extra='prompts = ["a cat"]\nguidance_scale = 5.0'))
+    spec = gen.feature_spec({"timesteps": [10, 90], "source": "trajectory"})
+    latents = gen.sample_latents([0, 1], 0)
+    conds = [gen.condition(i) for i in (0, 1)]
+    images = gen.decode(latents, conds, [0, 1], 0)
+    got = gen.features(images, conds, spec, latents=latents)
+    assert [f.shape[0] for f in got] == [2] * 6  # guidance doubles the UNet batch; we keep B rows
+    assert _hooks(gen.pipe.unet) == 0
+    alone = gen.features(images[1:], conds[1:], spec, latents=latents[1:])
+    np.testing.assert_allclose(alone[0][0].numpy(), got[0][1].numpy(), rtol=1e-3, atol=1e-4)
+    inverted = gen.features(images, conds, gen.feature_spec({"timesteps": [10, 90], "source": "inverted"}))
+    assert [tuple(f.shape) for f in inverted] == [tuple(f.shape) for f in got]
+
+
+def test_invert_round_trips_through_decode(tmp_path, models):
+    gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra='scheduler = "ddim"', steps=10))
+    assert "invert" in gen.capabilities
+    idx = [0, 1, 2, 3]
+    latents = gen.sample_latents(idx, 0)
+    images = gen.decode(latents, [{}] * 4, idx, 0)
+    inverted = gen.invert(images, [{}] * 4)
+    assert inverted.shape == latents.shape and inverted.dtype == np.float32
+    again = gen.decode(inverted, [{}] * 4, idx, 0).astype(float)
+    # far closer to its own image than the images are to each other
+    own = np.abs(again - images).mean()
+    others = np.abs(images[1:].astype(float) - images[:-1]).mean()
+    assert own < 0.5 * others, (own, others)
+
+
+def test_pixelhead_with_trajectory_features_end_to_end(tmp_path, models):
+    """Generated samples are labelled from their own paths; the head records its source and is
+    trained from generated annotations whose latents are read back from the shards."""
+    from PIL import Image
+
+    first = _manifest(tmp_path, models["ddpm"], name="gen.toml", output="gen")
+    assert synth("run", first).returncode == 0
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for key, cls in (("s00000001", 1), ("s00000005", 2)):
+        m = np.zeros((16, 16), np.uint8)
+        m[4:12, 4:12] = cls
+        Image.fromarray(m).save(masks / f"{key}.png")
+    ann = '{ shards = "gen", masks = "masks" }'
+    m = _manifest(tmp_path, models["ddpm"], _head(ann, extra='features_from = "trajectory"\nsave_to = "myhead"'))
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    info = json.loads((tmp_path / "myhead" / "head.json").read_text())
+    assert info["spec"]["source"] == "trajectory"
+    samples = _samples(tmp_path / "out")
+    assert len(samples) == 8 and all("seg.png" in s for s in samples)
+
+    from synth.manifest import load_manifest
+    from synth.pipeline import Pipeline
+    from synth_pixelhead.annotations import load_examples
+
+    pipe = Pipeline(load_manifest(m))
+    pipe.generator.setup()
+    ex = load_examples(pipe.steps[1][0].config.annotations, pipe.context, "stage[1]")
+    gen_samples = {s["__key__"]: s for s in _samples(tmp_path / "gen")}
+    for key, z in zip(ex.keys, ex.latents):
+        import io
+
+        np.testing.assert_array_equal(z, np.load(io.BytesIO(gen_samples[key]["latent.npy"])))
