@@ -184,6 +184,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="npz file keeping the generated images between runs")
     ap.add_argument("--ensemble", type=int, default=5)
     ap.add_argument("--head-steps", type=int, default=300)
+    ap.add_argument("--balance", type=float, default=0.0, help="class balance of the head's training batches")
     ap.add_argument("--blocks", nargs="*", default=None)
     ap.add_argument("--timesteps", type=int, nargs="*", default=None)
     ap.add_argument("--features-from", default="noised", choices=["noised", "inverted", "trajectory"])
@@ -219,13 +220,13 @@ def main() -> None:
     gen_latents = gen.sample_latents(list(range(len(gen_x))), args.seed) if len(gen_x) else None
     print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
     print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
-    print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
+    print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps, balance {args.balance}; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
     k = len(CLASSES)
     rows = []
     for kk in args.ks:
         t0 = time.perf_counter()
         ex = Examples(pool_x[:kk], pool_y[:kk], [{}] * kk, [str(i) for i in range(kk)], "real")
-        cfg = PixelHeadConfig(annotations={"source": {"name": "shapes"}}, ensemble=args.ensemble, steps=args.head_steps, calibration_samples=0, feature_batch=64)
+        cfg = PixelHeadConfig(annotations={"source": {"name": "shapes"}}, ensemble=args.ensemble, steps=args.head_steps, balance=args.balance, calibration_samples=0, feature_batch=64)
         ensemble, _ = train_head(gen, spec, ex, cfg, CLASSES, seed=args.seed)
         head_test, _ = head_predict(gen, ensemble, spec, test_x, cfg.top_fraction)
         if args.head_only:

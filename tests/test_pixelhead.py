@@ -121,6 +121,17 @@ def test_js_divergence_on_known_distributions():
     assert js_divergence(np.array([[1.0, 0.0], [0.5, 0.5]])) == pytest.approx(h - math.log(2) / 2)
 
 
+def test_class_balance_reweights_which_pixels_batches_draw():
+    from synth_pixelhead.head import pixel_weights
+
+    labels = np.array([0] * 90 + [1] * 9 + [3] * 1)  # class 2 absent
+    assert pixel_weights(labels, 4, 0.0) is None  # uniform over pixels
+    share = lambda w: [w[labels == c].sum() for c in range(4)]  # noqa: E731
+    np.testing.assert_allclose(share(pixel_weights(labels, 4, 1.0)), [1 / 3, 1 / 3, 0, 1 / 3])
+    half = np.sqrt([90, 9, 0, 1])
+    np.testing.assert_allclose(share(pixel_weights(labels, 4, 0.5)), half / half.sum())
+
+
 def test_image_uncertainty_is_the_mean_of_the_top_pixels():
     from synth_pixelhead.head import image_uncertainty
 

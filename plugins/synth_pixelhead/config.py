@@ -46,6 +46,7 @@ class PixelHeadConfig(PluginConfig):
     steps: int = Field(1500, ge=1, description="Optimiser steps per MLP")
     batch_pixels: int = Field(2048, ge=16, description="Pixels per optimiser step")
     lr: float = Field(1e-3, gt=0)
+    balance: float = Field(0.0, ge=0, le=1, description="Class balance of training batches: 0 = pixels as they come, 1 = every class equally often")
     bank_mb: int = Field(1024, ge=16, description="Memory for training pixels (fp16); bounds RAM whatever the image count")
     top_fraction: float = Field(0.1, gt=0, le=1, description="Per-image uncertainty: mean of this top share of pixel scores")
     calibration_samples: int = Field(128, ge=0, description="Generated samples scored after training to calibrate drop_uncertain")

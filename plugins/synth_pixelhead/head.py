@@ -129,16 +129,31 @@ def image_uncertainty(js: np.ndarray, top_fraction: float) -> np.ndarray:
     return top.mean(1)
 
 
-def train_ensemble(bank, num_classes: int, hidden: list[int], ensemble: int, steps: int, batch: int, lr: float, seed: int, progress=None, device="cpu") -> tuple[Ensemble, dict]:
+def pixel_weights(labels: np.ndarray, num_classes: int, balance: float) -> np.ndarray | None:
+    """Per-pixel sampling weights so class c is drawn in proportion to count_c ** (1 - balance):
+    0 keeps the pixels' own frequencies (None: uniform), 1 draws every present class equally."""
+    if balance == 0:
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    w = counts[labels] ** -balance
+    return w / w.sum()
+
+
+def train_ensemble(
+    bank, num_classes: int, hidden: list[int], ensemble: int, steps: int, batch: int, lr: float, seed: int, progress=None, device="cpu", balance: float = 0.0
+) -> tuple[Ensemble, dict]:
     """Train ``ensemble`` MLPs on the bank's pixels; each member's randomness from (seed, member).
 
     Members start from the same CPU-seeded weights on any device; the bank stays in host memory
-    and only each step's pixels move to ``device``."""
+    and only each step's pixels move to ``device``. ``balance`` re-weights which pixels batches
+    draw (see pixel_weights): small objects are otherwise drowned by the background."""
     import torch
 
     mean, std = bank.moments()
     mean_t, std_t = torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
     n = len(bank)
+    weights = pixel_weights(bank.labels[:n].astype(np.int64), num_classes, balance)
+    weights_t = None if weights is None else torch.from_numpy(weights)
     members, accs = [], []
     for m in range(ensemble):
         torch.manual_seed(sample_seed(seed, m, "pixelhead-member"))
@@ -147,7 +162,10 @@ def train_ensemble(bank, num_classes: int, hidden: list[int], ensemble: int, ste
         opt = torch.optim.Adam(member.parameters(), lr=lr)
         member.train()
         for step in range(steps):
-            idx = torch.randint(0, n, (min(batch, n),), generator=gen).numpy()
+            if weights_t is None:
+                idx = torch.randint(0, n, (min(batch, n),), generator=gen).numpy()
+            else:
+                idx = torch.multinomial(weights_t, batch, replacement=True, generator=gen).numpy()
             x, y = bank.rows(idx)
             x = (torch.from_numpy(x).to(device).float() - mean_t) / std_t
             loss = torch.nn.functional.cross_entropy(member(x), torch.from_numpy(y).to(device))

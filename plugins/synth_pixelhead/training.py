@@ -27,7 +27,7 @@ from .extraction import feature_groups
 from .head import Ensemble, image_uncertainty, train_ensemble
 
 FORMAT = "synth-pixelhead/1"
-HYPER = ("ensemble", "hidden", "steps", "batch_pixels", "lr", "bank_mb")
+HYPER = ("ensemble", "hidden", "steps", "batch_pixels", "lr", "bank_mb", "balance")
 
 
 def cache_root(cfg: PixelHeadConfig, context) -> Path:
@@ -91,7 +91,7 @@ def train_head(generator, spec, examples: Examples, cfg: PixelHeadConfig, classe
     bank = fill_bank(generator, spec, examples, cfg, seed)
     t_feat = time.perf_counter() - t0
     device = getattr(generator, "device", "cpu")  # train where the generator runs
-    ensemble, stats = train_ensemble(bank, len(classes), cfg.hidden, cfg.ensemble, cfg.steps, cfg.batch_pixels, cfg.lr, seed, progress, device)
+    ensemble, stats = train_ensemble(bank, len(classes), cfg.hidden, cfg.ensemble, cfg.steps, cfg.batch_pixels, cfg.lr, seed, progress, device, cfg.balance)
     info = {
         "format": FORMAT,
         "classes": classes,
@@ -109,7 +109,7 @@ def train_head(generator, spec, examples: Examples, cfg: PixelHeadConfig, classe
             "pixels_per_image": bank.per_image,
             "class_pixels": bank.class_counts(len(classes)),
         },
-        "train": {"steps": cfg.steps, "batch_pixels": cfg.batch_pixels, "lr": cfg.lr, **stats},
+        "train": {"steps": cfg.steps, "batch_pixels": cfg.batch_pixels, "lr": cfg.lr, "balance": cfg.balance, **stats},
         "seconds": {"features": round(t_feat, 2), "training": round(time.perf_counter() - t0 - t_feat, 2)},
     }
     return ensemble, info
