@@ -192,6 +192,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
+    ap.add_argument("--baselines-only", action="store_true", help="only (ii) and (iv): how strong is the U-Net at this width and step count?")
     args = ap.parse_args()
 
     import torch
@@ -209,7 +210,7 @@ def main() -> None:
     gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
     spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps, "source": args.features_from, "inversion_steps": args.inversion_steps})
     t0 = time.perf_counter()
-    n_gen = 0 if args.head_only else args.generated
+    n_gen = 0 if args.head_only or args.baselines_only else args.generated
     if args.cache and Path(args.cache).is_file() and len(np.load(args.cache)["x"]) == n_gen:
         gen_x = np.load(args.cache)["x"]
     else:
@@ -223,6 +224,17 @@ def main() -> None:
     print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps, balance {args.balance}; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
     k = len(CLASSES)
     rows = []
+    if args.baselines_only:
+        for kk in args.ks:
+            t0 = time.perf_counter()
+            real = train_segmenter(torch, [(pool_x[:kk], pool_y[:kk], 1.0)], args.seg_steps, args.seed + kk, width=args.width)
+            ten = train_segmenter(torch, [(pool_x[: 10 * kk], pool_y[: 10 * kk], 1.0)], args.seg_steps, args.seed + kk, width=args.width)
+            print(
+                f"  K={kk}: U-Net width {args.width}, {args.seg_steps} steps: real K {miou(segment(torch, real, test_x), test_y, k):.3f}, "
+                f"real 10K {miou(segment(torch, ten, test_x), test_y, k):.3f} ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+        return
     for kk in args.ks:
         t0 = time.perf_counter()
         ex = Examples(pool_x[:kk], pool_y[:kk], [{}] * kk, [str(i) for i in range(kk)], "real")
