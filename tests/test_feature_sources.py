@@ -1,13 +1,14 @@
 """Where a feature's noisy input comes from: noised, DDIM-inverted, or the sample's own path; and
 the generator's `invert` capability."""
 
+import io
 import json
 
 import numpy as np
 import pytest
 
 from conftest import synth
-from test_pixelhead import _head, _manifest, _pipeline, _samples
+from test_pixelhead import _generated_annotations, _head, _manifest, _pipeline, _samples
 
 
 def _hooks(unet):
@@ -137,16 +138,7 @@ def test_invert_round_trips_through_decode(tmp_path, models):
 def test_pixelhead_with_trajectory_features_end_to_end(tmp_path, models):
     """Generated samples are labelled from their own paths; the head records its source and is
     trained from generated annotations whose latents are read back from the shards."""
-    from PIL import Image
-
-    first = _manifest(tmp_path, models["ddpm"], name="gen.toml", output="gen")
-    assert synth("run", first).returncode == 0
-    masks = tmp_path / "masks"
-    masks.mkdir()
-    for key, cls in (("s00000001", 1), ("s00000005", 2)):
-        m = np.zeros((16, 16), np.uint8)
-        m[4:12, 4:12] = cls
-        Image.fromarray(m).save(masks / f"{key}.png")
+    _generated_annotations(tmp_path, models["ddpm"])
     ann = '{ shards = "gen", masks = "masks" }'
     m = _manifest(tmp_path, models["ddpm"], _head(ann, extra='features_from = "trajectory"\nsave_to = "myhead"'))
     res = synth("run", m)
@@ -165,6 +157,4 @@ def test_pixelhead_with_trajectory_features_end_to_end(tmp_path, models):
     ex = load_examples(pipe.steps[1][0].config.annotations, pipe.context, "stage[1]")
     gen_samples = {s["__key__"]: s for s in _samples(tmp_path / "gen")}
     for key, z in zip(ex.keys, ex.latents):
-        import io
-
         np.testing.assert_array_equal(z, np.load(io.BytesIO(gen_samples[key]["latent.npy"])))

@@ -232,10 +232,11 @@ def test_pixelhead_labels_every_sample_and_a_second_run_uses_the_cache(tmp_path,
     assert [s["seg.png"] for s in _samples(tmp_path / "out")] == [s["seg.png"] for s in samples]
 
 
-def test_head_trained_on_generated_samples_and_reused_by_path(tmp_path, models):
+def _generated_annotations(tmp_path, model) -> None:
+    """A first run into gen/ and masks/ drawn on two of its samples (class 1 and class 2 squares)."""
     from PIL import Image
 
-    first = _manifest(tmp_path, models["ddpm"], name="gen.toml", output="gen")
+    first = _manifest(tmp_path, model, name="gen.toml", output="gen")
     assert synth("run", first).returncode == 0
     masks = tmp_path / "masks"
     masks.mkdir()
@@ -243,6 +244,10 @@ def test_head_trained_on_generated_samples_and_reused_by_path(tmp_path, models):
         m = np.zeros((16, 16), np.uint8)
         m[4:12, 4:12] = cls
         Image.fromarray(m).save(masks / f"{key}.png")
+
+
+def test_head_trained_on_generated_samples_and_reused_by_path(tmp_path, models):
+    _generated_annotations(tmp_path, models["ddpm"])
     ann = '{ shards = "gen/d-{000000..000001}.tar", masks = "masks" }'
     m = _manifest(tmp_path, models["ddpm"], _head(ann, extra='save_to = "myhead"'))
     res = synth("run", m)

@@ -75,19 +75,21 @@ class BlockHooks:
         self.outputs: dict[str, Any] = {}
         self.handles: list = []
 
-    def __enter__(self) -> "BlockHooks":
+    def __enter__(self):
         try:
-            for b in self.blocks:
-                self.handles.append(_module(self.unet, b).register_forward_hook(self._keeper(b)))
+            self._register()
         except BaseException:
             self._remove()
             raise
         return self
 
+    def _register(self) -> None:
+        for b in self.blocks:
+            self.handles.append(_module(self.unet, b).register_forward_hook(self._keeper(b)))
+
     def _keeper(self, block: str):
         def keep(module, args, output):
-            # down blocks return (hidden, residuals); the others the hidden states
-            self.outputs[block] = output[0] if isinstance(output, tuple) else output
+            self.outputs[block] = _hidden(output)
 
         return keep
 
@@ -98,6 +100,11 @@ class BlockHooks:
 
     def __exit__(self, *exc) -> None:
         self._remove()
+
+
+def _hidden(output):
+    # down blocks return (hidden, residuals); the others the hidden states
+    return output[0] if isinstance(output, tuple) else output
 
 
 def shared_noise(torch, shape: tuple[int, ...], seed: int):
@@ -195,7 +202,7 @@ def nearest_steps(schedule: Sequence[int], wanted: Sequence[int]) -> dict[int, i
     return {int(t): min(sched, key=lambda s: (abs(s - int(t)), s)) for t in wanted}
 
 
-class TrajectoryCapture:
+class TrajectoryCapture(BlockHooks):
     """Context manager: block outputs at chosen sampler timesteps of a denoising loop.
 
     A forward pre-hook on the UNet reads each call's timestep; block hooks keep their output
@@ -204,23 +211,17 @@ class TrajectoryCapture:
     """
 
     def __init__(self, unet, blocks: Sequence[str], steps: set[int], batch: int):
-        self.unet, self.blocks, self.steps, self.batch = unet, list(blocks), set(steps), batch
+        super().__init__(unet, blocks)
+        self.steps, self.batch = set(steps), batch
         self.current: int | None = None
         self.got: dict[int, dict[str, Any]] = {}
-        self.handles: list = []
 
     def done(self) -> bool:
         return all(len(self.got.get(t, {})) == len(self.blocks) for t in self.steps)
 
-    def __enter__(self) -> "TrajectoryCapture":
-        try:
-            self.handles.append(self.unet.register_forward_pre_hook(self._timestep, with_kwargs=True))
-            for b in self.blocks:
-                self.handles.append(_module(self.unet, b).register_forward_hook(self._keeper(b)))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    def _register(self) -> None:
+        self.handles.append(self.unet.register_forward_pre_hook(self._timestep, with_kwargs=True))
+        super()._register()
 
     def _timestep(self, module, args, kwargs):
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
@@ -229,18 +230,9 @@ class TrajectoryCapture:
     def _keeper(self, block: str):
         def keep(module, args, output):
             if self.current in self.steps:
-                out = output[0] if isinstance(output, tuple) else output
-                self.got.setdefault(self.current, {})[block] = out[-self.batch :].float()
+                self.got.setdefault(self.current, {})[block] = _hidden(output)[-self.batch :].float()
 
         return keep
-
-    def _remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-    def __exit__(self, *exc) -> None:
-        self._remove()
 
     def pyramid(self, mapping: dict[int, int], timesteps: Sequence[int]) -> list:
         return [self.got[mapping[int(t)]][b] for t in timesteps for b in self.blocks]

@@ -174,26 +174,26 @@ class DiffusersGenerator(Generator):
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
 
-    def _decode_text2image(self, z, conditions, gens) -> np.ndarray:
+    def _call_text2image(self, z, conditions, **kwargs):
+        """The pipeline on these latents and conditions with the manifest's settings."""
         cfg = self.config
         _, h, w = self.latent_shape()
         scale = self.pipe.vae_scale_factor
-        kwargs = {}
         if cfg.negative_prompt:
             kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
-        if "eta" in _call_params(self.pipe):
-            kwargs["eta"] = cfg.eta
-        out = self.pipe(
+        return self.pipe(
             prompt=[c["prompt"] for c in conditions],
             latents=z,
-            generator=gens,
             num_inference_steps=cfg.steps,
             guidance_scale=cfg.guidance_scale,
             height=h * scale,
             width=w * scale,
-            output_type="np",
             **kwargs,
         )
+
+    def _decode_text2image(self, z, conditions, gens) -> np.ndarray:
+        kwargs = {"eta": self.config.eta} if "eta" in _call_params(self.pipe) else {}
+        out = self._call_text2image(z, conditions, generator=gens, output_type="np", **kwargs)
         flags = getattr(out, "nsfw_content_detected", None)
         if flags is not None:
             for c, flag in zip(conditions, flags):
@@ -317,21 +317,7 @@ class DiffusersGenerator(Generator):
                 pipe._interrupt = True
             return kwargs
 
-        cfg = self.config
-        _, h, w = self.latent_shape()
-        scale = self.pipe.vae_scale_factor
-        kwargs = {"negative_prompt": [c.get("negative_prompt", "") for c in conditions]} if cfg.negative_prompt else {}
-        self.pipe(
-            prompt=[c.get("prompt", "") for c in conditions],
-            latents=z,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
-            height=h * scale,
-            width=w * scale,
-            output_type="latent",
-            callback_on_step_end=stop_when_done,
-            **kwargs,
-        )
+        self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done)
 
     def invert(self, images: np.ndarray, conditions: list[dict]) -> np.ndarray:
         """Initial latents that decode (deterministically, e.g. ddim with eta 0) back to about
