@@ -14,7 +14,7 @@ Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts no
         [--generated 2000] [--seg-steps 600] [--width 16] [--ensemble 5] [--head-steps 300] [--mix]
 
 The README's table: --features-from trajectory --width 32 --seg-steps 2000 (85 min on 2 cores).
-The defaults (width 16, 600 steps) take about half as long; their U-Net is undertrained, which
+The defaults (width 16, 600 steps) take under half as long; their U-Net is undertrained, which
 flatters (iii) against (iv) at K >= 8.
 """
 
