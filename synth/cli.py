@@ -26,6 +26,15 @@ def _fail(message: str, code: int) -> None:
 class SynthGroup(click.Group):
     """Turns SynthError (and the odd unexpected error) into one line and an exit code."""
 
+    plugin_failures: list = []  # set by _add_plugin_commands: shown under --help
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)
+        if self.plugin_failures:
+            with formatter.section("Plugin problems (see `synth plugins`)"):
+                for f in self.plugin_failures:  # one unwrapped line each, as grep finds them
+                    formatter.write(f"{'':>{formatter.current_indent}}{f.line()}\n")
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -100,14 +109,17 @@ def plugins(as_json: bool):
 
     reg = load_registry()
     if as_json:
-        click.echo(json.dumps([asdict(p) for p in reg.plugins.values()], indent=2))
+        failed = [{**asdict(f), "failed": True, "error": f.line()} for f in reg.failures]
+        click.echo(json.dumps([asdict(p) for p in reg.plugins.values()] + failed, indent=2))
         return
     for p in reg.plugins.values():
         kind = "built-in" if p.builtin else "third-party"
         click.echo(f"{p.name} {p.version} ({kind}, {p.distribution}: {p.module})")
-        for label, names in (("generators", p.generators), ("stages", p.stages), ("models", p.models)):
+        for label, names in (("generators", p.generators), ("stages", p.stages), ("models", p.models), ("manifest tables", p.tables)):
             if names:
                 click.echo(f"  {label}: {', '.join(names)}")
+    for f in reg.failures:
+        click.echo(f"FAILED: {f.line()}")
     click.echo(f"(third-party plugins load only when named in {ALLOWLIST_ENV} or a manifest's `plugins`)")
 
 
@@ -126,9 +138,9 @@ def inspect(path: Path, as_json: bool, samples: int):
 @main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
-@click.option("--count", "-n", default=64, show_default=True, help="How many samples.")
-@click.option("--columns", default=8, show_default=True)
-@click.option("--cell", default=128, show_default=True, help="Cell size in pixels.")
+@click.option("--count", "-n", default=64, show_default=True, type=click.IntRange(min=1), help="How many samples.")
+@click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--cell", default=128, show_default=True, type=click.IntRange(min=8, max=2048), help="Cell size in pixels.")
 def preview(path: Path, out: Path, count: int, columns: int, cell: int):
     """Contact sheet of samples (segmentation overlaid when present)."""
     from .inspect import contact_sheet
@@ -138,15 +150,19 @@ def preview(path: Path, out: Path, count: int, columns: int, cell: int):
 
 
 def _add_plugin_commands() -> None:
-    """Commands from plugins (register_commands hook), e.g. `synth fit` from the diffusers plugin."""
-    from .errors import SynthError
-    from .plugins import load_registry
+    """Commands from plugins (register_commands hook), e.g. `synth fit` from the diffusers plugin.
 
-    try:
-        registry = load_registry()
-    except SynthError:
-        return  # a broken plugin set-up is reported by the command that needs it
-    registry.plugin_manager.hook.register_commands(cli=main)
+    A plugin that fails here (or fails to load) never breaks the command line: its failure is
+    listed under --help and by `synth plugins`, and commands that need it stop with one line."""
+    from .plugins import PluginFailure, load_registry, one_line
+
+    registry = load_registry()
+    for impl in registry.plugin_manager.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=main)
+        except Exception as e:
+            registry.failures.append(PluginFailure(impl.plugin_name, "its register_commands hook", f"failed in register_commands: {one_line(e)}"))
+    SynthGroup.plugin_failures = list(registry.failures)
 
 
 _add_plugin_commands()

@@ -46,3 +46,14 @@ def register_commands(cli):
     For example the diffusers plugin adds ``synth fit``. Keep imports of model libraries inside
     the command's function so that ``synth --help`` stays fast.
     """
+
+
+@hookspec
+def register_tables(register):
+    """Register a top-level manifest table that a plugin's command reads:
+    ``register(name, ConfigModel)`` with a ``synth.protocols.PluginConfig`` subclass.
+
+    For example the diffusers plugin registers ``fit`` (the recipe `synth fit` trains with), so
+    `synth validate` checks a manifest's ``[fit]`` table and `synth schema` describes it. A
+    manifest's top-level tables are exactly the engine's own plus the registered ones.
+    """

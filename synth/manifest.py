@@ -20,9 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ManifestError, UsageError
 from .plugins import Registry, load_registry
-from .protocols import PluginConfig
+from .protocols import PlanContext, PluginConfig
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# What names can hold: sample keys are s%08d (more would break their sort order) and shards
+# <name>-%06d.tar.
+MAX_SAMPLES = 10**8
+MAX_SHARDS = 10**6
 
 
 class _Strict(BaseModel):
@@ -34,13 +38,14 @@ class DatasetConfig(_Strict):
 
     name: str = Field("synth", description="Shard name prefix: <name>-000000.tar")
     output: str = Field("out", description="Output folder, relative to the manifest's folder")
-    num_samples: int = Field(gt=0, description="Number of source samples (seeds or input images)")
-    shard_size: int = Field(1000, gt=0, description="Source samples per shard (one task each)")
-    seed: int = Field(0, ge=0, description="Manifest seed; all randomness derives from it")
+    # strict: TOML's `true` or `16.0` is not a count
+    num_samples: int = Field(gt=0, le=MAX_SAMPLES, strict=True, description="Number of source samples (seeds or input images)")
+    shard_size: int = Field(1000, gt=0, strict=True, description="Source samples per shard (one task each)")
+    seed: int = Field(0, ge=0, strict=True, description="Manifest seed; all randomness derives from it")
     classes: list[str] = Field(default_factory=list, description="Class names, index = class id")
     palette: list[tuple[int, int, int]] | None = Field(None, description="RGB colour per class for previews (default: a fixed palette)")
     image_format: Literal["png", "jpg", "webp"] = "png"
-    jpeg_quality: int = Field(95, ge=1, le=100, description="Quality for jpg/webp")
+    jpeg_quality: int = Field(95, ge=1, le=100, strict=True, description="Quality for jpg/webp")
     latent_dtype: Literal["float16", "float32"] = "float16"
     license: str | None = Field(None, description="Licence of the data; defaults to the generator's")
 
@@ -62,14 +67,21 @@ class DatasetConfig(_Strict):
     def _palette_fits(self):
         if self.palette is not None and len(self.palette) != len(self.classes):
             raise ValueError(f"palette has {len(self.palette)} colours for {len(self.classes)} classes")
+        shards = -(-self.num_samples // self.shard_size)
+        if shards > MAX_SHARDS:
+            raise ValueError(f"{self.num_samples} samples in shards of {self.shard_size} make {shards} shards; shard names hold at most {MAX_SHARDS} (raise shard_size)")
         return self
 
 
 class RunConfig(_Strict):
     """How to execute; not part of the dataset's identity except batch_size."""
 
-    batch_size: int = Field(16, gt=0, description="Samples per model call")
-    workers: int = Field(2, ge=1, description="Threads encoding images and writing shards")
+    batch_size: int = Field(16, gt=0, strict=True, description="Samples per model call")
+    workers: int = Field(2, ge=1, strict=True, description="Threads encoding images and writing shards")
+    threads: int | None = Field(
+        None, ge=1, strict=True,
+        description="Threads of the model library (torch intra-op); default: synth.threads.default_threads() (see README)",
+    )
 
 
 class PluginRef(BaseModel):
@@ -83,7 +95,6 @@ class EngineManifest(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     generator: PluginRef | None = None
     stage: list[PluginRef] = Field(default_factory=list)
-    fit: dict[str, Any] | None = Field(None, description="Training recipe for `synth fit` (validated by that command)")
 
 
 @dataclass
@@ -110,6 +121,7 @@ class Manifest:
     stages: list[Step]
     registry: Registry
     plugins: list[str]
+    tables: dict[str, PluginConfig]  # plugin tables (register_tables), e.g. "fit"
 
     @property
     def folder(self) -> Path:
@@ -181,15 +193,24 @@ def load_manifest(path: str | Path) -> Manifest:
     text, data = read_toml(path)
     problems: list[str] = []
 
-    try:
-        engine = EngineManifest.model_validate(data)
-    except ValidationError as e:
-        problems += format_errors(e)
-        engine = None
-
     # The plugin list is needed to load the registry even when other engine fields are wrong.
     extra_plugins = data.get("plugins", []) if isinstance(data.get("plugins", []), list) else []
     registry = load_registry([str(p) for p in extra_plugins])
+    problems += [f.line() for f in registry.failures]
+
+    tables: dict[str, PluginConfig] = {}
+    engine_data = {k: v for k, v in data.items() if k not in registry.tables}
+    for name, model in registry.tables.items():
+        if name in data:
+            try:
+                tables[name] = model.model_validate(data[name])
+            except ValidationError as e:
+                problems += format_errors(e, name)
+    try:
+        engine = EngineManifest.model_validate(engine_data)
+    except ValidationError as e:
+        problems += format_errors(e)
+        engine = None
 
     generator = None
     stages: list[Step] = []
@@ -197,6 +218,7 @@ def load_manifest(path: str | Path) -> Manifest:
     if isinstance(gen_raw, dict) and isinstance(gen_raw.get("name"), str):
         generator = _validate_step(registry, "generator", gen_raw, "generator", problems)
     stage_raw = data.get("stage", [])
+    stages_ok = True
     if isinstance(stage_raw, list):
         for i, raw in enumerate(stage_raw):
             if isinstance(raw, dict) and isinstance(raw.get("name"), str):
@@ -205,14 +227,19 @@ def load_manifest(path: str | Path) -> Manifest:
                     stages.append(step)
                     for loc, nested in step.cls.nested_sources(step.config).items():
                         source_step(registry, nested, f"{step.where}.{loc}", problems)
+                else:
+                    stages_ok = False
 
-    if engine is not None and not problems:
+    if engine is not None and stages_ok and (generator is not None or "generator" not in data):
         if not stages:
             stages = [_validate_step(registry, "stage", {"name": "generate"}, "stage[0]", problems)]
-        default_classes = getattr(stages[0].cls, "default_classes", None)
-        if not engine.dataset.classes and default_classes is not None:
-            engine.dataset.classes = list(default_classes(stages[0].config))
-        problems += _check_pipeline(generator, stages, engine.dataset.classes)
+        if stages and stages[0] is not None:
+            default_classes = getattr(stages[0].cls, "default_classes", None)
+            if not engine.dataset.classes and default_classes is not None:
+                engine.dataset.classes = list(default_classes(stages[0].config))
+            problems += _check_pipeline(generator, stages, engine.dataset.classes)
+            if not problems:
+                problems += _check_plan(path.parent, engine, registry, generator, stages)
 
     if problems:
         raise ManifestError(path, problems)
@@ -226,7 +253,19 @@ def load_manifest(path: str | Path) -> Manifest:
         stages=stages,
         registry=registry,
         plugins=list(engine.plugins),
+        tables=tables,
     )
+
+
+def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, generator: Step | None, stages: list[Step]) -> list[str]:
+    """Each step's own look at the whole plan (paths, scores, source sizes): see check_plan."""
+    problems = []
+    ctx = dict(manifest_dir=folder, classes=list(engine.dataset.classes), num_samples=engine.dataset.num_samples, registry=registry, generator=generator, stages=stages)
+    if generator is not None:
+        problems += [f"generator: {p}" for p in generator.cls.check_plan(generator.config, PlanContext(**ctx, position=-1))]
+    for i, step in enumerate(stages):
+        problems += [f"{step.where}: {p}" for p in step.cls.check_plan(step.config, PlanContext(**ctx, position=i))]
+    return problems
 
 
 def source_step(registry: Registry, raw: dict, where: str, problems: list[str] | None = None) -> Step:
@@ -322,6 +361,7 @@ def json_schema(registry: Registry) -> dict[str, Any]:
         run=(RunConfig, Field(default_factory=RunConfig)),
         generator=(Union[tuple(gens)] | None, None) if gens else (dict | None, None),
         stage=(list[Union[tuple(stages)]], Field(default_factory=list)) if stages else (list, []),
+        **{name: (model | None, None) for name, model in sorted(registry.tables.items())},
     )
     schema = Full.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

@@ -8,6 +8,7 @@ from typing import Sequence
 from .batch import Batch, inherit_labels
 from .errors import RunError, SynthError
 from .manifest import Manifest, Step
+from .plugins import one_line
 from .protocols import RunContext
 
 COMMON_RECORD_FIELDS = {"scores": {}, "class": None, "class_name": None, "condition": {}, "lineage": []}
@@ -77,14 +78,16 @@ class Pipeline:
         self.timings[step.where] = self.timings.get(step.where, 0.0) + time.perf_counter() - t0
         return out
 
-    @staticmethod
-    def _guard(step: Step, what: str, fn):
+    def _guard(self, step: Step, what: str, fn):
         try:
             return fn()
         except SynthError:
             raise
-        except Exception as e:  # a plugin's failure becomes one line naming the stage and samples
-            raise RunError(f"{step.where} {step.name!r} failed on {what}: {type(e).__name__}: {e}") from e
+        except Exception as e:  # a plugin's failure: one line naming the stage, its code and the samples
+            kind = "generator" if step.where == "generator" else "stage"
+            info = self.manifest.registry.plugin_of(kind, step.name)
+            package = f" ({info.package})" if info else ""
+            raise RunError(f"{step.where} {step.name!r}{package} failed on {what}: {one_line(e)}") from e
 
     @staticmethod
     def _check_batch(step: Step, batch) -> None:

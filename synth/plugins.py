@@ -4,6 +4,11 @@ allowed) and collects what they register.
 Installed entry points run code on import, so third-party plugins load only when named in the
 ``SYNTH_LOAD_PLUGINS`` environment variable (comma-separated entry-point names) or in the
 manifest's top-level ``plugins = [...]`` list. Empty or unset means built-ins only.
+
+A plugin that cannot load (missing, raising on import, registering something malformed) never
+takes the command line down with it: loading records a one-line failure naming the plugin and
+its entry point, ``synth --help``, ``plugins`` and ``validate`` report it, and commands that need
+the plugins (``run``, ``fit``) stop with that line and exit 2.
 """
 
 from __future__ import annotations
@@ -23,6 +28,13 @@ ENTRY_POINT_GROUP = "synth"
 ALLOWLIST_ENV = "SYNTH_LOAD_PLUGINS"
 # First-party plugins: registered through entry points like any package, allowed by default.
 DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes", "pixelhead")
+# Registration hooks and what each registers, in the order they are called.
+REGISTER_HOOKS = (
+    ("register_generators", "generator"),
+    ("register_stages", "stage"),
+    ("register_models", "model"),
+    ("register_tables", "table"),
+)
 
 
 @dataclass
@@ -35,6 +47,24 @@ class PluginInfo:
     generators: list[str] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def package(self) -> str:
+        """``distribution version``, as an error message names a plugin's code."""
+        return f"{self.distribution} {self.version}"
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that could not be loaded or registered something malformed."""
+
+    name: str
+    where: str  # "entry point name = module:attr", or where a missing plugin was named
+    message: str
+
+    def line(self) -> str:
+        return f"plugin {self.name!r} ({self.where}) {self.message}"
 
 
 @dataclass
@@ -46,13 +76,15 @@ class ModelAlias:
 
 
 class Registry:
-    """What the loaded plugins provide, by name."""
+    """What the loaded plugins provide, by name, and which plugins failed to load."""
 
     def __init__(self):
         self.generators: dict[str, type] = {}
         self.stages: dict[str, type] = {}
         self.models: dict[str, ModelAlias] = {}
+        self.tables: dict[str, type] = {}  # top-level manifest tables a plugin's command reads
         self.plugins: dict[str, PluginInfo] = {}
+        self.failures: list[PluginFailure] = []
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin name
         self.plugin_manager: pluggy.PluginManager | None = None
 
@@ -64,6 +96,17 @@ class Registry:
 
     def stage(self, name: str, where: str) -> type:
         return _lookup(self.stages, name, "stage", where)
+
+    def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
+        """The plugin that registered ``kind`` ``name`` (e.g. ("stage", "boom"))."""
+        owner = self.owner.get((kind, name))
+        return self.plugins.get(owner) if owner else None
+
+    def raise_failures(self) -> None:
+        """For commands that need the plugins: the first failure as one line (exit 2)."""
+        if self.failures:
+            more = f" (and {len(self.failures) - 1} more plugin problems; see `synth plugins`)" if len(self.failures) > 1 else ""
+            raise UsageError(self.failures[0].line() + more)
 
     def resolve_model(self, ref: str) -> str:
         """Turn ``builtin:NAME`` into the registered path; anything else passes through."""
@@ -85,30 +128,47 @@ def _lookup(table: dict, name: str, kind: str, where: str):
     raise UsageError(f"{where}: unknown {kind} {name!r}{hint} (installed: {known})")
 
 
-def allowed_names(extra: list[str] | tuple[str, ...] = ()) -> set[str]:
+def env_names() -> set[str]:
     env = os.environ.get(ALLOWLIST_ENV, "")
-    names = {n.strip() for n in env.split(",") if n.strip()}
-    return set(DEFAULT_PLUGINS) | names | set(extra)
+    return {n.strip() for n in env.split(",") if n.strip()}
+
+
+def allowed_names(extra: list[str] | tuple[str, ...] = ()) -> set[str]:
+    return set(DEFAULT_PLUGINS) | env_names() | set(extra)
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def load_registry(extra_allowed: list[str] | tuple[str, ...] = ()) -> Registry:
-    """Load allowed entry points, call their register hooks, return the registry."""
-    allowed = allowed_names(extra_allowed)
+    """Load allowed entry points, call their register hooks, return the registry.
+
+    Never raises for a plugin's own problem: each becomes a ``PluginFailure`` in
+    ``registry.failures`` (see the module docstring)."""
     pm = pluggy.PluginManager("synth")
     pm.add_hookspecs(hookspecs)
     registry = Registry()
     eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    missing = sorted(set(extra_allowed) - set(eps))
-    if missing:
-        raise UsageError(
-            f"plugin {missing[0]!r} is not installed (installed: {', '.join(sorted(eps)) or 'none'})"
-        )
+    installed = ", ".join(sorted(eps)) or "none"
+    for name in sorted(env_names() - set(eps)):
+        registry.failures.append(PluginFailure(name, f"named in {ALLOWLIST_ENV}", f"is not installed (installed: {installed})"))
+    for name in sorted(dict.fromkeys(extra_allowed)):
+        if name not in eps:
+            registry.failures.append(PluginFailure(name, "named in the manifest's plugins", f"is not installed (installed: {installed})"))
+    allowed = allowed_names(extra_allowed)
     for name in sorted(eps):
         if name not in allowed:
             continue
         ep = eps[name]
-        module = ep.load() if ":" in ep.value else importlib.import_module(ep.value)
-        pm.register(module, name=name)
+        declared = f"entry point {ep.name} = {ep.value}"
+        try:
+            module = ep.load() if ":" in ep.value else importlib.import_module(ep.value)
+            pm.register(module, name=name)
+        except Exception as e:  # a plugin's import error is its own, never the command line's
+            registry.failures.append(PluginFailure(name, declared, f"failed to load: {one_line(e)}"))
+            continue
         dist = ep.dist
         registry.plugins[name] = PluginInfo(
             name=name,
@@ -117,20 +177,33 @@ def load_registry(extra_allowed: list[str] | tuple[str, ...] = ()) -> Registry:
             version=dist.version if dist else __version__,
             builtin=name in DEFAULT_PLUGINS,
         )
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        registry.failures.append(PluginFailure(getattr(e.plugin, "__name__", "?"), "?", f"implements an unknown hook: {one_line(e)}"))
 
-    for impl in pm.hook.register_generators.get_hookimpls():
-        impl.function(register=_registrar(registry, impl.plugin_name, "generator"))
-    for impl in pm.hook.register_stages.get_hookimpls():
-        impl.function(register=_registrar(registry, impl.plugin_name, "stage"))
-    for impl in pm.hook.register_models.get_hookimpls():
-        impl.function(register=_registrar(registry, impl.plugin_name, "model"))
+    for hook, kind in REGISTER_HOOKS:
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            plugin = impl.plugin_name
+            try:
+                impl.function(register=_registrar(registry, plugin, kind))
+            except Exception as e:
+                ep = eps.get(plugin)
+                declared = f"entry point {ep.name} = {ep.value}" if ep else plugin
+                registry.failures.append(PluginFailure(plugin, declared, f"failed in {hook}: {one_line(e)}"))
     registry.plugin_manager = pm
     return registry
 
 
+class RegistrationError(Exception):
+    """A plugin registered something malformed (reported as that plugin's failure)."""
+
+
 def _registrar(registry: Registry, plugin: str, kind: str):
+    from .protocols import STAGE_KINDS, Generator, PluginConfig, Stage
+
     info = registry.plugins[plugin]
+    base = {"generator": Generator, "stage": Stage}.get(kind)
 
     def register(obj, path=None, description=""):
         if kind == "model":
@@ -138,15 +211,33 @@ def _registrar(registry: Registry, plugin: str, kind: str):
             registry.models[name] = ModelAlias(name, str(path), description, plugin)
             info.models.append(name)
             return
-        name = getattr(obj, "name", None)
-        if not name or "Config" not in vars(obj) and not hasattr(obj, "Config"):
-            raise UsageError(f"plugin {plugin!r} registered a {kind} without a name and Config")
+        if kind == "table":
+            name, model = obj, path
+            if not (isinstance(name, str) and isinstance(model, type) and issubclass(model, PluginConfig)):
+                raise RegistrationError("register_tables takes register(name, PluginConfig subclass)")
+            if name in registry.tables:
+                raise RegistrationError(f"table [{name}] is already registered by {registry.owner[('table', name)]!r}")
+            registry.tables[name] = model
+            registry.owner[("table", name)] = plugin
+            info.tables.append(name)
+            return
+        if not (isinstance(obj, type) and issubclass(obj, base)):
+            what = obj.__name__ if isinstance(obj, type) else repr(obj)
+            raise RegistrationError(f"register_{kind}s was given {what}, which is not a synth.protocols.{base.__name__} subclass")
+        name = vars(obj).get("name") or getattr(obj, "name", None)
+        if not isinstance(name, str) or not name:
+            raise RegistrationError(f"{kind} class {obj.__name__} has no name")
+        config = getattr(obj, "Config", None)
+        if not (isinstance(config, type) and issubclass(config, PluginConfig)):
+            raise RegistrationError(f"{kind} {name!r} has no Config (a synth.protocols.PluginConfig subclass)")
+        if kind == "stage" and obj.kind not in STAGE_KINDS:
+            raise RegistrationError(f"stage {name!r} has kind {obj.kind!r}; a stage's kind is one of {', '.join(STAGE_KINDS)}")
         table = registry.generators if kind == "generator" else registry.stages
         if name in table:
             other = registry.owner[(kind, name)]
-            raise UsageError(f"plugin {plugin!r} registers {kind} {name!r}, already registered by {other!r}")
+            raise RegistrationError(f"{kind} {name!r} is already registered by plugin {other!r}")
         table[name] = obj
         registry.owner[(kind, name)] = plugin
-        (info.generators if kind == "generator" else info.stages).append(name)
+        getattr(info, f"{kind}s").append(name)
 
     return register

@@ -39,6 +39,38 @@ class RunContext:
         return p if p.is_absolute() else (self.manifest_dir / p)
 
 
+@dataclass
+class PlanContext:
+    """What a generator or stage may look at while a manifest validates, before anything loads:
+    the whole pipeline, with every step's validated config. Used by ``check_plan``."""
+
+    manifest_dir: Path
+    classes: list[str]
+    num_samples: int
+    registry: Any  # synth.plugins.Registry
+    generator: Any  # synth.manifest.Step | None
+    stages: list[Any]  # synth.manifest.Step, in order
+    position: int = -1  # the checked stage's index in ``stages`` (-1: the generator)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.manifest_dir / p)
+
+    def earlier(self) -> list[Any]:
+        return self.stages[: max(self.position, 0)]
+
+    def scores_before(self) -> set[str] | None:
+        """Scores recorded by the stages before this one; None when one of them does not declare
+        what it records (a plugin stage without ``scores``), so nothing can be concluded."""
+        out: set[str] = set()
+        for step in self.earlier():
+            declared = getattr(step.cls, "scores", None)
+            if declared is None:
+                return None
+            out |= set(declared)
+        return out
+
+
 class Generator:
     """The G of data++.
 
@@ -60,6 +92,18 @@ class Generator:
 
         Called while validating, before anything loads; return one message per problem.
         """
+        return []
+
+    @classmethod
+    def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
+        """Problems visible from the whole manifest without loading weights (e.g. a ``builtin:``
+        model that no plugin registers, a local model folder that does not exist)."""
+        return []
+
+    @classmethod
+    def check_feature_options(cls, config: PluginConfig, options: dict[str, Any], plan: PlanContext) -> list[str]:
+        """Problems with a stage's feature options (see ``feature_spec``) that show without
+        loading weights, e.g. block names read from the model's config file."""
         return []
 
     def setup(self) -> None:
@@ -121,6 +165,9 @@ class Stage:
     Config: ClassVar[type[PluginConfig]] = PluginConfig
     # Capabilities the stage needs from the generator (checked before anything loads).
     requires: ClassVar[frozenset[str]] = frozenset()
+    # Names of the scores the stage records in each sample's ``scores`` (so a later filter on a
+    # score nobody records is caught while validating); None: not declared.
+    scores: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, config: PluginConfig, context: RunContext):
         self.config = config
@@ -129,6 +176,13 @@ class Stage:
     @classmethod
     def check_context(cls, config: PluginConfig, classes: list[str]) -> list[str]:
         """Problems only visible with the rest of the manifest; see Generator.check_context."""
+        return []
+
+    @classmethod
+    def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
+        """Problems visible from the whole manifest without loading anything: a path that does
+        not exist, a score no earlier stage records, more samples than a finite source holds.
+        ``plan.position`` is this stage's index. Called while validating; one message each."""
         return []
 
     @classmethod

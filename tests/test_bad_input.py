@@ -65,7 +65,7 @@ def test_stage_raising_mid_run_keeps_finished_shards(tmp_path, example_plugin):
     res = synth("run", "-q", m, env=example_plugin)
     assert res.returncode == 1
     line = _one_line(res.stderr)
-    assert line == "synth: error: stage[1] 'boom' failed on samples s00000008..s00000010: RuntimeError: kaboom at index 10"
+    assert line == "synth: error: stage[1] 'boom' (synth-example-plugin 0.3.1) failed on samples s00000008..s00000010: RuntimeError: kaboom at index 10"
     # Without -q the progress bar is closed first and the error is still the last, single line.
     loud = synth("run", m, env=example_plugin)
     assert loud.returncode == 1 and loud.stderr.strip().splitlines()[-1] == line and "Traceback" not in loud.stderr

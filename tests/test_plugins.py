@@ -49,7 +49,7 @@ def test_manifest_plugins_list_allows_a_plugin(tmp_path, example_plugin):
     assert synth("validate", m, env={"PYTHONPATH": example_plugin["PYTHONPATH"]}).returncode == 0
     m.write_text(m.read_text().replace('plugins = ["example"]', 'plugins = ["exampel"]'))
     res = synth("validate", m, env={"PYTHONPATH": example_plugin["PYTHONPATH"]})
-    assert res.returncode == 2 and "plugin 'exampel' is not installed" in res.stderr
+    assert res.returncode == 2 and "plugin 'exampel' (named in the manifest's plugins) is not installed" in res.stderr
 
 
 def test_synth_run_uses_the_third_party_stages(tmp_path, example_plugin):
@@ -99,12 +99,12 @@ def test_builtin_model_alias_resolves(with_example_plugin):
 
 def test_every_hook_is_documented_and_implemented_somewhere(with_example_plugin):
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
-    assert sorted(hooks) == ["register_commands", "register_generators", "register_models", "register_stages"]
+    assert sorted(hooks) == ["register_commands", "register_generators", "register_models", "register_stages", "register_tables"]
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.strip()) > 40, f"hook {name} has no real docstring"
     reg = load_registry()
-    provided = {"register_generators": reg.generators, "register_stages": reg.stages, "register_models": reg.models}
+    provided = {"register_generators": reg.generators, "register_stages": reg.stages, "register_models": reg.models, "register_tables": reg.tables}
     for name in hooks:
         impls = getattr(reg.plugin_manager.hook, name).get_hookimpls()
         assert impls, f"no loaded plugin implements {name}"

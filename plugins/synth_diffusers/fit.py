@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.errors import ManifestError, RunError, UsageError
-from synth.manifest import Manifest, format_errors, load_manifest
+from synth.manifest import Manifest, load_manifest
 from synth.seeding import sample_rng, sample_seed
 
 from .fit_config import FitConfig
@@ -38,15 +38,11 @@ class TrainingData:
 
 
 def read_fit_config(m: Manifest) -> FitConfig:
-    from pydantic import ValidationError
-
-    raw = m.data.get("fit")
-    if not isinstance(raw, dict):
+    """The manifest's [fit] table, validated with the rest of the manifest (register_tables)."""
+    cfg = m.tables.get("fit")
+    if cfg is None:
         raise ManifestError(m.path, ["fit: a [fit] table is required for `synth fit`"])
-    try:
-        return FitConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ManifestError(m.path, format_errors(e, "fit")) from None
+    return cfg
 
 
 def load_training_data(m: Manifest, progress) -> TrainingData:

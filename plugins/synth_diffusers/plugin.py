@@ -9,6 +9,13 @@ def register_generators(register):
 
 
 @hookimpl
+def register_tables(register):
+    from .fit_config import FitConfig
+
+    register("fit", FitConfig)
+
+
+@hookimpl
 def register_commands(cli):
     import click
 
