@@ -262,10 +262,19 @@ def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, genera
     problems = []
     ctx = dict(manifest_dir=folder, classes=list(engine.dataset.classes), num_samples=engine.dataset.num_samples, registry=registry, generator=generator, stages=stages)
     if generator is not None:
-        problems += [f"generator: {p}" for p in generator.cls.check_plan(generator.config, PlanContext(**ctx, position=-1))]
+        problems += [_at("generator", p) for p in generator.cls.check_plan(generator.config, PlanContext(**ctx, position=-1))]
     for i, step in enumerate(stages):
-        problems += [f"{step.where}: {p}" for p in step.cls.check_plan(step.config, PlanContext(**ctx, position=i))]
+        problems += [_at(step.where, p) for p in step.cls.check_plan(step.config, PlanContext(**ctx, position=i))]
     return problems
+
+
+_FIELD_FIRST = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
+
+
+def _at(where: str, problem: str) -> str:
+    """"stage[0]" + "path: no such folder" -> "stage[0].path: no such folder"; a problem that
+    names no field first gets "stage[0]: ..."."""
+    return f"{where}.{problem}" if _FIELD_FIRST.match(problem) and not problem.startswith("dataset.") else f"{where}: {problem}"
 
 
 def source_step(registry: Registry, raw: dict, where: str, problems: list[str] | None = None) -> Step:

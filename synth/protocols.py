@@ -70,6 +70,15 @@ class PlanContext:
             out |= set(declared)
         return out
 
+    def check_score_recorded(self, score: str) -> list[str]:
+        """For a filter on ``score``: a problem when no earlier stage records it (nothing can be
+        said when an earlier plugin stage does not declare its ``scores``)."""
+        known = self.scores_before()
+        if known is None or score in known:
+            return []
+        have = ", ".join(sorted(known)) or "none"
+        return [f"score {score!r} is recorded by no earlier stage (recorded before this one: {have}); add the stage that computes it first"]
+
 
 class Generator:
     """The G of data++.

@@ -329,6 +329,11 @@ def test_drop_uncertain_uses_the_heads_calibration(tmp_path, models):
 
 
 def test_drop_uncertain_without_a_calibrating_labeller_is_a_clear_error(tmp_path, models):
-    res = synth("run", _manifest(tmp_path, models["ddpm"], '[[stage]]\nname = "drop_uncertain"\n'))
+    res = synth("validate", _manifest(tmp_path, models["ddpm"], '[[stage]]\nname = "drop_uncertain"\n'))
+    assert res.returncode == 2
+    assert "stage[1]: score 'label_uncertainty' is recorded by no earlier stage" in res.stderr.strip().splitlines()[-1]
+    # a labeller that records the score but calibrates nothing: said when the stage is set up
+    head = _head(extra="").replace("calibration_samples = 8", "calibration_samples = 0")
+    res = synth("run", _manifest(tmp_path, models["ddpm"], head + '[[stage]]\nname = "drop_uncertain"\n', name="b.toml"))
     assert res.returncode == 2
     assert "no calibration for score 'label_uncertainty'" in res.stderr.strip().splitlines()[-1]

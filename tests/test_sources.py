@@ -97,11 +97,13 @@ def test_corrupt_image_missing_mask_and_bad_masks_are_skipped_with_reasons(tmp_p
 
 
 def test_folder_errors(tmp_path):
-    res = synth("run", _folder_manifest(tmp_path))
-    assert res.returncode == 2 and "folder.path: no such folder" in res.stderr
+    # both found by validate, before anything is written
+    res = synth("validate", _folder_manifest(tmp_path))
+    assert res.returncode == 2 and "stage[0].path: no such folder" in res.stderr
     _save(tmp_path / "imgs" / "a.png", np.zeros((8, 8, 3), np.uint8))
     res = synth("run", _folder_manifest(tmp_path, n=3))
-    assert res.returncode == 2 and "asks for sample 1, the folder has 1 images" in res.stderr
+    assert res.returncode == 2 and "stage[0]: dataset.num_samples is 3, but" in res.stderr and "holds only 1" in res.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_folder_subfolder_labels_and_masks_folder(tmp_path):

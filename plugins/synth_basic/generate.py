@@ -21,6 +21,7 @@ class Generate(Stage):
     kind = "source"
     Config = GenerateConfig
     requires = frozenset({"sample", "decode"})
+    scores = frozenset()
 
     def produce(self, indices: Sequence[int]) -> Batch:
         gen = self.context.generator

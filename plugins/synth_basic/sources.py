@@ -16,7 +16,7 @@ from pydantic import Field
 
 from synth.batch import Batch, Dropped
 from synth.errors import UsageError
-from synth.protocols import PluginConfig, Stage
+from synth.protocols import PlanContext, PluginConfig, Stage
 from synth.records import sample_key
 
 from .images import ResizeMode, SkipSample, open_image, prepare_image, prepare_mask
@@ -64,32 +64,56 @@ class FolderConfig(ImageSourceConfig):
     labels: str = Field("none", description="'subfolder': class = name of the image's parent folder, from [dataset].classes")
 
 
+def list_folder(cfg: "FolderConfig", resolve) -> tuple[Path, list[Path], Path | None]:
+    """(root, sorted image files, masks folder) of a folder source; UsageError naming the field."""
+    root = resolve(cfg.path)
+    if not root.is_dir():
+        raise UsageError(f"path: no such folder {root}")
+    pattern = "**/*" if cfg.recursive else "*"
+    files = sorted(
+        p for p in root.glob(pattern)
+        if p.suffix.lower() in IMAGE_EXTS and not p.name.endswith(".seg.png") and p.is_file()
+    )
+    mask_dir = None if cfg.masks in ("auto", "none") else resolve(cfg.masks)
+    if mask_dir is not None and not mask_dir.is_dir():
+        raise UsageError(f"masks: no such folder {mask_dir}")
+    if mask_dir is not None and mask_dir.resolve() == root.resolve():
+        raise UsageError("masks: the masks folder must differ from the image folder")
+    if mask_dir is not None:
+        files = [p for p in files if mask_dir not in p.parents]
+    if not files:
+        raise UsageError(f"path: no images in {root}")
+    return root, files, mask_dir
+
+
+def _too_few(plan: PlanContext, available: int, what: str) -> list[str]:
+    if plan.position == 0 and plan.num_samples > available:
+        return [f"dataset.num_samples is {plan.num_samples}, but {what} {available}"]
+    return []
+
+
 class FolderSource(Stage):
     """Read images (and class-id masks) from a folder, in sorted order."""
 
     name = "folder"
     kind = "source"
     Config = FolderConfig
+    scores = frozenset()
+
+    @classmethod
+    def check_plan(cls, config, plan: PlanContext) -> list[str]:
+        try:
+            root, files, _ = list_folder(config, plan.resolve_path)
+        except UsageError as e:
+            return [str(e)]
+        return _too_few(plan, len(files), f"{root} holds only")
 
     def setup(self) -> None:
         cfg = self.config
-        root = self.context.resolve_path(cfg.path)
-        if not root.is_dir():
-            raise UsageError(f"{self.name}.path: no such folder {root}")
-        pattern = "**/*" if cfg.recursive else "*"
-        files = sorted(
-            p for p in root.glob(pattern)
-            if p.suffix.lower() in IMAGE_EXTS and not p.name.endswith(".seg.png") and p.is_file()
-        )
-        mask_dir = None if cfg.masks in ("auto", "none") else self.context.resolve_path(cfg.masks)
-        if mask_dir is not None and not mask_dir.is_dir():
-            raise UsageError(f"{self.name}.masks: no such folder {mask_dir}")
-        if mask_dir is not None and mask_dir.resolve() == root.resolve():
-            raise UsageError(f"{self.name}.masks: the masks folder must differ from the image folder")
-        if mask_dir is not None:
-            files = [p for p in files if mask_dir not in p.parents]
-        if not files:
-            raise UsageError(f"{self.name}.path: no images in {root}")
+        try:
+            root, files, mask_dir = list_folder(cfg, self.context.resolve_path)
+        except UsageError as e:
+            raise UsageError(f"{self.name}.{e}") from None
         self.root, self.files, self.mask_dir = root, files, mask_dir
         self.with_seg = cfg.masks != "none" and (mask_dir is not None or any(self._mask_path(p).exists() for p in files))
         if cfg.labels not in ("none", "subfolder"):
@@ -135,21 +159,61 @@ class ShardsConfig(ImageSourceConfig):
     urls: list[str] | str = Field(description="Local .tar shards: paths or brace patterns (name-{000000..000009}.tar)")
 
 
+def shard_files(cfg: "ShardsConfig", resolve) -> list[Path]:
+    import braceexpand
+
+    urls = [cfg.urls] if isinstance(cfg.urls, str) else list(cfg.urls)
+    paths = [resolve(u) for url in urls for u in braceexpand.braceexpand(url)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UsageError(f"urls: no such shard {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    return paths
+
+
+def count_samples(path: Path) -> int:
+    """Samples in a shard: from synth's own .stats.json beside it when there is one (no read of
+    the tar), else by walking the tar's member headers."""
+    import json
+
+    stats = path.with_name(path.name[: -len(".tar")] + ".stats.json") if path.name.endswith(".tar") else None
+    if stats is not None and stats.is_file():
+        try:
+            return int(json.loads(stats.read_text())["count"])
+        except (ValueError, KeyError, OSError):
+            pass
+    keys, last = 0, None
+    with tarfile.open(path, mode="r:") as tar:
+        for m in tar:
+            key = m.name.rsplit("/", 1)[-1].partition(".")[0]
+            if m.isfile() and key != last:
+                keys, last = keys + 1, key
+    return keys
+
+
 class ShardsSource(Stage):
     """Read images (seg.png and cls when present) from WebDataset shards, in shard order."""
 
     name = "shards"
     kind = "source"
     Config = ShardsConfig
+    scores = frozenset()
+
+    @classmethod
+    def check_plan(cls, config, plan: PlanContext) -> list[str]:
+        try:
+            paths = shard_files(config, plan.resolve_path)
+            total = sum(count_samples(p) for p in paths)
+        except UsageError as e:
+            return [str(e)]
+        except (tarfile.TarError, OSError) as e:
+            return [f"urls: not a readable shard: {e}"]
+        return _too_few(plan, total, f"the {len(paths)} shards hold only")
 
     def setup(self) -> None:
-        import braceexpand
-
-        urls = [self.config.urls] if isinstance(self.config.urls, str) else list(self.config.urls)
-        paths = [self.context.resolve_path(u) for url in urls for u in braceexpand.braceexpand(url)]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise UsageError(f"{self.name}.urls: no such shard {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        try:
+            paths = shard_files(self.config, self.context.resolve_path)
+        except UsageError as e:
+            raise UsageError(f"{self.name}.{e}") from None
         # An index of member offsets: reading sample i later is one seek, whatever shard it is in.
         self.entries: list[tuple[Path, str, dict[str, tuple[int, int]]]] = []
         for path in paths:

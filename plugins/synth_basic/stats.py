@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from synth.batch import Batch
-from synth.protocols import PluginConfig, Stage
+from synth.protocols import PlanContext, PluginConfig, Stage
 
 
 class ImageStatsConfig(PluginConfig):
@@ -19,6 +19,7 @@ class ImageStats(Stage):
     name = "image_stats"
     kind = "transform"
     Config = ImageStatsConfig
+    scores = frozenset({"brightness", "contrast", "saturation"})
 
     def process(self, batch: Batch) -> Batch:
         x = batch.images.astype(np.float32) / 255.0
@@ -55,6 +56,11 @@ class Threshold(Stage):
     name = "threshold"
     kind = "filter"
     Config = ThresholdConfig
+    scores = frozenset()
+
+    @classmethod
+    def check_plan(cls, config, plan: PlanContext) -> list[str]:
+        return plan.check_score_recorded(config.score)
 
     def process(self, batch: Batch) -> Batch:
         cfg = self.config

@@ -12,7 +12,7 @@ from synth.protocols import Generator
 from synth.seeding import sample_seed
 
 from .config import SCHEDULERS, DiffusersConfig
-from .loading import load_pipeline, model_license, pick_device_dtype
+from .loading import load_pipeline, local_problems, model_license, pick_device_dtype, resolve_model_ref, train_timesteps, unet_blocks
 
 
 class DiffusersGenerator(Generator):
@@ -32,6 +32,44 @@ class DiffusersGenerator(Generator):
     @classmethod
     def check_context(cls, config: DiffusersConfig, classes: list[str]) -> list[str]:
         return config.check_context(classes)
+
+    @classmethod
+    def _local_folder(cls, config: DiffusersConfig, plan) -> tuple[Path | None, list[str]]:
+        ref = config.model
+        if ref.startswith("builtin:"):
+            name = ref.split(":", 1)[1]
+            if name not in plan.registry.models:
+                known = ", ".join(sorted(plan.registry.models)) or "none"
+                return None, [f"model: unknown built-in model {name!r} (known: {known})"]
+            ref = plan.registry.models[name].path
+        where, local = resolve_model_ref(ref, plan.resolve_path)
+        if not local:
+            return None, []  # a hub id: only loading can tell
+        folder = Path(where)
+        return folder, local_problems(folder)
+
+    @classmethod
+    def check_plan(cls, config: DiffusersConfig, plan) -> list[str]:
+        problems = cls._local_folder(config, plan)[1]
+        if config.prompts_file is not None and not plan.resolve_path(config.prompts_file).is_file():
+            problems.append(f"prompts_file: no such file {plan.resolve_path(config.prompts_file)}")
+        return problems
+
+    @classmethod
+    def check_feature_options(cls, config: DiffusersConfig, options: dict[str, Any], plan) -> list[str]:
+        folder, problems = cls._local_folder(config, plan)
+        if folder is None or problems:
+            return []  # reported by check_plan; a hub model is checked when it loads
+        problems = []
+        blocks = unet_blocks(folder)
+        for b in options.get("blocks") or []:
+            if blocks is not None and b not in blocks:
+                problems.append(f"blocks: unknown block {b!r} ({config.model} has {', '.join(blocks)})")
+        top = train_timesteps(folder)
+        for t in options.get("timesteps") or []:
+            if top is not None and not 0 <= t < top:
+                problems.append(f"timesteps: {t} is outside 0..{top - 1} ({config.model} is trained on {top} timesteps)")
+        return problems
 
     def _read_prompts(self) -> list[str] | None:
         cfg = self.config
@@ -77,11 +115,7 @@ class DiffusersGenerator(Generator):
             raise UsageError(f"generator: {self.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
 
     def _resolve_model_ref(self, ref: str) -> str:
-        """A folder (relative to the manifest) when one exists or the ref looks like a path; else a hub id."""
-        local = self.context.resolve_path(ref)
-        if local.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
-            return str(local)
-        return ref
+        return resolve_model_ref(ref, self.context.resolve_path)[0]
 
     def _set_scheduler(self) -> None:
         import diffusers

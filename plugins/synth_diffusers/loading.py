@@ -26,6 +26,46 @@ def pick_device_dtype(device: str, dtype: str):
     return torch.device(device), getattr(torch, dtype)
 
 
+def resolve_model_ref(ref: str, resolve_path) -> tuple[str, bool]:
+    """(where to load from, whether it is a local folder): a folder (relative to the manifest)
+    when one exists or the ref looks like a path; else a hub id (org/name)."""
+    local = resolve_path(ref)
+    if local.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
+        return str(local), True
+    return ref, False
+
+
+def local_problems(folder: Path) -> list[str]:
+    """Why a local folder is not a loadable diffusers pipeline (empty when it looks like one)."""
+    if not folder.exists():
+        return [f"model: no such folder {folder}"]
+    if not (folder / "model_index.json").is_file():
+        return [f"model: {folder} is not a diffusers pipeline folder (no model_index.json)"]
+    return []
+
+
+def unet_blocks(folder: Path) -> list[str] | None:
+    """Block names ("downN", "mid", "upN") from a local pipeline's unet/config.json, without
+    loading anything; None when the config cannot be read."""
+    import json
+
+    try:
+        cfg = json.loads((folder / "unet" / "config.json").read_text())
+        down, up = len(cfg["down_block_types"]), len(cfg["up_block_types"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [f"down{i}" for i in range(down)] + ["mid"] + [f"up{i}" for i in range(up)]
+
+
+def train_timesteps(folder: Path) -> int | None:
+    import json
+
+    try:
+        return int(json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_pipeline(model_ref: str, config, dtype):
     import diffusers
 
@@ -53,10 +93,29 @@ def load_pipeline(model_ref: str, config, dtype):
     try:
         return diffusers.DiffusionPipeline.from_pretrained(model_ref, **kwargs)
     except (OSError, ValueError, EnvironmentError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
-        hint = " (HF_HUB_OFFLINE is set: only local folders and cached hub models load)" if offline else ""
+        if not local.exists() and _hub_unreachable(e):
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+            why = "HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else "the Hub could not be reached"
+            raise RunError(
+                f"generator.model: {model_ref!r} is not in the local Hugging Face cache and {why}; download it once "
+                f"where the Hub is reachable (huggingface-cli download {model_ref}), or set model to a local pipeline folder"
+            ) from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RunError(f"generator.model: cannot load diffusers pipeline {model_ref!r}: {first}{hint}") from e
+        # diffusers sometimes points at "the stacktrace above", which a one-line error does not show
+        first = re.sub(r"\s*Please check out the root cause in the stacktrace above\.?", "", first)
+        raise RunError(f"generator.model: cannot load diffusers pipeline {model_ref!r}: {first} (rerun with --debug for the cause)") from e
+
+
+def _hub_unreachable(e: BaseException) -> bool:
+    """True when loading failed because the model is neither cached nor downloadable."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        name, text = type(e).__name__, str(e)
+        if name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError", "ConnectTimeout") or "not fully cached locally" in text or "not cached locally" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def model_license(model_ref: str) -> str | None:

@@ -28,6 +28,18 @@ class PixelHead(Stage):
     kind = "transform"
     Config = PixelHeadConfig
     requires = frozenset({"features"})
+    scores = frozenset({SCORE})
+
+    @classmethod
+    def check_plan(cls, config: PixelHeadConfig, plan) -> list[str]:
+        problems = []
+        if config.head is not None and not (plan.resolve_path(config.head) / "head.json").is_file():
+            problems.append(f"head: {plan.resolve_path(config.head)} is not a trained head (no head.json)")
+        gen = plan.generator
+        if gen is not None and config.head is None:
+            options = {"blocks": config.blocks, "timesteps": config.timesteps}
+            problems += gen.cls.check_feature_options(gen.config, options, plan)
+        return problems
 
     @classmethod
     def check_context(cls, config: PixelHeadConfig, classes: list[str]) -> list[str]:
@@ -134,6 +146,11 @@ class DropUncertain(Stage):
     name = "drop_uncertain"
     kind = "filter"
     Config = DropUncertainConfig
+    scores = frozenset()
+
+    @classmethod
+    def check_plan(cls, config: DropUncertainConfig, plan) -> list[str]:
+        return plan.check_score_recorded(config.score)
 
     def setup(self) -> None:
         cfg = self.config

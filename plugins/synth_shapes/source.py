@@ -25,6 +25,7 @@ class ShapesSource(Stage):
     name = "shapes"
     kind = "source"
     Config = ShapesConfig
+    scores = frozenset()
 
     @classmethod
     def default_classes(cls, config) -> list[str]:
