@@ -225,8 +225,7 @@ def run(manifest: Manifest, output: str | Path | None = None, overwrite: bool = 
         fields = _fields_from_shards(folder.path, stats)
         info = dataset_json(manifest, stats, generator_info, fields)
         try:
-            write_atomic(folder.path / "dataset.json", json.dumps(info, indent=1, sort_keys=True).encode())
-            write_atomic(folder.path / "README.md", readme_card(manifest, info).encode())
+            folder.write_own({"dataset.json": json.dumps(info, indent=1, sort_keys=True).encode(), "README.md": readme_card(manifest, info).encode()})
         except OSError as e:
             raise _io_error(e, folder.path / "dataset.json") from None
         summary.num_samples = info["num_samples"]

@@ -129,3 +129,51 @@ def test_another_run_holding_the_folder_is_refused(tmp_path):
         fcntl.flock(fh, fcntl.LOCK_EX)
         res = synth("run", m)
     assert res.returncode == 1 and "another synth run is writing to" in _one_line(res.stderr)
+
+
+def test_a_readme_synth_did_not_write_is_never_replaced(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("# my notes\n")
+    (out / "notes.txt").write_text("keep me\n")
+    m = toy_manifest(tmp_path)
+    res = synth("run", "-q", m)
+    assert res.returncode == 2
+    line = _one_line(res.stderr)
+    assert f"output folder {out} holds a README.md that synth did not write" in line and "--overwrite" in line
+    assert (out / "README.md").read_text() == "# my notes\n" and not list(out.glob("*.tar"))
+    # --overwrite replaces it; the user's other files are never touched
+    assert synth("run", "-q", "--overwrite", m).returncode == 0
+    assert "Synthetic images made by" in (out / "README.md").read_text() and (out / "notes.txt").read_text() == "keep me\n"
+    # synth's own card is its own: a rerun finds nothing to do; edited by the user, it is theirs
+    assert "nothing to do" in synth("run", m).stderr
+    (out / "README.md").write_text((out / "README.md").read_text() + "\nmy edit\n")
+    res = synth("run", m)
+    assert res.returncode == 2 and "holds a README.md that synth did not write (or that was edited since)" in res.stderr
+
+
+def test_overwrite_after_renaming_the_dataset_removes_the_old_shards(tmp_path):
+    m = toy_manifest(tmp_path, n=12, shard=4)
+    assert synth("run", "-q", m).returncode == 0
+    out = tmp_path / "out"
+    assert len(list(out.glob("toy-*.tar"))) == 3
+    m.write_text(m.read_text().replace('name = "toy"\noutput', 'name = "shapes2"\noutput'))
+    assert synth("run", "-q", "--overwrite", m).returncode == 0
+    assert sorted(p.name for p in out.glob("*.tar")) == [f"shapes2-00000{i}.tar" for i in range(3)]
+    assert not list(out.glob("toy-*"))  # no old shard, no old stats
+    res = synth("inspect", "--json", out)
+    assert json.loads(res.stdout)["num_samples"] == 12
+
+
+def test_overwrite_after_a_renamed_run_was_killed_before_dataset_json(tmp_path):
+    """The state file remembers every name used, so shards of a run that never finished go too."""
+    from synth.output import OutputFolder
+
+    m = toy_manifest(tmp_path, n=12, shard=4)
+    assert synth("run", "-q", m).returncode == 0
+    out = tmp_path / "out"
+    (out / "dataset.json").unlink()  # as if the run had been killed before its end
+    m.write_text(m.read_text().replace('name = "toy"\noutput', 'name = "other"\noutput'))
+    assert synth("run", "-q", "--overwrite", m).returncode == 0
+    assert not list(out.glob("toy-*")) and len(list(out.glob("other-*.tar"))) == 3
+    assert OutputFolder(out, "other").read_state()["names"] == ["other"]
