@@ -52,6 +52,7 @@ class RunSummary:
     samples_written: int = 0
     source_samples_made: int = 0
     dropped: Counter = field(default_factory=Counter)
+    drop_examples: list[str] = field(default_factory=list)  # the first few drops, naming sample and file
     seconds: float = 0.0
     nothing_to_do: bool = False
     num_samples: int = 0
@@ -220,6 +221,8 @@ def run(manifest: Manifest, output: str | Path | None = None, overwrite: bool = 
                 summary.samples_written += st["count"]
                 for d in st.get("dropped", []):
                     summary.dropped[f"{d['stage']}: {d['reason']}"] += 1
+                    if len(summary.drop_examples) < 3:
+                        summary.drop_examples.append(f"{d['key']} ({d['stage']}): {d.get('detail') or d['reason']}")
         if generator_info is None:
             generator_info = _first_generator_info(folder.path, stats)
         fields = _fields_from_shards(folder.path, stats)

@@ -47,5 +47,6 @@ def format_summary(s: RunSummary) -> str:
     ]
     if s.dropped:
         lines.append(f"dropped {sum(s.dropped.values())}: " + "; ".join(f"{k} x{v}" for k, v in s.dropped.most_common()))
+        lines += [f"  e.g. {ex}" for ex in s.drop_examples]
     lines.append(f"dataset: {s.num_samples} samples; see {s.output / 'dataset.json'}")
     return "\n".join(lines)

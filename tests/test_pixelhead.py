@@ -337,3 +337,19 @@ def test_drop_uncertain_without_a_calibrating_labeller_is_a_clear_error(tmp_path
     res = synth("run", _manifest(tmp_path, models["ddpm"], head + '[[stage]]\nname = "drop_uncertain"\n', name="b.toml"))
     assert res.returncode == 2
     assert "no calibration for score 'label_uncertainty'" in res.stderr.strip().splitlines()[-1]
+
+
+def test_bad_mask_in_a_folder_of_annotations_names_the_file(tmp_path, models):
+    from PIL import Image
+
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(folder / f"{name}.png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "a.seg.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "b.seg.png")  # RGB: not class ids
+    m = _manifest(tmp_path, models["ddpm"], _head('{ source = { name = "folder", path = "labelled" }, count = 2 }'))
+    res = synth("run", m)
+    assert res.returncode == 2
+    line = res.stderr.strip().splitlines()[-1]
+    assert "labelled sample s00000001 is unusable: b.png: mask must be single-channel class ids, got mode RGB (mask b.seg.png)" in line

@@ -1,5 +1,6 @@
 """Real-image sources: folder (with masks), WebDataset shards, the shapes world."""
 
+import io
 import json
 
 import numpy as np
@@ -192,3 +193,45 @@ def test_shapes_manifest_sets_classes_and_rejects_others(tmp_path):
     bad = write_manifest(tmp_path, '[dataset]\nnum_samples = 2\nclasses = ["a"]\n[[stage]]\nname = "shapes"\n', "bad.toml")
     res = synth("validate", bad)
     assert res.returncode == 2 and "the shapes world's classes are" in res.stderr
+
+
+def _forged_png(path, width, height):
+    """A tiny PNG whose header claims width x height: what a decompression bomb looks like."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    path.write_bytes(bytes(data))
+
+
+def test_image_too_large_is_skipped_naming_the_file(tmp_path):
+    imgs = tmp_path / "imgs"
+    _save(imgs / "a.png", np.full((16, 16, 3), 100, np.uint8))
+    _forged_png(imgs / "huge.png", 13400, 13400)
+    with pytest.raises(Image.DecompressionBombError):  # what PIL does with it: not an OSError
+        Image.open(imgs / "huge.png")
+    _save(imgs / "z.png", np.full((16, 16, 3), 100, np.uint8))
+    res = synth("run", _folder_manifest(tmp_path, n=3))
+    assert res.returncode == 0, res.stderr
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert info["num_samples"] == 2 and info["dropped_by_reason"] == {"folder: image too large": 1}
+    (d,) = json.loads((tmp_path / "out" / "f-000000.stats.json").read_text())["dropped"]
+    assert d["key"] == "s00000001" and d["detail"].startswith("huge.png: image too large: Image size (179560000 pixels) exceeds limit")
+    assert "e.g. s00000001 (folder): huge.png: image too large" in res.stderr
+
+
+def test_skips_name_the_image_and_mask_files(tmp_path):
+    imgs = tmp_path / "imgs"
+    for name in ("a", "b"):
+        _save(imgs / f"{name}.png", np.full((16, 16, 3), 100, np.uint8))
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(imgs / "a.seg.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(imgs / "b.seg.png")
+    assert synth("run", "-q", _folder_manifest(tmp_path, n=2)).returncode == 0
+    (d,) = json.loads((tmp_path / "out" / "f-000000.stats.json").read_text())["dropped"]
+    assert d["reason"] == "mask size 8x8 differs from image size 16x16"
+    assert d["detail"] == "b.png: mask size 8x8 differs from image size 16x16 (mask b.seg.png)"

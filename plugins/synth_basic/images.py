@@ -13,7 +13,8 @@ ResizeMode = Literal["resize", "center_crop", "none"]
 
 
 class SkipSample(Exception):
-    """This sample cannot be used; the message is the reason recorded for it."""
+    """This sample cannot be used; the message is the reason recorded for it (the part before the
+    first colon groups drops in the summary, the whole message is the sample's detail)."""
 
 
 def open_image(data_or_path) -> Image.Image:
@@ -22,6 +23,8 @@ def open_image(data_or_path) -> Image.Image:
         img = Image.open(src)
         img.load()
         return img
+    except Image.DecompressionBombError as e:  # not an OSError: a size limit, checked from the header
+        raise SkipSample(f"image too large: {e}".split("\n")[0][:240]) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise SkipSample(f"unreadable image: {type(e).__name__}: {e}".split("\n")[0][:200]) from None
 

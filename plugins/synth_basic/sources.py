@@ -30,15 +30,16 @@ class ImageSourceConfig(PluginConfig):
     resize: ResizeMode = Field("resize", description="resize (stretch), center_crop (then resize), none")
 
 
-def _assemble(stage: str, indices: Sequence[int], load, with_seg: bool) -> Batch:
-    """Load each index; rows that fail become drops with their reason."""
+def _assemble(stage: str, indices: Sequence[int], load, with_seg: bool, name_of) -> Batch:
+    """Load each index; rows that fail become drops with their reason, the detail naming the file
+    (``name_of(i)``) so a user can find it."""
     keys, images, segs, records, dropped = [], [], [], [], []
     for i in indices:
         key = sample_key(i)
         try:
             image, seg, record = load(i)
         except SkipSample as e:
-            dropped.append(Dropped(key, stage, str(e).split(":")[0], str(e)))
+            dropped.append(Dropped(key, stage, str(e).split(":")[0].split(" (mask ")[0], f"{name_of(i)}: {e}"))
             continue
         keys.append(key)
         images.append(image)
@@ -133,6 +134,12 @@ class FolderSource(Stage):
     def num_available(self) -> int:
         return len(self.files)
 
+    def _rel(self, path: Path) -> str:
+        for base in (self.root, self.mask_dir):
+            if base is not None and base in path.parents:
+                return str(path.relative_to(base))
+        return path.name
+
     def _load(self, i: int):
         if i >= len(self.files):
             raise UsageError(f"{self.name}: dataset.num_samples asks for sample {i}, the folder has {len(self.files)} images")
@@ -144,7 +151,10 @@ class FolderSource(Stage):
             mpath = self._mask_path(path)
             if not mpath.exists():
                 raise SkipSample(f"missing mask: {mpath.name}")
-            seg = prepare_mask(open_image(mpath), img.size, self.config.size, self.config.resize, len(self.context.classes) or None)
+            try:
+                seg = prepare_mask(open_image(mpath), img.size, self.config.size, self.config.resize, len(self.context.classes) or None)
+            except SkipSample as e:  # the detail names the mask file, the reason stays a group
+                raise SkipSample(f"{e} (mask {self._rel(mpath)})") from None
         rel = str(path.relative_to(self.root))
         record = {"index": i, "source": {"kind": "folder", "file": rel}, "lineage": [{"op": "read", "source": "folder", "file": rel}]}
         if self.config.labels == "subfolder":
@@ -152,7 +162,7 @@ class FolderSource(Stage):
         return image, seg, record
 
     def produce(self, indices: Sequence[int]) -> Batch:
-        return _assemble(self.name, indices, self._load, self.with_seg)
+        return _assemble(self.name, indices, self._load, self.with_seg, lambda i: str(self.files[i].relative_to(self.root)))
 
 
 class ShardsConfig(ImageSourceConfig):
@@ -266,5 +276,9 @@ class ShardsSource(Stage):
                 raise SkipSample(f"bad cls: sample {key} has a non-integer class") from None
         return image, seg, record
 
+    def _name_of(self, i: int) -> str:
+        path, key, _ = self.entries[i]
+        return f"{path.name}: sample {key}"
+
     def produce(self, indices: Sequence[int]) -> Batch:
-        return _assemble(self.name, indices, self._load, self.with_seg)
+        return _assemble(self.name, indices, self._load, self.with_seg, self._name_of)
