@@ -73,7 +73,7 @@ def run(manifest: Path, output: Path | None, overwrite: bool, quiet: bool):
     from .progress import BarProgress, format_summary
 
     m = load_manifest(manifest)
-    summary = run_manifest(m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet))
+    summary = run_manifest(m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet), quiet=quiet)
     if not quiet:
         click.echo(format_summary(summary), err=True)
 

@@ -174,7 +174,7 @@ class LocalExecutor:
                     shard.abort()
 
 
-def run(manifest: Manifest, output: str | Path | None = None, overwrite: bool = False, progress: Progress | None = None, executor=None) -> RunSummary:
+def run(manifest: Manifest, output: str | Path | None = None, overwrite: bool = False, progress: Progress | None = None, executor=None, quiet: bool = False) -> RunSummary:
     t0 = time.perf_counter()
     progress = progress or Progress()
     name = manifest.dataset.name
@@ -200,7 +200,7 @@ def run(manifest: Manifest, output: str | Path | None = None, overwrite: bool = 
             summary.seconds = time.perf_counter() - t0
             return summary
 
-        pipeline = Pipeline(manifest)
+        pipeline = Pipeline(manifest, quiet=quiet)
         generator_info = None
         if pending:
             pipeline.setup()

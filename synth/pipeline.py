@@ -21,13 +21,14 @@ def _range_text(keys: list[str]) -> str:
 
 
 class Pipeline:
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: Manifest, quiet: bool = False):
         self.manifest = manifest
         self.context = RunContext(
             seed=manifest.dataset.seed,
             manifest_dir=manifest.folder,
             classes=list(manifest.dataset.classes),
             registry=manifest.registry,
+            quiet=quiet,
         )
         self.generator = None
         if manifest.generator is not None:

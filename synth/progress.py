@@ -1,9 +1,8 @@
-"""Progress bar (tqdm, on stderr) and the final summary line."""
+"""Progress of `synth run` (a bar on a terminal, steady lines in logs) and the final summary."""
 
 from __future__ import annotations
 
-from tqdm import tqdm
-
+from .bars import progress_bar
 from .engine import Progress, RunSummary
 
 
@@ -16,7 +15,7 @@ class BarProgress(Progress):
 
     def start(self, total_samples, total_shards, done_samples, done_shards):
         self.shards, self.total_shards = done_shards, total_shards
-        self.bar = tqdm(total=total_samples, initial=done_samples, unit="sample", dynamic_ncols=True, disable=self.disable, desc="synth run")
+        self.bar = progress_bar(total_samples, "synth run", "sample", initial=done_samples, disable=self.disable)
         self._postfix()
 
     def _postfix(self):

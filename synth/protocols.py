@@ -32,6 +32,7 @@ class RunContext:
     registry: Any  # synth.plugins.Registry
     generator: "Generator | None" = None
     extra: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False  # no progress display (synth run --quiet): pass as disable= to synth.bars.progress_bar
 
     def resolve_path(self, path: str | Path) -> Path:
         """Relative paths in a manifest resolve against the manifest's folder."""

@@ -200,9 +200,12 @@ def test_pixel_bank_stays_within_its_budget():
 # -- end to end -----------------------------------------------------------------------------------
 def test_pixelhead_labels_every_sample_and_a_second_run_uses_the_cache(tmp_path, models):
     m = _manifest(tmp_path, models["ddpm"], _head())
-    res = synth("run", m)
+    res = synth("run", m, env={"TQDM_DISABLE": "", "SYNTH_PROGRESS_INTERVAL": "0"})
     assert res.returncode == 0, res.stderr
     assert "training the pixel head on 4 labelled real images" in res.stderr
+    # stderr is a pipe here: every phase of the head logs plain progress lines, and ends with one
+    for phase, total in (("features of labelled images", "4/4 images"), ("training", "80/80 steps"), ("calibration samples", "8/8 samples")):
+        assert f"synth: pixel head: {phase}: {total} (100%)" in res.stderr, res.stderr
     heads = list((tmp_path / "cache" / "pixelheads").iterdir())
     assert len(heads) == 1
     info = json.loads((heads[0] / "head.json").read_text())

@@ -380,8 +380,8 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 """
 
 
-def run_fit(manifest_path: Path, overwrite: bool, progress_bar: bool) -> dict:
-    from tqdm import tqdm
+def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool) -> dict:
+    from synth.bars import progress_bar
 
     m = load_manifest(manifest_path)
     cfg = read_fit_config(m)
@@ -397,7 +397,7 @@ def run_fit(manifest_path: Path, overwrite: bool, progress_bar: bool) -> dict:
         for name in ("model_index.json", "fit.json", "README.md", "samples.png", "loss.png"):
             (out / name).unlink(missing_ok=True)
 
-    bar = tqdm(total=m.dataset.num_samples, desc="reading images", unit="img", disable=not progress_bar)
+    bar = progress_bar(m.dataset.num_samples, "fit: reading images", "image", disable=not show_progress)
     data = load_training_data(m, lambda done, total: bar.update(done - bar.n))
     bar.close()
     trainer = Trainer(m, cfg, out, data)
@@ -409,7 +409,7 @@ def run_fit(manifest_path: Path, overwrite: bool, progress_bar: bool) -> dict:
     if trainer.step >= cfg.steps and (out / "model_index.json").exists():
         return {**trainer.summary(True), "nothing_to_do": True, "output": str(out)}
 
-    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="synth fit", unit="step", disable=not progress_bar)
+    bar = progress_bar(cfg.steps, "synth fit", "step", initial=trainer.step, disable=not show_progress)
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     session_start = time.perf_counter()
     finished = True

@@ -27,7 +27,7 @@ def register_commands(cli):
         """Train a diffusers UNet2DModel on MANIFEST's source images ([fit] table); resumes."""
         from .fit import run_fit
 
-        info = run_fit(manifest, overwrite=overwrite, progress_bar=not quiet)
+        info = run_fit(manifest, overwrite=overwrite, show_progress=not quiet)
         if info.get("nothing_to_do"):
             click.echo(f"nothing to do: {info['output']} already holds the model trained for {info['steps_done']} steps", err=True)
             return

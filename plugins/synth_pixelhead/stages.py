@@ -97,16 +97,18 @@ class PixelHead(Stage):
             )
 
     def _train(self, examples, key: str):
-        from tqdm import tqdm
+        from synth.bars import progress_bar
 
         cfg, ctx, gen = self.config, self.context, self.context.generator
         print(f"synth: training the pixel head on {len(examples.keys)} labelled {examples.kind} images (cached for later runs)", file=sys.stderr)
-        bar = tqdm(total=cfg.ensemble * cfg.steps, desc="pixel head", unit="step", leave=False, disable=not sys.stderr.isatty())
-        ensemble, info = train_head(gen, self.spec, examples, cfg, ctx.classes, ctx.seed, lambda d, t: bar.update(d - bar.n))
-        bar.close()
+
+        def bars(total, desc, unit):
+            return progress_bar(total, desc, unit, leave=False, disable=ctx.quiet)
+
+        ensemble, info = train_head(gen, self.spec, examples, cfg, ctx.classes, ctx.seed, bars)
         info["key"] = key
         info["generator"] = gen.fingerprint()
-        info["calibration"] = {SCORE: calibrate(gen, ensemble, self.spec, cfg, ctx.seed)}
+        info["calibration"] = {SCORE: calibrate(gen, ensemble, self.spec, cfg, ctx.seed, bars)}
         return ensemble, info
 
     def process(self, batch: Batch) -> Batch:

@@ -63,7 +63,23 @@ def _spec_dict(spec) -> dict:
     return out
 
 
-def fill_bank(generator, spec, examples: Examples, cfg: PixelHeadConfig, seed: int, log=None) -> PixelBank:
+class _Quiet:
+    """A bar that shows nothing (callers without progress display)."""
+
+    n = 0
+
+    def update(self, n=1):
+        self.n += n
+
+    def close(self):
+        pass
+
+
+def quiet_bar(total, desc, unit):
+    return _Quiet()
+
+
+def fill_bank(generator, spec, examples: Examples, cfg: PixelHeadConfig, seed: int, bar=None) -> PixelBank:
     """Features of the labelled images, a bounded sample of pixels per image, into a bank."""
     from .pyramid import channels, sample_pixels
 
@@ -81,17 +97,23 @@ def fill_bank(generator, spec, examples: Examples, cfg: PixelHeadConfig, seed: i
                 feats = sample_pixels(pyramid, r, c, (h, w), j).clamp(-65000, 65000)
                 bank.add(feats.cpu().numpy().astype(np.float16), examples.masks[i][r, c])
             del pyramid
-        if log:
-            log(f"features of labelled images {rows[-1] + 1}/{n}")
+        if bar is not None:
+            bar.update(len(rows))
     return bank
 
 
-def train_head(generator, spec, examples: Examples, cfg: PixelHeadConfig, classes: list[str], seed: int, progress=None) -> tuple[Ensemble, dict]:
+def train_head(generator, spec, examples: Examples, cfg: PixelHeadConfig, classes: list[str], seed: int, bars=quiet_bar) -> tuple[Ensemble, dict]:
+    """Features of the examples into a bank, then the ensemble; ``bars(total, desc, unit)``
+    makes a progress bar per phase (synth.bars.progress_bar, or nothing)."""
     t0 = time.perf_counter()
-    bank = fill_bank(generator, spec, examples, cfg, seed)
+    bar = bars(len(examples.keys), "pixel head: features of labelled images", "image")
+    bank = fill_bank(generator, spec, examples, cfg, seed, bar)
+    bar.close()
     t_feat = time.perf_counter() - t0
     device = getattr(generator, "device", "cpu")  # train where the generator runs
-    ensemble, stats = train_ensemble(bank, len(classes), cfg.hidden, cfg.ensemble, cfg.steps, cfg.batch_pixels, cfg.lr, seed, progress, device, cfg.balance)
+    bar = bars(cfg.ensemble * cfg.steps, "pixel head: training", "step")
+    ensemble, stats = train_ensemble(bank, len(classes), cfg.hidden, cfg.ensemble, cfg.steps, cfg.batch_pixels, cfg.lr, seed, lambda d, t: bar.update(d - bar.n), device, cfg.balance)
+    bar.close()
     info = {
         "format": FORMAT,
         "classes": classes,
@@ -115,7 +137,7 @@ def train_head(generator, spec, examples: Examples, cfg: PixelHeadConfig, classe
     return ensemble, info
 
 
-def calibrate(generator, ensemble: Ensemble, spec, cfg: PixelHeadConfig, seed: int) -> list[float]:
+def calibrate(generator, ensemble: Ensemble, spec, cfg: PixelHeadConfig, seed: int, bars=quiet_bar) -> list[float]:
     """Per-image uncertainty of fresh generated samples (their own seeds, not the dataset's):
     the distribution drop_uncertain draws its threshold from, so a sample's fate does not depend
     on which batch it came in."""
@@ -123,6 +145,7 @@ def calibrate(generator, ensemble: Ensemble, spec, cfg: PixelHeadConfig, seed: i
     if n == 0:
         return []
     cal_seed = sample_seed(seed, 0, "pixelhead-calibration")
+    bar = bars(n, "pixel head: calibration samples", "sample")
     scores = []
     for start in range(0, n, cfg.feature_batch):
         idx = list(range(start, min(start + cfg.feature_batch, n)))
@@ -134,6 +157,8 @@ def calibrate(generator, ensemble: Ensemble, spec, cfg: PixelHeadConfig, seed: i
             _, js = ensemble.predict(pyramid, images.shape[1:3])
             chunk[group] = image_uncertainty(js, cfg.top_fraction)
         scores += chunk.tolist()
+        bar.update(len(idx))
+    bar.close()
     return sorted(round(float(s), 6) for s in scores)
 
 
