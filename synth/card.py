@@ -133,9 +133,29 @@ Dropped samples, by stage and reason:
 
 ## Reading it
 
-```python
-import webdataset as wds
-ds = wds.WebDataset("{pattern}").decode("rgb8")
-```
+{reading_snippet(pattern, has_seg, info.get("image_format", "png"))}
 """
     return "\n".join(header) + "\n" + body
+
+
+def reading_snippet(pattern: str, has_seg: bool, image_format: str = "png") -> str:
+    """The card's reading code. seg.png gets its own handler *before* the image decoder, which
+    would otherwise turn its class ids into RGB values (as the README explains)."""
+    if not has_seg:
+        return f"""```python
+import webdataset as wds
+ds = wds.WebDataset("{pattern}", shardshuffle=False).decode("rgb8").to_tuple("{image_format}", "json")
+```"""
+    return f"""```python
+import io
+import numpy as np
+import webdataset as wds
+from PIL import Image
+
+def seg_ids(key, data):
+    # class ids stay ids: decode seg.png before the generic image decoder sees it
+    if key.endswith("seg.png"):
+        return np.asarray(Image.open(io.BytesIO(data)))
+
+ds = wds.WebDataset("{pattern}", shardshuffle=False).decode(seg_ids, "rgb8").to_tuple("{image_format}", "seg.png", "json")
+```"""

@@ -54,3 +54,33 @@ def test_preview_overlays_segmentation(tmp_path, example_plugin):
     assert (seg > 0).any() and (seg == 0).any()
     np.testing.assert_array_equal(tile[seg == 0], img[seg == 0])
     assert (tile[seg > 0] != img[seg > 0]).any()
+
+
+def test_preview_rejects_zero_columns_or_cells(tmp_path):
+    assert synth("run", "-q", toy_manifest(tmp_path, n=2, shard=2)).returncode == 0
+    for flag, value in (("--columns", "0"), ("--cell", "0"), ("--count", "0")):
+        res = synth("preview", tmp_path / "out", "-o", tmp_path / "g.png", flag, value)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert f"Invalid value for '{flag}'" in res.stderr
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_the_cards_reading_snippet_keeps_class_ids(tmp_path, example_plugin):
+    """The dataset card's own code, run as a user would paste it, gives class ids, not colours."""
+    import os
+    import re
+
+    assert synth("run", "-q", toy_manifest(tmp_path, n=4, shard=4, extra=PIPELINE), env=example_plugin).returncode == 0
+    out = tmp_path / "out"
+    card = (out / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    cwd = os.getcwd()
+    os.chdir(out)
+    try:
+        scope: dict = {}
+        exec(code, scope)
+        image, seg, meta = next(iter(scope["ds"]))
+    finally:
+        os.chdir(cwd)
+    assert image.shape == (32, 32, 3) and seg.shape == (32, 32) and seg.dtype == np.uint8 and seg.max() <= 2
+    assert meta["key"] == "s00000000"

@@ -142,3 +142,32 @@ def test_every_shipped_manifest_is_valid():
     assert len(found) >= 6
     for path in found:
         load_manifest(path)  # raises ManifestError with every problem listed
+
+
+def test_schema_accepts_every_shipped_manifest_fit_included():
+    """The schema describes every manifest synth accepts, [fit] tables too (register_tables)."""
+    import tomllib
+
+    import jsonschema
+
+    schema = json.loads(CliRunner().invoke(main, ["schema"]).output)
+    assert "fit" in schema["properties"]
+    root = Path(__file__).resolve().parents[1] / "manifests"
+    fits = 0
+    for path in sorted(root.glob("*.toml")):
+        data = tomllib.loads(path.read_text())
+        jsonschema.validate(data, schema)
+        fits += "fit" in data
+    assert fits >= 2
+    bad = tomllib.loads((root / "fit-shapes-32.toml").read_text())
+    bad["fit"]["lr_schedule"] = "sawtooth"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_validate_checks_the_fit_table(tmp_path):
+    m = write_manifest(tmp_path, '[dataset]\nnum_samples = 2\n[[stage]]\nname = "shapes"\n[fit]\noutput = "x"\nlr_schedule = "sawtooth"\nstepz = 3\n')
+    with pytest.raises(ManifestError) as e:
+        load_manifest(m)
+    assert any(p.startswith("fit.lr_schedule: Input should be 'constant' or 'cosine'") for p in e.value.problems)
+    assert "fit.stepz: unknown field" in e.value.problems
