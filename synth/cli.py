@@ -66,14 +66,15 @@ def main(debug: bool):
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: [dataset].output).")
 @click.option("--overwrite", is_flag=True, help="Remove this folder's earlier synth output and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def run(manifest: Path, output: Path | None, overwrite: bool, quiet: bool):
+@click.option("--threads", type=click.IntRange(min=1), help="Model library threads (default: [run] threads, else cores minus load).")
+def run(manifest: Path, output: Path | None, overwrite: bool, quiet: bool, threads: int | None):
     """Run MANIFEST end to end and write shards; reruns resume."""
     from .engine import run as run_manifest
     from .manifest import load_manifest
     from .progress import BarProgress, format_summary
 
     m = load_manifest(manifest)
-    summary = run_manifest(m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet), quiet=quiet)
+    summary = run_manifest(m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet), quiet=quiet, threads=threads)
     if not quiet:
         click.echo(format_summary(summary), err=True)
 

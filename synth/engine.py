@@ -22,6 +22,7 @@ from .errors import RunError
 from .manifest import Manifest
 from .output import OutputFolder
 from .pipeline import Pipeline
+from .threads import current_threads
 from .reading import iter_samples
 from .records import encode_sample, fields_of
 from .writer import ShardFile, is_finished, remove_stale_temps, shard_name, stats_path, write_atomic
@@ -56,6 +57,7 @@ class RunSummary:
     seconds: float = 0.0
     nothing_to_do: bool = False
     num_samples: int = 0
+    threads: int | None = None
 
 
 class Progress:
@@ -174,7 +176,15 @@ class LocalExecutor:
                     shard.abort()
 
 
-def run(manifest: Manifest, output: str | Path | None = None, overwrite: bool = False, progress: Progress | None = None, executor=None, quiet: bool = False) -> RunSummary:
+def run(
+    manifest: Manifest,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    executor=None,
+    quiet: bool = False,
+    threads: int | None = None,
+) -> RunSummary:
     t0 = time.perf_counter()
     progress = progress or Progress()
     name = manifest.dataset.name
@@ -200,10 +210,11 @@ def run(manifest: Manifest, output: str | Path | None = None, overwrite: bool = 
             summary.seconds = time.perf_counter() - t0
             return summary
 
-        pipeline = Pipeline(manifest, quiet=quiet)
+        pipeline = Pipeline(manifest, quiet=quiet, threads=threads)
         generator_info = None
         if pending:
             pipeline.setup()
+            summary.threads = current_threads()
             generator_info = pipeline.describe_generator()
             done_samples = sum(t.size for t in tasks) - sum(t.size for t in pending)
             progress.start(manifest.dataset.num_samples, len(tasks), done_samples, summary.shards_skipped)

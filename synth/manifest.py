@@ -80,7 +80,7 @@ class RunConfig(_Strict):
     workers: int = Field(2, ge=1, strict=True, description="Threads encoding images and writing shards")
     threads: int | None = Field(
         None, ge=1, strict=True,
-        description="Threads of the model library (torch intra-op); default: synth.threads.default_threads() (see README)",
+        description="Threads of the model library (torch intra-op); default: cores minus the machine's load (synth.threads)",
     )
 
 

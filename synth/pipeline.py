@@ -9,6 +9,7 @@ from .batch import Batch, inherit_labels
 from .errors import RunError, SynthError
 from .manifest import Manifest, Step
 from .plugins import one_line
+from .threads import apply_threads
 from .protocols import RunContext
 
 COMMON_RECORD_FIELDS = {"scores": {}, "class": None, "class_name": None, "condition": {}, "lineage": []}
@@ -21,8 +22,9 @@ def _range_text(keys: list[str]) -> str:
 
 
 class Pipeline:
-    def __init__(self, manifest: Manifest, quiet: bool = False):
+    def __init__(self, manifest: Manifest, quiet: bool = False, threads: int | None = None):
         self.manifest = manifest
+        self.threads_wanted = threads or manifest.run.threads
         self.context = RunContext(
             seed=manifest.dataset.seed,
             manifest_dir=manifest.folder,
@@ -43,10 +45,12 @@ class Pipeline:
     def setup(self) -> None:
         if self.is_set_up:
             return
+        self.threads = apply_threads(self.threads_wanted)  # before set-up imports the model library
         if self.generator is not None:
             self._guard(self.manifest.generator, "set-up", self.generator.setup)
         for step, stage in self.steps:
             self._guard(step, "set-up", stage.setup)
+        apply_threads(self.threads)  # and after, should set-up have imported it before us
         self.is_set_up = True
 
     def describe_generator(self) -> dict | None:

@@ -41,7 +41,7 @@ def format_summary(s: RunSummary) -> str:
     rate = s.source_samples_made / s.seconds if s.seconds > 0 else 0.0
     lines = [
         f"wrote {s.samples_written} samples in {s.shards_made} shards to {s.output} "
-        f"({s.seconds:.1f} s, {rate:.1f} samples/s)"
+        f"({s.seconds:.1f} s, {rate:.1f} samples/s" + (f", {s.threads} threads)" if s.threads else ")")
         + (f"; {s.shards_skipped} shards were already finished" if s.shards_skipped else ""),
     ]
     if s.dropped:

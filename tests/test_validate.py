@@ -93,3 +93,33 @@ def test_missing_plugin_still_reports_the_other_problems(tmp_path):
     assert res.returncode == 2
     assert "plugin 'not_here' (named in the manifest's plugins) is not installed" in res.stderr
     assert "run.batch_size: Input should be greater than 0" in res.stderr
+
+
+def test_threads_setting_reaches_torch(tmp_path, models):
+    """[run] threads / --threads set torch's intra-op threads; the summary says how many."""
+    from conftest import diffusers_manifest
+
+    m = diffusers_manifest(tmp_path, models["ddpm"], n=2, shard=2, batch=2)
+    m.write_text(m.read_text().replace("[run]", "[run]\nthreads = 1"))
+    res = synth("run", m)
+    assert res.returncode == 0 and "1 threads)" in res.stderr
+    res = synth("run", "--overwrite", "--threads", "2", m)
+    assert res.returncode == 0 and "2 threads)" in res.stderr
+    bad = synth("run", "--threads", "0", m)
+    assert bad.returncode == 2 and "Invalid value for '--threads'" in bad.stderr
+    m.write_text(m.read_text().replace("threads = 1", "threads = 1.5"))
+    assert "run.threads: Input should be a valid integer" in synth("validate", m).stderr
+
+
+def test_default_threads_leave_room_for_other_load(monkeypatch):
+    import os
+
+    from synth import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0, 0))
+    assert threads.default_threads() == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0, 0))
+    assert threads.default_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0, 0))
+    assert threads.default_threads() == 1

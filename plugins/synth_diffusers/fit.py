@@ -73,7 +73,7 @@ def load_training_data(m: Manifest, progress) -> TrainingData:
 def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
     # What decides the weights: the data (manifest identity), the recipe and the starting weights,
     # not where the output or the starting weights live, nor how long a session runs.
-    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license"}
+    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads"}
     recipe = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps({"data": m.hash, "recipe": recipe, "init": init and init["sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -380,11 +380,13 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 """
 
 
-def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool) -> dict:
+def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: int | None = None) -> dict:
     from synth.bars import progress_bar
+    from synth.threads import apply_threads
 
     m = load_manifest(manifest_path)
     cfg = read_fit_config(m)
+    apply_threads(threads or cfg.threads)
     out = m.folder / cfg.output if not Path(cfg.output).is_absolute() else Path(cfg.output)
     out = out.resolve()
     try:

@@ -40,6 +40,7 @@ class FitConfig(PluginConfig):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="auto: bf16 on cuda, else no")
     max_minutes: float | None = Field(None, gt=0, description="Stop (and save) after this much training time")
+    threads: int | None = Field(None, ge=1, description="torch threads (default: cores minus the machine's load; see synth.threads)")
     # Checkpoints and progress
     checkpoint_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

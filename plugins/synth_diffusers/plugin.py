@@ -23,11 +23,12 @@ def register_commands(cli):
     @click.argument("manifest", type=click.Path(dir_okay=False, path_type=__import__("pathlib").Path))
     @click.option("--overwrite", is_flag=True, help="Discard checkpoints and start over.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-    def fit(manifest, overwrite, quiet):
+    @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: [fit] threads, else cores minus load).")
+    def fit(manifest, overwrite, quiet, threads):
         """Train a diffusers UNet2DModel on MANIFEST's source images ([fit] table); resumes."""
         from .fit import run_fit
 
-        info = run_fit(manifest, overwrite=overwrite, show_progress=not quiet)
+        info = run_fit(manifest, overwrite=overwrite, show_progress=not quiet, threads=threads)
         if info.get("nothing_to_do"):
             click.echo(f"nothing to do: {info['output']} already holds the model trained for {info['steps_done']} steps", err=True)
             return
