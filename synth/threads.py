@@ -1,9 +1,9 @@
 """How many threads the model library (torch) may use.
 
 Measured on this project's 2-core machine (UNet2DModel 1.8 M parameters, `python
-bench/threads.py`): on an idle machine 2 threads beat 1 (a training step 0.60 s vs 0.92 s); with
-one core busy elsewhere, 2 threads fall behind 1 (1.48 s vs 0.80 s) because the two threads wait
-for each other on a core they do not get. So the default is the number of cores this process may
+bench/threads.py`): on an idle machine 2 threads beat 1 (a training step 0.64 s vs 0.83 s); with
+one core busy elsewhere, 2 threads fall far behind 1 (1.87 s vs 0.94 s) because the two threads
+wait for each other on a core they do not get. So the default is the number of cores this process may
 use minus the machine's recent load, at least 1; ``[run] threads``, ``[fit] threads`` or
 ``--threads`` override it.
 
