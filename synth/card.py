@@ -55,6 +55,7 @@ def dataset_json(manifest: Manifest, shard_stats: list[dict], generator: dict | 
         "image_format": manifest.dataset.image_format,
         "classes": classes,
         "palette": [list(c) for c in manifest.dataset.palette] if manifest.dataset.palette else palette(len(classes)),
+        "stages": _stage_rows(manifest, shard_stats),
         "shards": [
             {"file": st["file"], "count": st["count"], "sha256": st["sha256"], "num_dropped": len(st.get("dropped", []))}
             for st in shard_stats
@@ -69,6 +70,22 @@ def dataset_json(manifest: Manifest, shard_stats: list[dict], generator: dict | 
         "plugins": manifest.registry.versions(),
         "versions": library_versions(),
     }
+
+
+def _stage_rows(manifest: Manifest, shard_stats: list[dict]) -> list[dict[str, Any]]:
+    """Rows in and out of every per-sample stage over all shards: a filter's keep rate."""
+    out = []
+    for step in manifest.stages:
+        if step.cls.kind == "dataset":
+            continue
+        rows = [st.get("stage_rows", {}).get(step.where) for st in shard_stats]
+        entry = {"stage": step.where, "name": step.name, "kind": step.cls.kind}
+        if all(r is not None for r in rows):
+            entry["rows_in"], entry["rows_out"] = sum(r[0] for r in rows), sum(r[1] for r in rows)
+            if step.cls.kind == "filter" and entry["rows_in"]:
+                entry["keep_rate"] = round(entry["rows_out"] / entry["rows_in"], 6)
+        out.append(entry)
+    return out
 
 
 def _size_category(n: int) -> str:

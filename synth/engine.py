@@ -54,6 +54,7 @@ class RunSummary:
     source_samples_made: int = 0
     dropped: Counter = field(default_factory=Counter)
     drop_examples: list[str] = field(default_factory=list)  # the first few drops, naming sample and file
+    filter_rows: dict[str, list[int]] = field(default_factory=dict)  # "stage[3] name" -> [in, out], this run's shards
     seconds: float = 0.0
     nothing_to_do: bool = False
     num_samples: int = 0
@@ -145,6 +146,7 @@ class LocalExecutor:
             for task in tasks:
                 shard = ShardFile(out / shard_name(name, task.index))
                 open_shards.append(shard)
+                pipeline.reset_rows()
                 dropped = []
                 for start in range(task.start, task.stop, batch_size):
                     indices = list(range(start, min(start + batch_size, task.stop)))
@@ -153,7 +155,7 @@ class LocalExecutor:
                     bg.submit(shard, batch)
                     progress.advance(len(indices))
                     summary.source_samples_made += len(indices)
-                stats = {"shard": task.index, "source_indices": [task.start, task.stop], "dropped": dropped}
+                stats = {"shard": task.index, "source_indices": [task.start, task.stop], "dropped": dropped, "stage_rows": pipeline.reset_rows()}
                 fut = bg.commit(shard, stats)
                 fut.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and progress.shard_done())
             bg.drain()
@@ -234,6 +236,11 @@ def run(
                     summary.dropped[f"{d['stage']}: {d['reason']}"] += 1
                     if len(summary.drop_examples) < 3:
                         summary.drop_examples.append(f"{d['key']} ({d['stage']}): {d.get('detail') or d['reason']}")
+                for step in manifest.stages:
+                    rows = st.get("stage_rows", {}).get(step.where)
+                    if step.cls.kind == "filter" and rows:
+                        acc = summary.filter_rows.setdefault(f"{step.where} {step.name}", [0, 0])
+                        acc[0], acc[1] = acc[0] + rows[0], acc[1] + rows[1]
         if generator_info is None:
             generator_info = _first_generator_info(folder.path, stats)
         fields = _fields_from_shards(folder.path, stats)

@@ -41,6 +41,7 @@ class Pipeline:
         self.dataset_steps = [s for s in manifest.stages if s.cls.kind == "dataset"]
         self.is_set_up = False
         self.timings: dict[str, float] = {}
+        self.rows: dict[str, list[int]] = {}  # per step: [rows in, rows out] since reset_rows()
 
     def setup(self) -> None:
         if self.is_set_up:
@@ -63,19 +64,32 @@ class Pipeline:
         last = f"s{indices[-1]:08d}" if indices else ""
         batch = self._timed(source_step, lambda: source.produce(indices), first if first == last else f"{first}..{last}")
         self._check_batch(source_step, batch)
+        self._count(source_step, len(indices), len(batch))
         for step, stage in rest:
             if len(batch) == 0:
-                break
+                self._count(step, 0, 0)  # every stage has counts for every shard
+                continue
             keys = _range_text(batch.keys)
             parents = batch
             batch = self._timed(step, lambda: stage.process(parents), keys)
             self._check_batch(step, batch)
+            self._count(step, len(parents), len(batch))
             if stage.kind == "expand":
                 inherit_labels(parents, batch)
         for rec in batch.records:
             for k, v in COMMON_RECORD_FIELDS.items():
                 rec.setdefault(k, type(v)() if v is not None else None)
         return batch
+
+    def _count(self, step: Step, rows_in: int, rows_out: int) -> None:
+        counts = self.rows.setdefault(step.where, [0, 0])
+        counts[0] += rows_in
+        counts[1] += rows_out
+
+    def reset_rows(self) -> dict[str, list[int]]:
+        """The [rows in, rows out] of every step since the last reset (a shard's), then zero."""
+        rows, self.rows = self.rows, {}
+        return rows
 
     def _timed(self, step: Step, fn, keys: str):
         t0 = time.perf_counter()

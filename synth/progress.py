@@ -47,5 +47,8 @@ def format_summary(s: RunSummary) -> str:
     if s.dropped:
         lines.append(f"dropped {sum(s.dropped.values())}: " + "; ".join(f"{k} x{v}" for k, v in s.dropped.most_common()))
         lines += [f"  e.g. {ex}" for ex in s.drop_examples]
+    for stage, (rows_in, rows_out) in s.filter_rows.items():
+        if rows_in:
+            lines.append(f"{stage}: kept {rows_out} of {rows_in} ({100 * rows_out / rows_in:.1f}%), dropped {rows_in - rows_out} ({100 * (rows_in - rows_out) / rows_in:.1f}%)")
     lines.append(f"dataset: {s.num_samples} samples; see {s.output / 'dataset.json'}")
     return "\n".join(lines)

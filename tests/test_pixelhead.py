@@ -327,7 +327,7 @@ def test_drop_uncertain_uses_the_heads_calibration(tmp_path, models):
     assert all(u <= threshold for u in kept)
     assert stats["count"] == len(kept) and len(stats["dropped"]) == 16 - len(kept)
     for d in stats["dropped"]:
-        assert d["reason"] == "label_uncertainty above the 50% quantile of calibration samples"
+        assert d["reason"] == "label_uncertainty above the 50% quantile of 8 calibration samples (expected share 50% ± 31.0%)"
         assert float(d["detail"].split(" > ")[0]) > threshold
 
 
@@ -356,3 +356,24 @@ def test_bad_mask_in_a_folder_of_annotations_names_the_file(tmp_path, models):
     assert res.returncode == 2
     line = res.stderr.strip().splitlines()[-1]
     assert "labelled sample s00000001 is unusable: b.png: mask must be single-channel class ids, got mode RGB (mask b.seg.png)" in line
+
+
+def test_drop_uncertain_drops_the_share_asked_within_its_stated_band(tmp_path, models):
+    """The dropped share matches `fraction` within the band the reason states (95%: with 256
+    calibration samples and 256 samples, 25% +- 7.5%); the summary prints the share dropped."""
+    from synth_pixelhead.stages import drop_share_band
+
+    head = _head().replace("calibration_samples = 8", "calibration_samples = 256")
+    m = _manifest(tmp_path, models["ddpm"], head + '\n[[stage]]\nname = "drop_uncertain"\nfraction = 0.25\n', n=256, shard=128, batch=64, steps=2)
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    stage = next(s for s in info["stages"] if s["name"] == "drop_uncertain")
+    assert stage["rows_in"] == 256 and stage["rows_out"] == info["num_samples"]
+    share = 1 - stage["keep_rate"]
+    band = drop_share_band(0.25, 256, 256)
+    assert abs(share - 0.25) <= band, (share, band)
+    (reason,) = [r for r in info["dropped_by_reason"]]
+    assert reason == "drop_uncertain: label_uncertainty above the 75% quantile of 256 calibration samples (expected share 25% ± 5.3%)"
+    dropped = 256 - info["num_samples"]
+    assert f"stage[2] drop_uncertain: kept {info['num_samples']} of 256 ({100 * (1 - share):.1f}%), dropped {dropped} ({100 * share:.1f}%)" in res.stderr

@@ -49,7 +49,9 @@ class PixelHeadConfig(PluginConfig):
     balance: float = Field(0.0, ge=0, le=1, description="Class balance of training batches: 0 = pixels as they come, 1 = every class equally often")
     bank_mb: int = Field(1024, ge=16, description="Memory for training pixels (fp16); bounds RAM whatever the image count")
     top_fraction: float = Field(0.1, gt=0, le=1, description="Per-image uncertainty: mean of this top share of pixel scores")
-    calibration_samples: int = Field(128, ge=0, description="Generated samples scored after training to calibrate drop_uncertain")
+    calibration_samples: int = Field(
+        512, ge=0, description="Generated samples scored after training to calibrate drop_uncertain (its drop share is within about 2/sqrt(n) of the fraction asked)"
+    )
     feature_batch: int = Field(16, ge=1, description="Images per UNet pass when extracting features")
     cache_dir: str | None = Field(None, description="Where trained heads are cached (default $SYNTH_CACHE_DIR or ~/.cache/synth)")
     save_to: str | None = Field(None, description="Also copy the trained head to this folder, for `head = ...` elsewhere")
