@@ -87,18 +87,8 @@ def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=No
     return labels, scores
 
 
-def class_ious(pred: np.ndarray, truth: np.ndarray, k: int) -> list[float]:
-    """IoU per class (nan for a class absent from both)."""
-    ious = []
-    for c in range(k):
-        inter = np.logical_and(pred == c, truth == c).sum()
-        union = np.logical_or(pred == c, truth == c).sum()
-        ious.append(inter / union if union else float("nan"))
-    return ious
-
-
-def miou(pred: np.ndarray, truth: np.ndarray, k: int) -> float:
-    return float(np.nanmean(class_ious(pred, truth, k)))
+# mIoU as `synth evaluate` computes it: one confusion matrix over all test pixels.
+from synth.segmetrics import class_ious, miou  # noqa: E402
 
 
 # -- the downstream segmenter ---------------------------------------------------------------------

@@ -125,6 +125,41 @@ def plugins(as_json: bool):
 
 
 @main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--labelled", help="Held-out labelled images: a folder (masks NAME.seg.png beside them, or --masks), or shards with seg.png.")
+@click.option("--masks", type=click.Path(file_okay=False, path_type=Path), help="Folder of NAME.png class-id masks for a --labelled folder.")
+@click.option("--size", type=click.IntRange(min=8), help="Resize held-out images and masks to SIZE x SIZE (the generator's resolution).")
+@click.option("--count", "-n", type=click.IntRange(min=1), help="Evaluate on the first N images (default: all).")
+@click.option("--source", "source_toml", help='Instead of --labelled: any source stage as an inline TOML table, e.g. \'{name = "shapes", split = "test"}\'.')
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option("--threads", type=click.IntRange(min=1), help="Model library threads.")
+def evaluate(manifest: Path, labelled: str, masks, size, count, source_toml, as_json: bool, quiet: bool, threads):
+    """Label held-out labelled images with MANIFEST's labelling stages; print per-class IoU and mIoU."""
+    import tomllib
+
+    from .errors import UsageError
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import format_evaluation, labelled_source
+    from .manifest import load_manifest
+
+    if (labelled is None) == (source_toml is None):
+        raise UsageError("give --labelled PATH or --source TABLE (one of them)")
+    m = load_manifest(manifest)
+    if source_toml:
+        try:
+            table = tomllib.loads(f"source = {source_toml}")["source"]
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"--source: not an inline TOML table: {e}") from None
+        if size and isinstance(table, dict):
+            table.setdefault("size", size)
+    else:
+        table = labelled_source(labelled, str(masks) if masks else None, size)
+    report = run_evaluation(m, table, count=count, quiet=quiet, threads=threads)
+    click.echo(json.dumps(report, indent=2) if as_json else format_evaluation(report))
+
+
+@main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--samples", "-n", default=3, show_default=True, help="How many samples' metadata to show.")

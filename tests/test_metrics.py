@@ -23,3 +23,19 @@ def test_prdc_on_known_distributions():
     # Fakes far away: neither precise nor covering.
     far = prdc(real, rng.normal(size=(500, 2)) + 10)
     assert far["precision"] == 0.0 and far["coverage"] == 0.0
+
+
+def test_iou_per_class_and_miou_on_a_hand_made_example():
+    from synth.segmetrics import class_ious, confusion, miou
+
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    pred = np.array([[0, 1, 1, 1], [0, 0, 1, 2]])
+    conf = confusion(pred, truth, 4)
+    assert conf.tolist() == [[3, 1, 0, 0], [0, 3, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    ious = class_ious(pred, truth, 4)
+    assert ious[0] == 3 / 4 and ious[1] == 3 / 5 and ious[2] == 0.0 and np.isnan(ious[3])
+    assert abs(miou(pred, truth, 4) - (0.75 + 0.6 + 0.0) / 3) < 1e-12  # class 3 occurs nowhere
+    import pytest
+
+    with pytest.raises(ValueError, match="class id 5 outside 0..3"):
+        confusion(pred + 3, truth, 4)
