@@ -154,6 +154,12 @@ class Generator:
         """Turn a stage's feature options (e.g. blocks, timesteps) into a spec; errors name the option."""
         raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
 
+    def bundled(self, kind: str) -> list[Path]:
+        """Folders of ready-made artefacts of ``kind`` shipped with the model, read-only (e.g.
+        "pixelheads": heads trained on its features, laid out as a stage's cache is, by key).
+        A stage looks here after its own cache, so a model can ship what its quickstart needs."""
+        return []
+
     def fingerprint(self) -> str:
         """Changes whenever the generator's outputs or features would (weights, settings): used
         as a cache key by stages that train on them."""

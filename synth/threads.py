@@ -4,7 +4,9 @@ Measured on this project's 2-core machine (UNet2DModel 1.8 M parameters, `python
 bench/threads.py`): on an idle machine 2 threads beat 1 (a training step 0.64 s vs 0.83 s); with
 one core busy elsewhere, 2 threads fall far behind 1 (1.87 s vs 0.94 s) because the two threads
 wait for each other on a core they do not get. So the default is the number of cores this process may
-use minus the machine's recent load, at least 1; ``[run] threads``, ``[fit] threads`` or
+use minus the cores other processes keep busy right now (sampled from /proc/stat over a quarter
+of a second; the load average lags by minutes, so a job that just ended would still count), at
+least 1; ``[run] threads``, ``[fit] threads`` or
 ``--threads`` override it.
 
 The core never imports torch: the setting goes to the environment (read by torch when a plugin
@@ -26,14 +28,37 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads() -> int:
-    """Cores available minus the 1-minute load average (rounded), at least 1."""
-    cores = available_cores()
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat; None where there is none."""
     try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(window: float = 0.25) -> float:
+    """How many cores other processes keep busy now (this process is idle while it measures)."""
+    import time
+
+    first = _cpu_times()
+    if first is None:
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+    time.sleep(window)
+    second = _cpu_times()
+    total = second[1] - first[1]
+    return (os.cpu_count() or 1) * (second[0] - first[0]) / total if total > 0 else 0.0
+
+
+def default_threads() -> int:
+    """Cores available minus the cores busy elsewhere (rounded), at least 1."""
+    cores = available_cores()
+    return max(1, min(cores, round(cores - busy_cores())))
 
 
 def current_threads() -> int | None:

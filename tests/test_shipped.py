@@ -12,8 +12,10 @@ def test_shipped_model_is_small_safetensors_with_a_card():
     reg = load_registry()
     assert "shapes-32" in reg.models
     folder = __import__("pathlib").Path(reg.resolve_model("builtin:shapes-32"))
-    weights = list(folder.rglob("*.safetensors"))
-    assert [w.relative_to(folder).as_posix() for w in weights] == ["unet/diffusion_pytorch_model.safetensors"]
+    weights = sorted(w.relative_to(folder).as_posix() for w in folder.rglob("*.safetensors"))
+    assert weights[-1] == "unet/diffusion_pytorch_model.safetensors"
+    assert all(w.startswith("pixelheads/") and w.endswith("/head.safetensors") for w in weights[:-1])  # the quickstart's head
+    weights = [folder / w for w in weights[-1:]]
     assert weights[0].stat().st_size <= 10 * 2**20
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
     card = (folder / "README.md").read_text()
@@ -61,3 +63,31 @@ def test_feature_network_recognises_real_scenes():
     # Noise is not a scene: far fewer confident labels than on real scenes.
     noise = np.random.default_rng(0).integers(0, 255, (200, 32, 32, 3), dtype=np.uint8)
     assert confident(net.embed(noise)[1]).mean() < confident(probs).mean()
+
+
+def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
+    """A fresh machine (empty cache) finds the quickstart's head bundled with shapes-32 under the
+    same key training would give, so `make demo` labels at once instead of training first."""
+    import pytest
+
+    from synth.manifest import load_manifest
+    from synth.pipeline import Pipeline
+    import synth_pixelhead.stages as stages
+
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    bundled = list((root / "plugins/synth_shapes/models/shapes-32/pixelheads").glob("*/head.json"))
+    assert len(bundled) == 1
+    made_with = json.loads(json.loads(bundled[0].read_text())["generator"])["diffusers"]
+    import diffusers
+
+    if made_with != diffusers.__version__:
+        pytest.skip(f"the bundled head was made with diffusers {made_with}, this is {diffusers.__version__}: the key differs, the quickstart trains")
+    pipe = Pipeline(load_manifest(root / "manifests" / "quickstart.toml"))
+    pipe.generator.setup()
+    step, head = next((s, st) for s, st in pipe.steps if s.name == "pixelhead")
+    monkeypatch.setattr(stages.PixelHead, "_train", lambda *a: pytest.fail("trained instead of using the bundled head"))
+    head.setup()
+    assert head.head_source == "bundled"
+    assert len(head.info["calibration"]["label_uncertainty"]) == 1024
+    assert not (tmp_path / "empty-cache").exists()  # nothing copied, nothing trained

@@ -117,9 +117,35 @@ def test_default_threads_leave_room_for_other_load(monkeypatch):
     from synth import threads
 
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0, 0))
-    assert threads.default_threads() == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0, 0))
-    assert threads.default_threads() == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 0, 0))
-    assert threads.default_threads() == 1
+    for busy, expected in ((0.1, 2), (1.2, 1), (7.0, 1)):
+        monkeypatch.setattr(threads, "busy_cores", lambda: busy)
+        assert threads.default_threads() == expected
+
+
+def test_busy_cores_sees_another_process_spinning():
+    import multiprocessing as mp
+    import os
+
+    from synth.threads import busy_cores
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat on this system")
+    idle = busy_cores(0.5)
+    spinner = mp.get_context("spawn").Process(target=_spin_for, args=(3.0,))
+    spinner.start()
+    try:
+        import time
+
+        time.sleep(0.5)
+        loaded = busy_cores(0.5)
+    finally:
+        spinner.join()
+    assert loaded > idle + 0.5, (idle, loaded)
+
+
+def _spin_for(seconds):
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass

@@ -366,6 +366,11 @@ class DiffusersGenerator(Generator):
             x = ddim_invert(self.pipe.unet, self._train_schedule().alphas_cumprod, x0, grid, self._prediction_type(), kwargs)
             return (x / sched.init_noise_sigma).float().cpu().numpy()
 
+    def bundled(self, kind: str) -> list[Path]:
+        """``<model folder>/<kind>`` of a local pipeline (e.g. pixelheads/ beside unet/)."""
+        folder = Path(getattr(self, "model_ref", "")) / kind
+        return [folder] if getattr(self, "model_ref", None) and folder.is_dir() else []
+
     def fingerprint(self) -> str:
         import hashlib
         import json

@@ -71,9 +71,16 @@ class PixelHead(Stage):
             examples = load_examples(cfg.annotations, ctx, where)
             key = head_key(examples, gen.fingerprint(), self.spec, cfg, ctx.classes, ctx.seed)
             folder = cache_root(cfg, ctx) / "pixelheads" / key[:32]
-            if (folder / "head.json").is_file():
-                self.ensemble, self.info = load_head(folder, f"{where} cache")
-            else:
+            # the cache first, then heads the model ships: either only under the same full key (same
+            # annotations, weights, feature and head settings, classes, seed)
+            self.head_source = "trained"
+            for candidate, source in [(folder, "cache")] + [(b / key[:32], "bundled") for b in gen.bundled("pixelheads")]:
+                if (candidate / "head.json").is_file():
+                    ensemble, info = load_head(candidate, f"{where} cache")
+                    if info.get("key") == key:
+                        self.ensemble, self.info, self.head_source = ensemble, info, source
+                        break
+            if self.head_source == "trained":
                 self.ensemble, self.info = self._train(examples, key)
                 save_head(folder, self.ensemble, self.info)
             self.head_id = key[:16]
