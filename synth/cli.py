@@ -177,11 +177,12 @@ def inspect(path: Path, as_json: bool, samples: int):
 @click.option("--count", "-n", default=64, show_default=True, type=click.IntRange(min=1), help="How many samples.")
 @click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--cell", default=128, show_default=True, type=click.IntRange(min=8, max=2048), help="Cell size in pixels.")
-def preview(path: Path, out: Path, count: int, columns: int, cell: int):
-    """Contact sheet of samples (segmentation overlaid when present)."""
+@click.option("--style", type=click.Choice(["side", "overlay"]), default="side", show_default=True, help="Labels beside each image (with a legend) or blended over it.")
+def preview(path: Path, out: Path, count: int, columns: int, cell: int, style: str):
+    """Contact sheet of samples: with labels, each image beside its label map and a class legend."""
     from .inspect import contact_sheet
 
-    n = contact_sheet(path, out, count=count, columns=columns, cell=cell)
+    n = contact_sheet(path, out, count=count, columns=columns, cell=cell, style=style)
     click.echo(f"wrote {out} ({n} samples)")
 
 

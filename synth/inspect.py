@@ -106,7 +106,38 @@ def overlay(image: np.ndarray, seg: np.ndarray, colours: np.ndarray, alpha: floa
     return out.astype(np.uint8)
 
 
-def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell: int = 128) -> int:
+def _colours(info: dict | None, seg: np.ndarray) -> np.ndarray:
+    n = len(info["palette"]) if info and info.get("palette") else int(seg.max()) + 1
+    pal = info["palette"] if info and info.get("palette") else palette(max(n, 256))
+    return np.array(pal + palette(256)[len(pal):], dtype=np.float32)
+
+
+def _tile(img: np.ndarray, cell: int) -> Image.Image:
+    tile = Image.fromarray(img)
+    scale = cell / max(tile.size)
+    return tile.resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))), Image.NEAREST if scale >= 1 else Image.BILINEAR)
+
+
+def _legend(names: list[str], colours: np.ndarray, width: int) -> Image.Image:
+    """One row per few classes: a colour swatch and the class name (id: name)."""
+    from PIL import ImageDraw
+
+    entries = [f"{i}: {n}" for i, n in enumerate(names)]
+    per_row = max(1, width // 150)
+    rows = -(-len(entries) // per_row) if entries else 0
+    strip = Image.new("RGB", (width, 6 + 18 * rows), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for i, text in enumerate(entries):
+        x, y = 6 + (i % per_row) * 150, 4 + (i // per_row) * 18
+        c = tuple(int(v) for v in colours[i])
+        draw.rectangle([x, y, x + 12, y + 12], fill=c, outline=(0, 0, 0))
+        draw.text((x + 18, y), text, fill=(0, 0, 0))
+    return strip
+
+
+def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell: int = 128, style: str = "side") -> int:
+    """A grid of samples. With labels (seg.png): each image beside its label map (``side``,
+    with a class legend below) or the labels blended over the image (``overlay``)."""
     info = _dataset_info(path)
     samples = []
     for tar in shard_paths(path):
@@ -116,23 +147,36 @@ def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell
             break
     if not samples:
         raise UsageError(f"{path}: no samples to preview")
+    with_seg = any("seg.png" in s for s in samples)
+    side = with_seg and style == "side"
+    width = 2 * cell + 4 if side else cell  # image | 4 px gap | label map
     rows = -(-len(samples) // columns)
     cols = min(columns, len(samples))
-    sheet = Image.new("RGB", (cols * cell, rows * cell), (255, 255, 255))
+    gap = 4 if side else 0
+    sheet = Image.new("RGB", (cols * (width + gap), rows * (cell + gap)), (255, 255, 255))
     colours = None
     for i, s in enumerate(samples):
         img = _decode_image(s)
+        x, y = (i % columns) * (width + gap), (i // columns) * (cell + gap)
         if "seg.png" in s:
             seg = np.asarray(Image.open(io.BytesIO(s["seg.png"])))
-            if colours is None:
-                n = len(info["palette"]) if info and info.get("palette") else int(seg.max()) + 1
-                pal = info["palette"] if info and info.get("palette") else palette(max(n, 256))
-                colours = np.array(pal + palette(256)[len(pal):], dtype=np.float32)
+            colours = _colours(info, seg) if colours is None else colours
+            if side:
+                sheet.paste(_tile(img, cell), (x, y))
+                label = colours[np.clip(seg, 0, len(colours) - 1)].astype(np.uint8)
+                sheet.paste(_tile(label, cell), (x + cell + 4, y))
+                continue
             img = overlay(img, seg, colours)
-        tile = Image.fromarray(img)
-        scale = cell / max(tile.size)
-        tile = tile.resize((max(1, round(tile.width * scale)), max(1, round(tile.height * scale))), Image.NEAREST if scale >= 1 else Image.BILINEAR)
-        sheet.paste(tile, ((i % columns) * cell, (i // columns) * cell))
+        sheet.paste(_tile(img, cell), (x, y))
+    if with_seg and colours is not None:
+        names = list(info.get("classes") or []) if info else []
+        top = int(max(int(np.asarray(Image.open(io.BytesIO(s["seg.png"]))).max()) for s in samples if "seg.png" in s))
+        names = names or [f"class {k}" for k in range(top + 1)]
+        legend = _legend(names, colours, sheet.width)
+        full = Image.new("RGB", (sheet.width, sheet.height + legend.height), (255, 255, 255))
+        full.paste(sheet, (0, 0))
+        full.paste(legend, (0, sheet.height))
+        sheet = full
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return len(samples)

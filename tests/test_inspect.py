@@ -39,10 +39,10 @@ def test_inspect_bad_path(tmp_path):
 def test_preview_overlays_segmentation(tmp_path, example_plugin):
     assert synth("run", toy_manifest(tmp_path, n=6, shard=6, extra=PIPELINE), env=example_plugin).returncode == 0
     out = tmp_path / "out"
-    res = synth("preview", out, "-o", tmp_path / "grid.png", "--columns", "3", "--cell", "64")
+    res = synth("preview", out, "-o", tmp_path / "grid.png", "--columns", "3", "--cell", "64", "--style", "overlay")
     assert res.returncode == 0, res.stderr
     grid = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
-    assert grid.shape == (2 * 64, 3 * 64, 3)
+    assert grid.shape[1] == 3 * 64 and grid.shape[0] > 2 * 64  # two rows of tiles, then the legend
     # The first tile differs from the raw image where seg > 0 (overlay), and equals it where seg == 0.
     from synth.reading import iter_samples
     import io
@@ -84,3 +84,24 @@ def test_the_cards_reading_snippet_keeps_class_ids(tmp_path, example_plugin):
         os.chdir(cwd)
     assert image.shape == (32, 32, 3) and seg.shape == (32, 32) and seg.dtype == np.uint8 and seg.max() <= 2
     assert meta["key"] == "s00000000"
+
+
+def test_preview_shows_each_image_beside_its_labels_with_a_legend(tmp_path, example_plugin):
+    import io
+
+    from synth.card import palette
+    from synth.reading import iter_samples
+
+    assert synth("run", "-q", toy_manifest(tmp_path, n=3, shard=3, extra=PIPELINE), env=example_plugin).returncode == 0
+    out = tmp_path / "out"
+    assert synth("preview", out, "-o", tmp_path / "side.png", "--columns", "3", "--cell", "32").returncode == 0
+    grid = np.asarray(Image.open(tmp_path / "side.png").convert("RGB"))
+    assert grid.shape[1] == 3 * (2 * 32 + 4 + 4) and grid.shape[0] > 32 + 4  # tiles, then the legend
+    s = next(iter_samples(out / "toy-000000.tar"))
+    img = np.asarray(Image.open(io.BytesIO(s["png"])).convert("RGB"))
+    seg = np.asarray(Image.open(io.BytesIO(s["seg.png"])))
+    np.testing.assert_array_equal(grid[:32, :32], img)  # the image, untouched
+    np.testing.assert_array_equal(grid[:32, 36:68], np.array(palette(3), np.uint8)[seg])  # its label map
+    legend = grid[36:]
+    for colour in palette(3)[1:]:  # every class colour appears in the legend
+        assert (legend == colour).all(-1).any()
