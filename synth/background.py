@@ -33,9 +33,10 @@ class BackgroundWriter:
         parts = [self.encoders.submit(self.encode_rows, batch, range(i, min(i + step, n))) for i in range(0, n, step)]
         self._track(self.serial.submit(_write_parts, shard, parts))
 
-    def commit(self, shard: ShardFile, stats: dict) -> Future:
-        """Finish the shard after everything submitted before it is written."""
-        fut = self.serial.submit(shard.commit, stats)
+    def after_writes(self, fn, *args) -> Future:
+        """Run ``fn(*args)`` on the writer thread once everything submitted before is written
+        (e.g. commit a shard)."""
+        fut = self.serial.submit(fn, *args)
         self._track(fut)
         return fut
 

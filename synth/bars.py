@@ -50,7 +50,7 @@ class LogBar:
         self.postfix = ""
         self.t0 = self.last = time.monotonic()
         self.closed = False
-        self.emitted_n = None
+        self.emitted = None  # (n, postfix) of the last line printed
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -82,13 +82,13 @@ class LogBar:
         return f"{prefix}: " + ", ".join(parts)
 
     def _emit(self, now: float | None = None) -> None:
-        self.emitted_n = self.n
+        self.emitted = (self.n, self.postfix)
         print(self.line(now), file=self.stream, flush=True)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            if (self.n != self.start_n or self.total == 0) and self.emitted_n != self.n:
+            if (self.n != self.start_n or self.total == 0) and self.emitted != (self.n, self.postfix):
                 self._emit()
 
 

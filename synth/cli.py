@@ -63,18 +63,24 @@ def main(debug: bool):
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: [dataset].output).")
+@click.option("--output", "-o", help="Output folder or fsspec URL, e.g. s3://bucket/ds (default: [dataset].output).")
 @click.option("--overwrite", is_flag=True, help="Remove this folder's earlier synth output and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @click.option("--threads", type=click.IntRange(min=1), help="Model library threads (default: [run] threads, else cores minus load).")
-def run(manifest: Path, output: Path | None, overwrite: bool, quiet: bool, threads: int | None):
+@click.option("--executor", help="Who runs the shard tasks: local, ray, ... (default: [run] executor).")
+@click.option("--address", help="Cluster to join, e.g. ray's 'auto' or host:port (default: [run] address, else a local one).")
+@click.option("--actors", type=click.IntRange(min=1), help="Workers (default: [run] actors, else from the cluster's resources).")
+def run(manifest: Path, output: str | None, overwrite: bool, quiet: bool, threads: int | None, executor: str | None, address: str | None, actors: int | None):
     """Run MANIFEST end to end and write shards; reruns resume."""
     from .engine import run as run_manifest
     from .manifest import load_manifest
     from .progress import BarProgress, format_summary
 
     m = load_manifest(manifest)
-    summary = run_manifest(m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet), quiet=quiet, threads=threads)
+    summary = run_manifest(
+        m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet), quiet=quiet, threads=threads,
+        executor=executor, executor_options={"address": address, "actors": actors},
+    )
     if not quiet:
         click.echo(format_summary(summary), err=True)
 

@@ -1,8 +1,11 @@
-"""Run a manifest: plan shards, make the pending ones, then write dataset.json and the card.
+"""Run a manifest: plan shards, have an executor make the pending ones, then write dataset.json
+and the card.
 
 One task per shard, a pure function of (manifest, shard index): source indices
 [i*shard_size, (i+1)*shard_size). Finished shards are skipped, so a killed run resumes where it
-stopped and ends byte-identical to an uninterrupted one.
+stopped and ends byte-identical to an uninterrupted one, whichever executor made which shard.
+Executors are a plugin kind (``register_executors``): the local one runs shards in this process,
+others (synth_ray) on a cluster; all of them make a shard with ``make_shards`` below.
 """
 
 from __future__ import annotations
@@ -13,19 +16,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .background import BackgroundWriter
 from .batch import Batch
 from .card import dataset_json, readme_card
-from .errors import RunError
+from .errors import RunError, UsageError
 from .manifest import Manifest
-from .output import OutputFolder
+from .output import OutputFolder, stats_name
 from .pipeline import Pipeline
-from .threads import current_threads
+from .protocols import Executor
 from .reading import iter_samples
 from .records import encode_sample, fields_of
-from .writer import ShardFile, is_finished, remove_stale_temps, shard_name, stats_path, write_atomic
+from .storage import Store, open_store
+from .threads import current_threads
+from .writer import ShardFile, shard_name
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,21 @@ def plan(manifest: Manifest) -> list[ShardTask]:
 
 
 @dataclass
+class ShardJob:
+    """What an executor needs to make a run's pending shards: the manifest (its text travels to
+    other processes), the tasks, where finished shards go (a Store) and the run's settings."""
+
+    manifest: Manifest
+    tasks: list[ShardTask]
+    store: Store
+    name: str
+    quiet: bool = False
+    threads: int | None = None
+
+
+@dataclass
 class RunSummary:
-    output: Path
+    output: Path | str
     shards_total: int
     shards_made: int = 0
     shards_skipped: int = 0
@@ -59,6 +77,8 @@ class RunSummary:
     nothing_to_do: bool = False
     num_samples: int = 0
     threads: int | None = None
+    executor: str = "local"
+    workers: list[dict] = field(default_factory=list)  # one report per worker (shards, samples, seconds, failures)
 
 
 class Progress:
@@ -125,57 +145,102 @@ class FieldCheck:
         return samples
 
 
-def _io_error(e: OSError, path: Path) -> RunError:
+def io_error(e: OSError, where: Path | str) -> RunError:
     if e.errno == errno.ENOSPC:
-        return RunError(f"disk full while writing {path}; finished shards are intact, free space and rerun to resume")
-    return RunError(f"cannot write {path}: {e.strerror or e}")
+        return RunError(f"disk full while writing {where}; finished shards are intact, free space and rerun to resume")
+    return RunError(f"cannot write {where}: {e.strerror or e}")
 
 
-class LocalExecutor:
-    """Runs shard tasks in this process, the model on this thread, encoding/writing beside it."""
+def make_shards(
+    pipeline: Pipeline,
+    tasks: list[ShardTask],
+    store: Store,
+    name: str,
+    workers: int,
+    advance: Callable[[int], None] = lambda n: None,
+    shard_done: Callable[[dict], None] = lambda stats: None,
+) -> None:
+    """Make these shards with a set-up pipeline: the model on this thread, encoding and tar
+    writing on ``workers`` threads beside it; each finished shard is published to ``store``
+    (stats first, tar last) and reported with ``shard_done(stats)``."""
+    batch_size = pipeline.manifest.run.batch_size
+    encoder = SampleEncoder(pipeline.manifest, pipeline.describe_generator())
+    check = FieldCheck()
+    bg = BackgroundWriter(lambda b, rows: check(encoder(b, rows)), workers)
+    open_shards: list[ShardFile] = []
 
-    def __init__(self, workers: int):
-        self.workers = workers
+    def commit(shard: ShardFile, stats: dict) -> dict:
+        stats = shard.commit(stats)
+        store.publish(stats_name(shard.final.name))
+        store.publish(shard.final.name)
+        return stats
 
-    def run(self, pipeline: Pipeline, tasks: list[ShardTask], out: Path, name: str, encoder: Callable, progress: Progress, summary: RunSummary) -> None:
-        batch_size = pipeline.manifest.run.batch_size
-        check = FieldCheck()
-        bg = BackgroundWriter(lambda b, rows: check(encoder(b, rows)), self.workers)
-        open_shards: list[ShardFile] = []
+    try:
+        for task in tasks:
+            shard = ShardFile(store.staging / shard_name(name, task.index))
+            open_shards.append(shard)
+            pipeline.reset_rows()
+            dropped = []
+            for start in range(task.start, task.stop, batch_size):
+                indices = list(range(start, min(start + batch_size, task.stop)))
+                batch = pipeline.run_batch(indices)
+                dropped += [d.__dict__ for d in batch.dropped]
+                bg.submit(shard, batch)
+                advance(len(indices))
+            stats = {"shard": task.index, "source_indices": [task.start, task.stop], "dropped": dropped, "stage_rows": pipeline.reset_rows()}
+            fut = bg.after_writes(commit, shard, stats)
+            fut.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and shard_done(f.result()))
+        bg.drain()
+    except OSError as e:
+        bg.close(cancel=True)
+        bad = next((s for s in open_shards if not s.closed), None)
+        raise io_error(e, bad.final if bad else store.url) from e
+    except BaseException:
+        # A stage failed on the model's thread. Shards whose samples were all produced may still
+        # sit in the writer's queue: finish them, so a rerun does not redo finished work.
         try:
-            for task in tasks:
-                shard = ShardFile(out / shard_name(name, task.index))
-                open_shards.append(shard)
-                pipeline.reset_rows()
-                dropped = []
-                for start in range(task.start, task.stop, batch_size):
-                    indices = list(range(start, min(start + batch_size, task.stop)))
-                    batch = pipeline.run_batch(indices)
-                    dropped += [d.__dict__ for d in batch.dropped]
-                    bg.submit(shard, batch)
-                    progress.advance(len(indices))
-                    summary.source_samples_made += len(indices)
-                stats = {"shard": task.index, "source_indices": [task.start, task.stop], "dropped": dropped, "stage_rows": pipeline.reset_rows()}
-                fut = bg.commit(shard, stats)
-                fut.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and progress.shard_done())
             bg.drain()
-        except OSError as e:
-            bg.close(cancel=True)
-            bad = next((s for s in open_shards if not s.closed), None)
-            raise _io_error(e, bad.final if bad else out) from e
         except Exception:
-            # A stage failed on the model's thread. Shards whose samples were all produced may still
-            # sit in the writer's queue: finish them, so a rerun does not redo finished work.
-            try:
-                bg.drain()
-            except Exception:
-                pass  # the stage's error is the one to report
-            raise
-        finally:
-            bg.close(cancel=True)
-            for shard in open_shards:
-                if not shard.final.exists():
-                    shard.abort()
+            pass  # the stage's error is the one to report
+        raise
+    finally:
+        bg.close(cancel=True)
+        for shard in open_shards:
+            if not shard.final.exists() and not shard.closed:
+                shard.abort()
+            shard.tmp.unlink(missing_ok=True)
+
+
+class LocalExecutor(Executor):
+    """Shard tasks in this process, one after another; encoding and writing overlap the model."""
+
+    name = "local"
+
+    def run(self, job: ShardJob, progress: Progress) -> list[dict]:
+        pipeline = Pipeline(job.manifest, quiet=job.quiet, threads=job.threads)
+        pipeline.setup()
+        t0 = time.perf_counter()
+        made = {"shards": 0, "samples": 0}
+
+        def done(stats):
+            made["shards"] += 1
+            made["samples"] += stats["count"]
+            progress.shard_done()
+
+        make_shards(pipeline, job.tasks, job.store, job.name, job.manifest.run.workers, progress.advance, done)
+        return [{"worker": "local", "shards": made["shards"], "samples": made["samples"], "seconds": round(time.perf_counter() - t0, 2), "failures": 0, "threads": current_threads()}]
+
+
+def choose_executor(manifest: Manifest, name: str | None, options: dict[str, Any]) -> Executor:
+    """The executor named on the command line or in [run] executor, set up with [run] and the
+    command line's options (e.g. address)."""
+    wanted = name or manifest.run.executor
+    cls = manifest.registry.executor(wanted, "--executor" if name else "run.executor")
+    run_config = manifest.run.model_copy(update={"executor": wanted, **{k: v for k, v in options.items() if v is not None}})
+    problems = cls.check_run(run_config)
+    if problems:
+        raise UsageError(f"executor {wanted!r}: {problems[0]}")
+    return cls(run_config)
 
 
 def run(
@@ -183,98 +248,104 @@ def run(
     output: str | Path | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-    executor=None,
+    executor: Executor | str | None = None,
     quiet: bool = False,
     threads: int | None = None,
+    executor_options: dict[str, Any] | None = None,
 ) -> RunSummary:
     t0 = time.perf_counter()
     progress = progress or Progress()
     name = manifest.dataset.name
-    folder = OutputFolder(manifest.output_dir(output), name)
+    if not isinstance(executor, Executor):
+        executor = choose_executor(manifest, executor, executor_options or {})
+    store = open_store(manifest.output_location(output))
+    folder = OutputFolder(store, name)
     tasks = plan(manifest)
-    summary = RunSummary(output=folder.path, shards_total=len(tasks))
-    with folder:
-        if overwrite:
-            folder.clear()
-        folder.check_same_manifest(manifest.hash)
-        try:
-            folder.write_state(manifest.hash, str(manifest.path))
-        except OSError as e:
-            raise _io_error(e, folder.path) from None
-        remove_stale_temps(folder.path, name)
-
-        pending = [t for t in tasks if not is_finished(folder.path / shard_name(name, t.index))]
-        summary.shards_skipped = len(tasks) - len(pending)
-        if not pending and (folder.path / "dataset.json").exists():
-            summary.nothing_to_do = True
-            info = json.loads((folder.path / "dataset.json").read_text())
-            summary.num_samples = info.get("num_samples", 0)
-            summary.seconds = time.perf_counter() - t0
-            return summary
-
-        pipeline = Pipeline(manifest, quiet=quiet, threads=threads)
-        generator_info = None
-        if pending:
-            pipeline.setup()
-            summary.threads = current_threads()
-            generator_info = pipeline.describe_generator()
-            done_samples = sum(t.size for t in tasks) - sum(t.size for t in pending)
-            progress.start(manifest.dataset.num_samples, len(tasks), done_samples, summary.shards_skipped)
+    summary = RunSummary(output=folder.path, shards_total=len(tasks), executor=executor.name)
+    try:
+        with folder:
+            if overwrite:
+                folder.clear()
+            folder.check_same_manifest(manifest.hash)
             try:
-                (executor or LocalExecutor(manifest.run.workers)).run(
-                    pipeline, pending, folder.path, name, SampleEncoder(manifest, generator_info), progress, summary
-                )
-            finally:
-                progress.close()
-            summary.shards_made = len(pending)
+                folder.write_state(manifest.hash, str(manifest.path))
+            except OSError as e:
+                raise io_error(e, folder.path) from None
+            folder.remove_stale_temps()
 
-        stats = [json.loads(stats_path(folder.path / shard_name(name, t.index)).read_text()) for t in tasks]
-        for st in stats:
-            if st["shard"] in {t.index for t in pending}:
-                summary.samples_written += st["count"]
-                for d in st.get("dropped", []):
-                    summary.dropped[f"{d['stage']}: {d['reason']}"] += 1
-                    if len(summary.drop_examples) < 3:
-                        summary.drop_examples.append(f"{d['key']} ({d['stage']}): {d.get('detail') or d['reason']}")
-                for step in manifest.stages:
-                    rows = st.get("stage_rows", {}).get(step.where)
-                    if step.cls.kind == "filter" and rows:
-                        acc = summary.filter_rows.setdefault(f"{step.where} {step.name}", [0, 0])
-                        acc[0], acc[1] = acc[0] + rows[0], acc[1] + rows[1]
-        if generator_info is None:
-            generator_info = _first_generator_info(folder.path, stats)
-        fields = _fields_from_shards(folder.path, stats)
-        info = dataset_json(manifest, stats, generator_info, fields)
-        try:
-            folder.write_own({"dataset.json": json.dumps(info, indent=1, sort_keys=True).encode(), "README.md": readme_card(manifest, info).encode()})
-        except OSError as e:
-            raise _io_error(e, folder.path / "dataset.json") from None
-        summary.num_samples = info["num_samples"]
+            pending = [t for t in tasks if not folder.is_finished(t.index)]
+            summary.shards_skipped = len(tasks) - len(pending)
+            if not pending and store.exists("dataset.json"):
+                summary.nothing_to_do = True
+                summary.num_samples = json.loads(store.read_bytes("dataset.json")).get("num_samples", 0)
+                summary.seconds = time.perf_counter() - t0
+                return summary
+
+            if pending:
+                done_samples = sum(t.size for t in tasks) - sum(t.size for t in pending)
+                progress.start(manifest.dataset.num_samples, len(tasks), done_samples, summary.shards_skipped)
+                try:
+                    summary.workers = executor.run(ShardJob(manifest, pending, store, name, quiet, threads), progress)
+                finally:
+                    progress.close()
+                summary.shards_made = len(pending)
+                summary.source_samples_made = sum(t.size for t in pending)
+                summary.threads = next((w.get("threads") for w in summary.workers if w.get("threads")), None)
+
+            _summarise(folder, manifest, tasks, {t.index for t in pending}, summary)
+    finally:
+        store.close()
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _iter_first_sample(path: Path) -> dict | None:
-    return next(iter_samples(path, limit=1), None)
+def _summarise(folder: OutputFolder, manifest: Manifest, tasks: list[ShardTask], made: set[int], summary: RunSummary) -> None:
+    """dataset.json and the card from every shard's stats (written last: the run's end marker)."""
+    stats = [folder.read_stats(t.index) for t in tasks]
+    for st in stats:
+        if st["shard"] in made:
+            summary.samples_written += st["count"]
+            for d in st.get("dropped", []):
+                summary.dropped[f"{d['stage']}: {d['reason']}"] += 1
+                if len(summary.drop_examples) < 3:
+                    summary.drop_examples.append(f"{d['key']} ({d['stage']}): {d.get('detail') or d['reason']}")
+            for step in manifest.stages:
+                rows = st.get("stage_rows", {}).get(step.where)
+                if step.cls.kind == "filter" and rows:
+                    acc = summary.filter_rows.setdefault(f"{step.where} {step.name}", [0, 0])
+                    acc[0], acc[1] = acc[0] + rows[0], acc[1] + rows[1]
+    first = _first_sample(folder, stats)
+    generator_info = json.loads(first["json"]).get("generator") if first else None
+    fields = _fields_from_shards(folder, stats)
+    info = dataset_json(manifest, stats, generator_info, fields)
+    try:
+        folder.write_own({"dataset.json": json.dumps(info, indent=1, sort_keys=True).encode(), "README.md": readme_card(manifest, info).encode()})
+    except OSError as e:
+        raise io_error(e, f"{folder.path}/dataset.json") from None
+    summary.num_samples = info["num_samples"]
 
 
-def _fields_from_shards(folder: Path, stats: list[dict]) -> list[str]:
+def _first_sample_of(folder: OutputFolder, file: str) -> dict | None:
+    with folder.store.open(file) as fh:
+        return next(iter_samples(fh, limit=1), None)
+
+
+def _first_sample(folder: OutputFolder, stats: list[dict]) -> dict | None:
+    for st in stats:
+        if st["count"]:
+            return _first_sample_of(folder, st["file"])
+    return None
+
+
+def _fields_from_shards(folder: OutputFolder, stats: list[dict]) -> list[str]:
     """Fields every sample carries (read from the first non-empty shard), checked across shards."""
     found = None
     for st in stats:
         if st["count"] == 0:
             continue
-        fields = sorted(k for k in _iter_first_sample(folder / st["file"]) if k != "__key__")
+        fields = sorted(k for k in _first_sample_of(folder, st["file"]) if k != "__key__")
         if found is None:
             found = fields
         elif fields != found:
             raise RunError(f"shard {st['file']} has fields {fields}, earlier shards {found}")
     return found or []
-
-
-def _first_generator_info(folder: Path, stats: list[dict]) -> dict | None:
-    for st in stats:
-        if st["count"]:
-            sample = _iter_first_sample(folder / st["file"])
-            return json.loads(sample["json"]).get("generator")
-    return None

@@ -57,3 +57,13 @@ def register_tables(register):
     `synth validate` checks a manifest's ``[fit]`` table and `synth schema` describes it. A
     manifest's top-level tables are exactly the engine's own plus the registered ones.
     """
+
+
+@hookspec
+def register_executors(register):
+    """Register executor classes: ``register(ExecutorSubclass)``.
+
+    An executor runs a run's pending shard tasks: in this process (``local``, built in) or on a
+    cluster (``ray``, from the synth_ray plugin), and a Dask or Spark one could follow. Chosen by
+    ``[run] executor`` or ``synth run --executor NAME``. See ``synth.protocols.Executor``.
+    """

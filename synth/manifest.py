@@ -82,6 +82,11 @@ class RunConfig(_Strict):
         None, ge=1, strict=True,
         description="Threads of the model library (torch intra-op); default: cores minus the machine's load (synth.threads)",
     )
+    executor: str = Field("local", description="Who runs the shard tasks: local (this process), ray, or another registered executor")
+    address: str | None = Field(None, description="Cluster to join (ray: 'auto' or host:port); none: a local one for the run")
+    actors: int | None = Field(None, ge=1, strict=True, description="Workers holding the pipeline (default: from the cluster's resources)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each worker holds (fractions share a GPU)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds")
 
 
 class PluginRef(BaseModel):
@@ -132,6 +137,13 @@ class Manifest:
             return Path(override).expanduser().resolve()
         out = Path(self.dataset.output).expanduser()
         return (out if out.is_absolute() else self.folder / out).resolve()
+
+    def output_location(self, override: str | Path | None = None) -> str:
+        """The output folder, or a URL (s3://, memory://, ...) kept as given."""
+        given = override if override is not None else self.dataset.output
+        if "://" in str(given):
+            return str(given)
+        return str(self.output_dir(override))
 
     def identity(self) -> dict[str, Any]:
         """Everything that decides the dataset's bytes (the hash covers exactly this)."""
@@ -188,9 +200,17 @@ def read_toml(path: Path) -> tuple[str, dict]:
         raise UsageError(f"{path}: invalid TOML: {e}") from None
 
 
-def load_manifest(path: str | Path) -> Manifest:
+def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
+    """Load and validate a manifest file; with ``text``, that text stands for the file's content
+    (a worker on another machine gets the manifest's text, resolved against the same path)."""
     path = Path(path).expanduser().resolve()
-    text, data = read_toml(path)
+    if text is None:
+        text, data = read_toml(path)
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{path}: invalid TOML: {e}") from None
     problems: list[str] = []
 
     # The plugin list is needed to load the registry even when other engine fields are wrong.
@@ -230,6 +250,11 @@ def load_manifest(path: str | Path) -> Manifest:
                 else:
                     stages_ok = False
 
+    if engine is not None and engine.run.executor not in registry.executors:
+        try:
+            registry.executor(engine.run.executor, "run.executor")
+        except UsageError as e:
+            problems.append(str(e))
     if engine is not None and stages_ok and (generator is not None or "generator" not in data):
         if not stages:
             stages = [_validate_step(registry, "stage", {"name": "generate"}, "stage[0]", problems)]

@@ -3,91 +3,71 @@
 The folder may hold the user's own files. synth overwrites or deletes only files it wrote: its
 shards and their stats (by the names its runs recorded), and ``dataset.json`` / ``README.md``
 only while their content is what synth last wrote there (sha256 kept in the state file). Any
-other file in the way is refused with one line unless ``--overwrite``.
+other file in the way is refused with one line unless ``--overwrite``. The folder is a Store
+(synth.storage): a local folder or any fsspec URL.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
-from pathlib import Path
 
-from .errors import RunError, UsageError
-from .writer import stats_path, write_atomic
+from .errors import UsageError
+from .storage import Store
+from .writer import TMP_MARK, shard_name
 
 STATE_FILE = ".synth-run.json"
-LOCK_FILE = ".synth.lock"
 # Files synth writes beside the shards (their sha256 is recorded once written).
 OWN_FILES = ("dataset.json", "README.md")
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def _shard_glob(name: str) -> str:
     return f"{name}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"
 
 
+def stats_name(tar_name: str) -> str:
+    return tar_name[: -len(".tar")] + ".stats.json"
+
+
 class OutputFolder:
-    def __init__(self, path: Path, name: str):
-        self.path = path
+    def __init__(self, store: Store, name: str):
+        self.store = store
         self.name = name
-        self._lock_fh = None
 
-    def open(self) -> OutputFolder:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / LOCK_FILE
-            self._lock_fh = open(probe, "a")
-        except OSError as e:
-            raise UsageError(f"output folder {self.path} is not writable: {e.strerror or e}") from None
-        try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise RunError(f"another synth run is writing to {self.path}") from None
-            raise
-        return self
-
-    def close(self) -> None:
-        if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
+    @property
+    def path(self):
+        """What to show the user: the folder or the URL."""
+        return getattr(self.store, "path", self.store.url)
 
     def __enter__(self):
-        return self.open()
+        self.store.lock()
+        return self
 
     def __exit__(self, *exc):
-        self.close()
+        self.store.unlock()
 
     # -- the state file: which manifest, which name, which files are ours --------------------------
     def read_state(self) -> dict | None:
-        p = self.path / STATE_FILE
-        if not p.exists():
+        if not self.store.exists(STATE_FILE):
             return None
         try:
-            return json.loads(p.read_text())
+            return json.loads(self.store.read_bytes(STATE_FILE))
         except (OSError, ValueError):
             return None
+
+    def _write_state(self, state: dict) -> None:
+        self.store.write_atomic(STATE_FILE, json.dumps(state, indent=1).encode())
 
     def write_state(self, manifest_hash: str, manifest_path: str) -> None:
         old = self.read_state() or {}
         names = [n for n in old.get("names", [old.get("name")]) if n and n != self.name] + [self.name]
-        body = {
+        self._write_state({
             "manifest_hash": manifest_hash,
             "manifest": manifest_path,
             "name": self.name,
             "names": names,  # every shard name runs into this folder used since the last --overwrite
             "written": old.get("written", {}),
-        }
-        write_atomic(self.path / STATE_FILE, json.dumps(body, indent=1).encode())
+        })
 
     def write_own(self, files: dict[str, bytes]) -> None:
         """Write synth's own files (dataset.json, README.md), recording their sha256 first, so a
@@ -95,33 +75,51 @@ class OutputFolder:
         state = self.read_state() or {}
         written = state.get("written", {})
         for name, data in files.items():
-            before = written.get(name, [])[-1:]  # what is on disk now, if ours
+            before = written.get(name, [])[-1:]  # what is there now, if ours
             written[name] = before + [hashlib.sha256(data).hexdigest()]
         state["written"] = written
-        write_atomic(self.path / STATE_FILE, json.dumps(state, indent=1).encode())
+        self._write_state(state)
         for name, data in files.items():
-            write_atomic(self.path / name, data)
+            self.store.write_atomic(name, data)
 
     def is_ours(self, name: str) -> bool:
         state = self.read_state()
         if state is not None and "written" not in state:
             return True  # a folder from a synth that did not record hashes yet: its files are its own
-        return _sha256(self.path / name) in (state or {}).get("written", {}).get(name, [])
+        try:
+            digest = hashlib.sha256(self.store.read_bytes(name)).hexdigest()
+        except OSError:
+            return False
+        return digest in (state or {}).get("written", {}).get(name, [])
+
+    # -- shards -------------------------------------------------------------------------------
+    def shard_files(self, name: str | None = None) -> list[str]:
+        return self.store.glob(_shard_glob(name or self.name))
+
+    def is_finished(self, index: int) -> bool:
+        tar = shard_name(self.name, index)
+        return self.store.exists(tar) and self.store.exists(stats_name(tar))
+
+    def read_stats(self, index: int) -> dict:
+        return json.loads(self.store.read_bytes(stats_name(shard_name(self.name, index))))
+
+    def remove_stale_temps(self) -> None:
+        """Temp files of killed runs (``.<name>-000003.tar.tmp-<pid>``); safe under the run lock."""
+        for pattern in (f".{self.name}-*{TMP_MARK}*", f".dataset.json{TMP_MARK}*", f".README.md{TMP_MARK}*", f".{STATE_FILE}{TMP_MARK}*"):
+            for n in self.store.glob(pattern):
+                self.store.remove(n)
 
     # -- what is in the way --------------------------------------------------------------------
-    def shard_files(self, name: str | None = None) -> list[Path]:
-        return sorted(self.path.glob(_shard_glob(name or self.name)))
-
     def check_same_manifest(self, manifest_hash: str) -> None:
         """Refuse to mix two datasets in one folder, or to replace a file synth did not write."""
         for own in OWN_FILES:
-            if (self.path / own).exists() and not self.is_ours(own):
+            if self.store.exists(own) and not self.is_ours(own):
                 raise UsageError(
                     f"output folder {self.path} holds a {own} that synth did not write (or that was edited since); "
                     f"synth would replace it: move it away, pass --output to write elsewhere, or --overwrite to replace it"
                 )
         state = self.read_state()
-        has_data = bool(self.shard_files()) or (self.path / "dataset.json").exists()
+        has_data = bool(self.shard_files()) or self.store.exists("dataset.json")
         if not has_data:
             return  # an earlier run that finished no shard left nothing to mix with
         if state is not None and state.get("manifest_hash") != manifest_hash:
@@ -136,20 +134,20 @@ class OutputFolder:
                 f"pass --overwrite to replace them or --output to write elsewhere"
             )
 
-    def _recorded_shards(self) -> set[Path]:
+    def _recorded_shards(self) -> set[str]:
         """Every shard an earlier run recorded here: its dataset.json's list and the shard names
         its state file remembers (a run killed before dataset.json still left its name)."""
-        out: set[Path] = set()
+        out: set[str] = set()
         state = self.read_state() or {}
         for name in state.get("names", [state.get("name")]):
             if name:
                 out.update(self.shard_files(name))
         try:
-            info = json.loads((self.path / "dataset.json").read_text())
+            info = json.loads(self.store.read_bytes("dataset.json"))
             for shard in info.get("shards", []):
-                f = Path(str(shard.get("file", ""))).name
-                if f.endswith(".tar") and (self.path / f).is_file():
-                    out.add(self.path / f)
+                f = str(shard.get("file", "")).rsplit("/", 1)[-1]
+                if f.endswith(".tar") and self.store.exists(f):
+                    out.add(f)
         except (OSError, ValueError, AttributeError):
             pass
         return out
@@ -159,11 +157,11 @@ class OutputFolder:
         dataset.json, the state) and whatever stands under this run's own names; nothing else."""
         removed = 0
         for tar in sorted(self._recorded_shards() | set(self.shard_files())):
-            stats_path(tar).unlink(missing_ok=True)
-            tar.unlink(missing_ok=True)
+            self.store.remove(stats_name(tar))
+            self.store.remove(tar)
             removed += 1
         for extra in (*OWN_FILES, STATE_FILE):
-            (self.path / extra).unlink(missing_ok=True)
-        for p in self.path.glob(f"{self.name}-[0-9]*.stats.json"):
-            p.unlink()
+            self.store.remove(extra)
+        for n in self.store.glob(f"{self.name}-[0-9]*.stats.json"):
+            self.store.remove(n)
         return removed

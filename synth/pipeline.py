@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from .batch import Batch, inherit_labels
 from .errors import RunError, SynthError
@@ -43,16 +43,25 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self.rows: dict[str, list[int]] = {}  # per step: [rows in, rows out] since reset_rows()
 
-    def setup(self) -> None:
+    def setup(self, shared: dict[str, Any] | None = None) -> None:
+        """Set the generator and every stage up; with ``shared`` (another process's
+        ``shared_state()``), stages adopt what was computed there instead of recomputing it."""
         if self.is_set_up:
             return
         self.threads = apply_threads(self.threads_wanted)  # before set-up imports the model library
         if self.generator is not None:
             self._guard(self.manifest.generator, "set-up", self.generator.setup)
         for step, stage in self.steps:
-            self._guard(step, "set-up", stage.setup)
+            if shared is not None and shared.get(step.where) is not None:
+                self._guard(step, "set-up", lambda: stage.adopt(shared[step.where]))
+            else:
+                self._guard(step, "set-up", stage.setup)
         apply_threads(self.threads)  # and after, should set-up have imported it before us
         self.is_set_up = True
+
+    def shared_state(self) -> dict[str, Any]:
+        """What other processes need to set this pipeline up identically (Stage.share)."""
+        return {step.where: stage.share() for step, stage in self.steps}
 
     def describe_generator(self) -> dict | None:
         return self.generator.describe() if self.generator is not None else None

@@ -213,6 +213,18 @@ class Stage:
     def setup(self) -> None:
         """Load models. Called once per process, before the first batch."""
 
+    def share(self) -> Any:
+        """After ``setup()``: what another process needs to set this stage up identically without
+        redoing costly or run-dependent work (a trained head, a calibrated threshold), picklable;
+        None when plain ``setup()`` elsewhere gives the same stage. Executors that run shards in
+        several processes set up one, then ``adopt()`` its result in the others, so a shard's
+        content never depends on which process made it."""
+        return None
+
+    def adopt(self, shared: Any) -> None:
+        """Set up from what ``share()`` returned in another process (instead of ``setup()``)."""
+        self.setup()
+
     def produce(self, indices: Sequence[int]) -> Batch:
         """Source stages: the samples for these global indices."""
         raise NotImplementedError
@@ -223,3 +235,24 @@ class Stage:
 
 
 STAGE_KINDS = ("source", "transform", "expand", "filter", "dataset")
+
+
+class Executor:
+    """Runs a run's pending shard tasks (a ``synth.engine.ShardJob``) and returns one report per
+    worker: {"worker", "shards", "samples", "seconds", "failures", ...}. Every shard is made with
+    ``synth.engine.make_shards``, so all executors write the same bytes. Registered with
+    ``register_executors``; chosen by ``[run] executor`` or ``--executor``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, run_config: Any):
+        self.run_config = run_config  # synth.manifest.RunConfig, command-line options applied
+
+    @classmethod
+    def check_run(cls, run_config: Any) -> list[str]:
+        """Problems with running this way (a library not installed, an output it cannot reach)."""
+        return []
+
+    def run(self, job: Any, progress: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError

@@ -9,12 +9,14 @@ from typing import Iterator
 from .errors import UsageError
 
 
-def iter_samples(tar_path: Path, limit: int | None = None) -> Iterator[dict[str, bytes]]:
-    """Samples of a shard as {"__key__": key, field: bytes}; members of a sample are adjacent."""
+def iter_samples(tar_path, limit: int | None = None) -> Iterator[dict[str, bytes]]:
+    """Samples of a shard (a path or a binary file object) as {"__key__": key, field: bytes};
+    members of a sample are adjacent."""
     n = 0
     current: dict[str, bytes] = {}
+    source = {"fileobj": tar_path} if hasattr(tar_path, "read") else {"name": tar_path}
     try:
-        with tarfile.open(tar_path, mode="r|") as tar:
+        with tarfile.open(mode="r|", **source) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -29,7 +31,7 @@ def iter_samples(tar_path: Path, limit: int | None = None) -> Iterator[dict[str,
                 current.setdefault("__key__", key)
                 current[field] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError) as e:
-        raise UsageError(f"{tar_path}: not a readable shard: {e}") from None
+        raise UsageError(f"{getattr(tar_path, 'name', tar_path)}: not a readable shard: {e}") from None
     if current:
         yield current
 

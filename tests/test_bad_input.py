@@ -168,6 +168,7 @@ def test_overwrite_after_renaming_the_dataset_removes_the_old_shards(tmp_path):
 def test_overwrite_after_a_renamed_run_was_killed_before_dataset_json(tmp_path):
     """The state file remembers every name used, so shards of a run that never finished go too."""
     from synth.output import OutputFolder
+    from synth.storage import LocalStore
 
     m = toy_manifest(tmp_path, n=12, shard=4)
     assert synth("run", "-q", m).returncode == 0
@@ -176,4 +177,4 @@ def test_overwrite_after_a_renamed_run_was_killed_before_dataset_json(tmp_path):
     m.write_text(m.read_text().replace('name = "toy"\noutput', 'name = "other"\noutput'))
     assert synth("run", "-q", "--overwrite", m).returncode == 0
     assert not list(out.glob("toy-*")) and len(list(out.glob("other-*.tar"))) == 3
-    assert OutputFolder(out, "other").read_state()["names"] == ["other"]
+    assert OutputFolder(LocalStore(out), "other").read_state()["names"] == ["other"]

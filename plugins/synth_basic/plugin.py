@@ -12,3 +12,11 @@ def register_stages(register):
     register(Threshold)
     register(FolderSource)
     register(ShardsSource)
+
+
+@hookimpl
+def register_executors(register):
+    # The core's own executor, registered through the same hook as a cluster executor plugin.
+    from synth.engine import LocalExecutor
+
+    register(LocalExecutor)
