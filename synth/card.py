@@ -5,7 +5,6 @@ from __future__ import annotations
 import colorsys
 import json
 import platform
-import sys
 from collections import Counter
 from typing import Any
 
@@ -24,14 +23,13 @@ def palette(n: int) -> list[list[int]]:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the core's libraries and of model libraries a plugin has imported."""
+    """Versions of the core's libraries and of the model libraries installed (whether or not this
+    process imported them: the driver of a cluster run imports none, and dataset.json must not
+    depend on which process wrote it)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"synth": __version__, "python": platform.python_version()}
     for dist in ("numpy", "pillow", "webdataset", "pydantic", "torch", "diffusers", "transformers"):
-        module = {"pillow": "PIL"}.get(dist, dist)
-        if dist in ("torch", "diffusers", "transformers") and module not in sys.modules:
-            continue
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:

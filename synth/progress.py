@@ -50,5 +50,11 @@ def format_summary(s: RunSummary) -> str:
     for stage, (rows_in, rows_out) in s.filter_rows.items():
         if rows_in:
             lines.append(f"{stage}: kept {rows_out} of {rows_in} ({100 * rows_out / rows_in:.1f}%), dropped {rows_in - rows_out} ({100 * (rows_in - rows_out) / rows_in:.1f}%)")
-    lines.append(f"dataset: {s.num_samples} samples; see {s.output / 'dataset.json'}")
+    if len(s.workers) > 1 or any(w.get("failures") for w in s.workers):
+        for w in s.workers:
+            lines.append(
+                f"  {w['worker']}: {w['shards']} shards, {w['samples']} samples, {w['seconds']:.1f} s"
+                + (f", {w['failures']} failures (shard made again elsewhere)" if w.get("failures") else "")
+            )
+    lines.append(f"dataset: {s.num_samples} samples; see {s.output}/dataset.json")
     return "\n".join(lines)

@@ -40,7 +40,8 @@ def safe_url(url: str) -> str:
 class Store:
     """A run's output root. Names are relative (``d-000001.tar``, ``dataset.json``)."""
 
-    url: str
+    url: str  # what to show: no credentials
+    location: str  # what open_store() was given (another process opens the same store with it)
     staging: Path  # where shards are written before publish()
 
     def exists(self, name: str) -> bool: ...
@@ -65,7 +66,7 @@ class LocalStore(Store):
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.url = str(self.path)
+        self.url = self.location = str(self.path)
         self.staging = self.path
         self._lock_fh = None
 
@@ -126,6 +127,7 @@ class FsspecStore(Store):
         except (ImportError, ValueError) as e:  # an unknown protocol, or its package missing (s3fs, gcsfs)
             raise UsageError(f"output {safe_url(url)}: {e}".split("\n")[0]) from None
         self.root = root.rstrip("/")
+        self.location = url  # as given, for other processes to open (never printed: it may hold secrets)
         self.url = safe_url(url)
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.staging = Path(tempfile.mkdtemp(prefix="synth-staging-"))

@@ -26,15 +26,15 @@ def test_third_party_plugin_is_listed_only_when_allowed(example_plugin):
     res = synth("plugins", "--json", env={**env, "SYNTH_LOAD_PLUGINS": ""})
     assert res.returncode == 0
     names = {p["name"] for p in json.loads(res.stdout)}
-    assert names == {"basic", "toy", "diffusers", "shapes", "pixelhead"}  # installed but not allowed: not even imported
+    assert names == {"basic", "toy", "diffusers", "shapes", "pixelhead", "ray"}  # installed but not allowed: not even imported
     res = synth("plugins", "--json", env=example_plugin)
     plugins = {p["name"]: p for p in json.loads(res.stdout)}
     ex = plugins["example"]
     assert ex["version"] == "0.3.1" and ex["distribution"] == "synth-example-plugin" and not ex["builtin"]
-    assert ex["stages"] == ["mirror", "bright_seg", "boom"] and ex["models"] == ["example-model"]
+    assert ex["stages"] == ["mirror", "bright_seg", "boom", "nap"] and ex["models"] == ["example-model"]
     assert plugins["diffusers"]["generators"] == ["diffusers"] and plugins["diffusers"]["builtin"]
     text = synth("plugins", env=example_plugin).stdout
-    assert "example 0.3.1 (third-party" in text and "stages: mirror, bright_seg, boom" in text
+    assert "example 0.3.1 (third-party" in text and "stages: mirror, bright_seg, boom, nap" in text
 
 
 def test_not_allowed_plugin_stage_is_unknown(tmp_path, example_plugin):

@@ -16,7 +16,7 @@ from synth.protocols import Stage
 from .annotations import load_examples
 from .config import DropUncertainConfig, PixelHeadConfig
 from .extraction import feature_groups, replayable
-from .head import image_uncertainty
+from .head import Ensemble, image_uncertainty
 from .training import cache_root, calibrate, head_key, load_head, save_head, train_head
 
 SCORE = "label_uncertainty"
@@ -86,10 +86,30 @@ class PixelHead(Stage):
             self.head_id = key[:16]
             if cfg.save_to:
                 save_head(ctx.resolve_path(cfg.save_to), self.ensemble, self.info)
-        self.ensemble.to(getattr(gen, "device", "cpu"))  # label where the features are
+        self._ready()
+
+    def _ready(self) -> None:
+        ctx = self.context
+        self.ensemble.to(getattr(ctx.generator, "device", "cpu"))  # label where the features are
         calibration = self.info.get("calibration", {}).get(SCORE, [])
         ctx.extra.setdefault("score_calibration", {})[SCORE] = calibration
-        self.top_fraction = self.info.get("top_fraction", cfg.top_fraction)
+        self.top_fraction = self.info.get("top_fraction", self.config.top_fraction)
+
+    def share(self) -> dict:
+        """The trained (or loaded) head itself, so other processes label with exactly this head
+        and its calibration, without looking for it, training it or calibrating again."""
+        state = {k: v.cpu().numpy() for k, v in self.ensemble.state().items()}
+        return {"state": state, "info": self.info, "head_id": self.head_id}
+
+    def adopt(self, shared: dict) -> None:
+        import torch
+
+        gen = self.context.generator
+        self.info, self.head_id, self.head_source = shared["info"], shared["head_id"], "shared"
+        state = {k: torch.from_numpy(v) for k, v in shared["state"].items()}
+        self.ensemble = Ensemble.from_state(state, self.info["hidden"], len(self.info["classes"]), self.info["ensemble"])
+        self.spec = gen.feature_spec(self.info["spec"])
+        self._ready()
 
     def _check_loaded(self, folder) -> None:
         classes = self.context.classes

@@ -68,11 +68,30 @@ class Boom(Stage):
         return batch
 
 
+class NapConfig(PluginConfig):
+    seconds: float = Field(0.1, ge=0, description="Sleep this long per batch")
+
+
+class Nap(Stage):
+    """Transform that takes its time (a stand-in for a slow model, for kill tests)."""
+
+    name = "nap"
+    kind = "transform"
+    Config = NapConfig
+
+    def process(self, batch: Batch) -> Batch:
+        import time
+
+        time.sleep(self.config.seconds)
+        return batch
+
+
 @hookimpl
 def register_stages(register):
     register(Mirror)
     register(BrightSeg)
     register(Boom)
+    register(Nap)
 
 
 @hookimpl
