@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch/torchvision pinned to the CPU-machine builds this project is developed against.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[diffusers,test]"
+	$(BIN)/python -m pip install -q -e ".[diffusers,ray,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,7 +21,8 @@ demo: $(STAMP)
 	$(BIN)/synth preview out/quickstart -o out/quickstart/preview.png
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	# two workers: most tests wait on imports and subprocesses, not on both cores
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --durations=15
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/engine_overhead.py

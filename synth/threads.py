@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -41,8 +42,6 @@ def _cpu_times() -> tuple[int, int] | None:
 
 def busy_cores(window: float = 0.25) -> float:
     """How many cores other processes keep busy now (this process is idle while it measures)."""
-    import time
-
     first = _cpu_times()
     if first is None:
         try:
