@@ -138,8 +138,9 @@ class Generator:
         """Images (B, H, W, 3) uint8 from latents and conditions."""
         raise NotImplementedError
 
-    def invert(self, images: np.ndarray, conditions: list[dict]) -> np.ndarray:
-        """Initial latents that decode back to about these images (capability "invert")."""
+    def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:
+        """Initial latents that decode back to about these images (capability "invert");
+        ``options`` are the generator's own (e.g. method, steps)."""
         raise NotImplementedError(f"generator {self.name!r} cannot invert images")
 
     def features(self, images: np.ndarray, conditions: list[dict], spec: Any, latents: np.ndarray | None = None) -> list[Any]:

@@ -36,6 +36,11 @@ class DiffusersConfig(PluginConfig):
     negative_prompt: str | None = None
     guidance_scale: float = Field(7.5, ge=0.0, le=50.0)
     height: int | None = Field(None, ge=8, multiple_of=8)
+    micro_batch: int = Field(
+        16, ge=1, le=1024,
+        description="The model always sees this many samples at once (the last group padded): its kernels' results "
+        "depend on the batch size, so a sample's pixels then never depend on the batch it came in",
+    )
     width: int | None = Field(None, ge=8, multiple_of=8)
 
     @model_validator(mode="after")

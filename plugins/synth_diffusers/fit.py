@@ -26,6 +26,7 @@ from synth.manifest import Manifest, load_manifest
 from synth.seeding import sample_rng, sample_seed
 
 from .fit_config import FitConfig
+from .fit_recipe import ema_decay, loss_weights, snr, timestep_probs
 from .loading import pick_device_dtype
 from .plots import image_grid, loss_curve
 
@@ -133,12 +134,18 @@ class Trainer:
         self.images = torch.from_numpy(data.images).to(self.device)
         self.labels = None if self.num_classes is None else torch.from_numpy(data.labels).to(self.device)
         self.amp_dtype = None
-        if self.device.type == "cuda":
-            mp = cfg.mixed_precision
-            if mp in ("auto", "bf16"):
-                self.amp_dtype = torch.bfloat16
-            elif mp == "fp16":
-                self.amp_dtype = torch.float16
+        mp = cfg.mixed_precision
+        if mp == "bf16" or (mp == "auto" and self.device.type == "cuda"):
+            self.amp_dtype = torch.bfloat16
+        elif mp == "fp16":
+            if self.device.type != "cuda":
+                raise UsageError("fit.mixed_precision: fp16 needs a GPU (use bf16 on CPUs)")
+            self.amp_dtype = torch.float16
+        if cfg.channels_last:
+            self.unet = self.unet.to(memory_format=torch.channels_last)
+        alphas = self.sched.alphas_cumprod.numpy()
+        self.loss_weight = torch.from_numpy(loss_weights(snr(alphas), cfg.loss_weighting, cfg.snr_gamma, cfg.prediction_type)).float().to(self.device)
+        self.t_probs = torch.from_numpy(timestep_probs(alphas, cfg.timestep_sampling, cfg.logsnr_mean, cfg.logsnr_std))
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
         self.losses: list[float] = []
@@ -183,15 +190,24 @@ class Trainer:
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         g = torch.Generator().manual_seed(sample_seed(self.seed, self.step, "fit-noise"))
         noise = torch.randn(x0.shape, generator=g).to(self.device)
-        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g).to(self.device)
+        if cfg.timestep_sampling == "uniform":  # the original recipe's draw, kept bit for bit
+            t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=g).to(self.device)
+        else:
+            t = torch.multinomial(self.t_probs, cfg.batch_size, replacement=True, generator=g).to(self.device)
         xt = self.sched.add_noise(x0, noise, t)
         target = noise if cfg.prediction_type == "epsilon" else self.sched.get_velocity(x0, noise, t)
         labels = None if self.labels is None else self.labels[idx]
         for group in self.opt.param_groups:
             group["lr"] = _lr_at(cfg, self.step)
+        if cfg.channels_last:
+            xt = xt.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             pred = self.unet(xt, t, class_labels=labels).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), target)
+        if cfg.loss_weighting == "uniform":  # the original recipe's loss, kept bit for bit
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
+        else:
+            per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+            loss = (per_sample * self.loss_weight[t]).mean()
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -206,7 +222,7 @@ class Trainer:
         else:
             self.opt.step()
         if self.ema is not None:
-            decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+            decay = ema_decay(self.step, cfg.ema_decay, cfg.ema_warmup)
             with torch.no_grad():
                 ema_p = list(self.ema.parameters())
                 torch._foreach_lerp_(ema_p, [p.detach() for p in self.unet.parameters()], 1.0 - decay)
@@ -231,6 +247,8 @@ class Trainer:
         if self.ema is not None:
             save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, tmp / "ema.safetensors")
         self.torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+        if self.scaler is not None:  # fp16 on a GPU: the loss scale is state too
+            self.torch.save(self.scaler.state_dict(), tmp / "scaler.pt")
         state = {"step": self.step, "losses": self.losses, "seconds": self.seconds, "recipe": self.recipe, "num_classes": self.num_classes}
         (tmp / "state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
@@ -254,6 +272,8 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(load_file(ckpt / "ema.safetensors", device=str(self.device)))
         self.opt.load_state_dict(self.torch.load(ckpt / "optimizer.pt", map_location=self.device, weights_only=True))
+        if self.scaler is not None and (ckpt / "scaler.pt").exists():
+            self.scaler.load_state_dict(self.torch.load(ckpt / "scaler.pt", weights_only=True))
         self.step, self.losses, self.seconds = state["step"], list(state["losses"]), float(state["seconds"])
 
     # -- pictures and the final pipeline -----------------------------------------------------

@@ -26,6 +26,11 @@ class FitConfig(PluginConfig):
     num_train_timesteps: int = Field(1000, ge=10, le=4000)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    loss_weighting: Literal["uniform", "min_snr"] = Field("uniform", description="min_snr: Min-SNR-gamma weighting (Hang et al. 2023)")
+    snr_gamma: float = Field(5.0, gt=0, description="gamma of min_snr")
+    timestep_sampling: Literal["uniform", "logsnr"] = Field("uniform", description="logsnr: log-SNR ~ N(logsnr_mean, logsnr_std), concentrating on mid noise")
+    logsnr_mean: float = Field(0.0, description="Mean of the log-SNR normal (timestep_sampling = logsnr)")
+    logsnr_std: float = Field(2.0, gt=0, description="Std of the log-SNR normal")
     # Optimisation
     steps: int = Field(10000, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -35,10 +40,12 @@ class FitConfig(PluginConfig):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables EMA")
+    ema_warmup: bool = Field(True, description="Decay min(ema_decay, (1 + step) / (10 + step)): early averages forget the random start")
     hflip: bool = Field(True, description="Random horizontal flips")
     # Execution
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="auto: bf16 on cuda, else no")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="auto: bf16 on cuda, else no; bf16 also runs on CPUs (autocast)")
+    channels_last: bool = Field(False, description="Channels-last memory format (faster convolutions on some CPUs and GPUs)")
     max_minutes: float | None = Field(None, gt=0, description="Stop (and save) after this much training time")
     threads: int | None = Field(None, ge=1, description="torch threads (default: cores minus the machine's load; see synth.threads)")
     # Checkpoints and progress
@@ -47,6 +54,12 @@ class FitConfig(PluginConfig):
     grid_samples: int = Field(64, ge=1, le=256)
     grid_steps: int = Field(25, ge=1, le=1000, description="DDIM steps for the sample grid")
     license: str = Field("apache-2.0", description="Licence written into the model card")
+
+    @model_validator(mode="after")
+    def _combinations(self):
+        if self.mixed_precision == "fp16" and self.device == "cpu":
+            raise ValueError("mixed_precision fp16 needs a GPU (use bf16 on CPUs)")
+        return self
 
     @model_validator(mode="after")
     def _arch(self):

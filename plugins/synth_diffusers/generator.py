@@ -183,15 +183,33 @@ class DiffusersGenerator(Generator):
         return np.stack([self.torch.randn(shape, generator=g).numpy() for g in self._generators(indices, seed, "latent")])
 
     def decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
+        # Torch's kernels give (slightly) different results for different batch sizes, never for
+        # different neighbours: decode in groups of exactly micro_batch, padding the last one.
+        latents = np.asarray(latents, dtype=np.float32)
+        n, f = len(latents), self.config.micro_batch
+        out = []
+        for s in range(0, n, f):
+            z, conds, idx = latents[s : s + f], list(conditions[s : s + f]), list(indices[s : s + f])
+            pad = f - len(z)
+            if pad:
+                z = np.concatenate([z, np.zeros((pad, *z.shape[1:]), np.float32)])
+                conds, idx = conds + [conds[0]] * pad, idx + [idx[0]] * pad
+            out.append(self._decode_group(z, conds, idx, seed)[: f - pad])
+        return np.concatenate(out) if out else np.zeros((0, *self._image_shape()), np.uint8)
+
+    def _image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.latent_shape()
+        scale = 1 if self.kind == "unet2d" else self.pipe.vae_scale_factor
+        return (h * scale, w * scale, 3)
+
+    def _decode_group(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
         torch = self.torch
-        z = torch.from_numpy(np.asarray(latents, dtype=np.float32)).to(self.device, self.dtype)
+        z = torch.from_numpy(latents).to(self.device, self.dtype)
         gens = self._generators(indices, seed, "denoise")
         with torch.inference_mode():
             if self.kind == "unet2d":
-                images = self._decode_unet2d(z, conditions, gens)
-            else:
-                images = self._decode_text2image(z, conditions, gens)
-        return images
+                return self._decode_unet2d(z, conditions, gens)
+            return self._decode_text2image(z, conditions, gens)
 
     def _decode_unet2d(self, z, conditions, gens) -> np.ndarray:
         torch, unet = self.torch, self.pipe.unet
@@ -302,9 +320,31 @@ class DiffusersGenerator(Generator):
             raise UsageError(f"features: {self.config.model} is class-conditional and a sample has no class label")
         return self.torch.tensor([c["class"] for c in conditions], device=self.device)
 
+    def _grouped(self, fn, arrays: list, conditions: list[dict]):
+        """``fn(*arrays_group, conditions_group)`` on groups of exactly micro_batch rows (the last
+        padded with copies of its first row), results trimmed and joined: a row's result never
+        depends on how many rows came with it (see decode)."""
+        n, f = len(conditions), self.config.micro_batch
+        outs = []
+        for s in range(0, n, f):
+            group = [None if a is None else np.asarray(a[s : s + f]) for a in arrays]
+            conds = list(conditions[s : s + f])
+            keep = len(conds)
+            if keep < f:
+                group = [None if g is None else np.concatenate([g] + [g[:1]] * (f - keep)) for g in group]
+                conds += [conds[0]] * (f - keep)
+            out = fn(*group, conds)
+            outs.append([o[:keep] for o in out] if isinstance(out, list) else out[:keep])
+        if outs and isinstance(outs[0], list):
+            return [self.torch.cat([o[i] for o in outs]) for i in range(len(outs[0]))]
+        return np.concatenate(outs)
+
     def features(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None) -> list:
         """Feature pyramid of images; with spec.source "trajectory" and the samples' initial
         ``latents``, read from their own denoising paths instead (see features.py)."""
+        return self._grouped(lambda im, z, conds: self._features_group(im, conds, spec, z), [images, latents], list(conditions))
+
+    def _features_group(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None) -> list:
         from .features import extract, extract_inverted
 
         torch = self.torch
@@ -353,17 +393,27 @@ class DiffusersGenerator(Generator):
 
         self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done)
 
-    def invert(self, images: np.ndarray, conditions: list[dict]) -> np.ndarray:
-        """Initial latents that decode (deterministically, e.g. ddim with eta 0) back to about
-        these images: DDIM inversion along the configured number of steps."""
-        from .features import ddim_invert
+    def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:
+        """Initial latents that the deterministic sampler (ddim, eta 0) decodes back to about
+        these images, along the sampler's own timesteps (see inversion.py). ``options``:
+        method ("ddim" | "fixed_point"), steps (default: the generator's), iterations."""
+        return self._grouped(lambda im, conds: self._invert_group(im, conds, options or {}), [images], list(conditions))
+
+    def _invert_group(self, images: np.ndarray, conditions: list[dict], options: dict) -> np.ndarray:
+        from .inversion import invert
 
         torch = self.torch
         with torch.inference_mode():
             x0, kwargs = self._model_space(images, conditions)
-            sched = self._fresh_scheduler()
-            grid = [0] + sorted({int(t) for t in sched.timesteps.tolist()} - {0})
-            x = ddim_invert(self.pipe.unet, self._train_schedule().alphas_cumprod, x0, grid, self._prediction_type(), kwargs)
+            sched = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+            sched.set_timesteps(int(options.get("steps") or self.config.steps))
+            grid = sorted({int(t) for t in sched.timesteps.tolist()})
+            final = getattr(sched, "final_alpha_cumprod", None)
+            x = invert(
+                self.pipe.unet, self._train_schedule().alphas_cumprod, x0, grid, self._prediction_type(),
+                method=options.get("method", "ddim"), iterations=int(options.get("iterations", 2)), unet_kwargs=kwargs,
+                a_start=float(final) if final is not None else 1.0, dtype=self.dtype,
+            )
             return (x / sched.init_noise_sigma).float().cpu().numpy()
 
     def bundled(self, kind: str) -> list[Path]:

@@ -1,0 +1,165 @@
+"""How much shape fidelity `synth fit` buys per minute, for the old recipe and the new ones.
+
+Each recipe trains the same UNet2DModel on the same shapes-world scenes for the same compute
+(minutes of this process's CPU time, with one torch thread, so other load on the machine does not
+bend the comparison), and is measured every few minutes on samples of its EMA weights (DDIM,
+20 steps): shape fidelity against real test scenes (the shipped oracle segmenter) and precision /
+recall (the shipped feature network). Writes a table and a PNG curve.
+
+    python bench/fit_curve.py [--minutes 20] [--every 4] [--recipes old minsnr minsnr-v]
+        [--samples 200] [--out bench-out/fit_curve]
+
+Last line, for scripts:
+`old: fidelity <f> at <m> min; best <name>: fidelity <f2> at <m> min, old's final reached at <m3> min (<x>x faster)`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ARCH = dict(block_out_channels=[32, 64, 96], layers_per_block=1, attention_levels=[2], norm_num_groups=8)
+RECIPES = {
+    # the recipe of the shipped shapes-32 (stage 1)
+    "old": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
+    "minsnr": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="min_snr", timestep_sampling="uniform"),
+    "minsnr-logsnr": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="min_snr", timestep_sampling="logsnr"),
+    "minsnr-v": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+    "minsnr-v-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+}
+
+
+def manifest(folder: Path, recipe: dict, images: int, minutes: float) -> Path:
+    fit = {**ARCH, **recipe, "output": str(folder / "model"), "steps": 10**7, "batch_size": 32, "lr_schedule": "constant", "hflip": True}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in fit.items()]
+    text = f'[dataset]\nnum_samples = {images}\nshard_size = {images}\nseed = 0\n[run]\nbatch_size = 256\n[[stage]]\nname = "shapes"\nsize = 32\ndifficulty = 0.5\nsplit = "train"\n[fit]\n' + "\n".join(lines) + "\n"
+    path = folder / "fit.toml"
+    path.write_text(text)
+    return path
+
+
+def evaluate(trainer, oracle, featnet, real_images, real_feats, n: int) -> dict:
+    from synth.metrics import prdc
+    from synth_shapes.oracle import shape_fidelity
+
+    samples = trainer.sample(n, 20)
+    fid = shape_fidelity(oracle, samples, real_images)
+    feats, _ = featnet.embed(samples)
+    pr = prdc(real_feats, feats, k=3)
+    return {"fidelity": fid["fidelity"], "precision": pr["precision"], "recall": pr["recall"]}
+
+
+def run_recipe(name: str, recipe: dict, args, oracle, featnet, real_images, real_feats) -> list[dict]:
+    import torch
+
+    from synth.manifest import load_manifest
+    from synth_diffusers.fit import Trainer, load_training_data, read_fit_config
+
+    torch.set_num_threads(1)
+    folder = Path(tempfile.mkdtemp(prefix=f"synth-fitcurve-{name}-"))
+    m = load_manifest(manifest(folder, recipe, args.images, args.minutes))
+    cfg = read_fit_config(m)
+    trainer = Trainer(m, cfg, folder / "model", load_training_data(m, lambda d, t: None))
+    curve, cpu, next_eval = [], 0.0, 0.0
+    while True:
+        if cpu >= next_eval * 60:
+            row = {"recipe": name, "minutes": round(cpu / 60, 2), "steps": trainer.step, **evaluate(trainer, oracle, featnet, real_images, real_feats, args.samples)}
+            curve.append(row)
+            print(f"  {name:>16} {row['minutes']:6.1f} min {row['steps']:6d} steps: fidelity {row['fidelity']:.3f}, precision {row['precision']:.3f}, recall {row['recall']:.3f}", flush=True)
+            next_eval += args.every
+            if cpu >= args.minutes * 60:
+                return curve
+        t0 = time.process_time()
+        trainer.train_step()
+        cpu += time.process_time() - t0
+
+
+def reach(curve: list[dict], target: float) -> float | None:
+    for row in curve:
+        if row["fidelity"] >= target:
+            return row["minutes"]
+    return None
+
+
+def plot(curves: dict[str, list[dict]], path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 900, 360, 50
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    colours = [(30, 80, 200), (200, 60, 40), (40, 150, 60), (150, 60, 160), (200, 140, 0)]
+    top_x = max(r["minutes"] for c in curves.values() for r in c) or 1
+    panels = [("fidelity", 0), ("precision", 1), ("recall", 2)]
+    pw = (w - pad) // 3
+    for metric, k in panels:
+        x0 = pad + k * pw
+        d.line([(x0, 20), (x0, h - pad), (x0 + pw - 20, h - pad)], fill="black")
+        d.text((x0 + 5, 5), metric, fill="black")
+        d.text((x0, h - pad + 5), "0", fill="black")
+        d.text((x0 + pw - 60, h - pad + 5), f"{top_x:.0f} min", fill="black")
+        for v in (0.0, 0.5, 1.0):
+            y = h - pad - v * (h - pad - 20)
+            d.text((x0 - 25, y - 6), f"{v:.1f}", fill="black")
+        for i, (name, c) in enumerate(curves.items()):
+            pts = [(x0 + r["minutes"] / top_x * (pw - 20), h - pad - min(r[metric], 1.2) / 1.2 * (h - pad - 20) * 1.2) for r in c]
+            if len(pts) > 1:
+                d.line(pts, fill=colours[i % 5], width=2)
+    for i, name in enumerate(curves):
+        d.text((pad + 10 + i * 170, h - 20), name, fill=colours[i % 5])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=20.0, help="CPU minutes of training per recipe (one thread)")
+    ap.add_argument("--every", type=float, default=4.0, help="evaluate every this many minutes")
+    ap.add_argument("--recipes", nargs="+", default=["old", "minsnr", "minsnr-v"], choices=sorted(RECIPES))
+    ap.add_argument("--images", type=int, default=20000, help="training scenes")
+    ap.add_argument("--samples", type=int, default=200, help="generated samples per evaluation")
+    ap.add_argument("--out", type=Path, default=Path("bench-out/fit_curve"))
+    args = ap.parse_args()
+
+    from synth_shapes.featurenet import FeatureNet
+    from synth_shapes.oracle import Oracle
+    from synth_shapes.world import render_many
+
+    oracle, featnet = Oracle(), FeatureNet()
+    real_images, _ = render_many(0, range(1000), 32, 0.5, "test")
+    real_feats, _ = featnet.embed(real_images)
+    curves = {}
+    for name in args.recipes:
+        print(f"{name}: {RECIPES[name]}", flush=True)
+        curves[name] = run_recipe(name, RECIPES[name], args, oracle, featnet, real_images, real_feats)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fit_curve.json").write_text(json.dumps(curves, indent=1))
+    plot(curves, args.out / "fit_curve.png")
+    print("\n| recipe | " + " | ".join(f"{r['minutes']:.0f} min" for r in curves[args.recipes[0]]) + " |")
+    print("| --- |" + " --- |" * len(curves[args.recipes[0]]))
+    for name, c in curves.items():
+        print(f"| {name} | " + " | ".join(f"{r['fidelity']:.2f} ({r['precision']:.2f}/{r['recall']:.2f})" for r in c) + " |")
+    print("(fidelity (precision/recall) against CPU minutes of training, one thread)")
+    old = curves.get("old")
+    others = {k: v for k, v in curves.items() if k != "old"}
+    if old and others:
+        target = old[-1]["fidelity"]
+        best = max(others, key=lambda k: others[k][-1]["fidelity"])
+        hit = reach(others[best], target)
+        speed = f"{old[-1]['minutes'] / hit:.1f}x faster" if hit else "never"
+        print(
+            f"old: fidelity {target:.3f} at {old[-1]['minutes']:.0f} min; best {best}: fidelity {others[best][-1]['fidelity']:.3f} at "
+            f"{others[best][-1]['minutes']:.0f} min, old's final reached at {hit if hit is not None else 'never'} min ({speed})"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
