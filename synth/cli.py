@@ -166,6 +166,18 @@ def evaluate(manifest: Path, labelled: str, masks, size, count, source_toml, as_
 
 
 @main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("key")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the image (default: KEY.png here).")
+def regenerate(output: Path, key: str, out: Path | None):
+    """Rebuild sample KEY of OUTPUT from its record alone (latent, condition, seed); checks it is byte-identical."""
+    from .regenerate import regenerate as run_regenerate
+
+    r = run_regenerate(output, key, out)
+    click.echo(f"regenerated {r['key']} (from {r['shard']}) into {r['written']}: byte-identical to the shard's image")
+
+
+@main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--samples", "-n", default=3, show_default=True, help="How many samples' metadata to show.")

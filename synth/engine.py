@@ -60,6 +60,7 @@ class ShardJob:
     name: str
     quiet: bool = False
     threads: int | None = None
+    reports: dict[str, dict] = field(default_factory=dict)  # filled by the executor: Pipeline.reports()
 
 
 @dataclass
@@ -219,6 +220,7 @@ class LocalExecutor(Executor):
     def run(self, job: ShardJob, progress: Progress) -> list[dict]:
         pipeline = Pipeline(job.manifest, quiet=job.quiet, threads=job.threads)
         pipeline.setup()
+        job.reports.update(pipeline.reports())
         t0 = time.perf_counter()
         made = {"shards": 0, "samples": 0}
 
@@ -284,10 +286,13 @@ def run(
             if pending:
                 done_samples = sum(t.size for t in tasks) - sum(t.size for t in pending)
                 progress.start(manifest.dataset.num_samples, len(tasks), done_samples, summary.shards_skipped)
+                job = ShardJob(manifest, pending, store, name, quiet, threads)
                 try:
-                    summary.workers = executor.run(ShardJob(manifest, pending, store, name, quiet, threads), progress)
+                    summary.workers = executor.run(job, progress)
                 finally:
                     progress.close()
+                if job.reports:
+                    folder.write_reports(job.reports)
                 summary.shards_made = len(pending)
                 summary.source_samples_made = sum(t.size for t in pending)
                 summary.threads = next((w.get("threads") for w in summary.workers if w.get("threads")), None)
@@ -318,6 +323,9 @@ def _summarise(folder: OutputFolder, manifest: Manifest, tasks: list[ShardTask],
     generator_info = json.loads(first["json"]).get("generator") if first else None
     fields = _fields_from_shards(folder, stats)
     info = dataset_json(manifest, stats, generator_info, fields)
+    reports = folder.read_reports()
+    if reports:
+        info["reports"] = reports
     try:
         folder.write_own({"dataset.json": json.dumps(info, indent=1, sort_keys=True).encode(), "README.md": readme_card(manifest, info).encode()})
     except OSError as e:

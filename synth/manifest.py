@@ -290,6 +290,43 @@ def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, genera
         problems += [_at("generator", p) for p in generator.cls.check_plan(generator.config, PlanContext(**ctx, position=-1))]
     for i, step in enumerate(stages):
         problems += [_at(step.where, p) for p in step.cls.check_plan(step.config, PlanContext(**ctx, position=i))]
+    if problems:
+        return problems
+    info = generator.cls.static_info(generator.config, PlanContext(**ctx, position=-1)) if generator is not None else None
+    caps = (info or {}).get("capabilities")
+    for step in stages:
+        missing = sorted(step.cls.requires - caps) if caps is not None else []
+        if missing:
+            problems.append(f"{step.where}: stage {step.name!r} needs {missing}, which {generator.config.model if hasattr(generator.config, 'model') else generator.name} does not offer")
+    return problems + _check_latents_and_labels(stages, lambda i: PlanContext(**ctx, position=i))
+
+
+def _check_latents_and_labels(stages: list[Step], plan_at) -> list[str]:
+    """Two policies, followed through the pipeline (see Stage.latents and Stage.seg):
+    an operator on latents needs an earlier stage that gives them; a stage that changes what
+    images show drops their seg labels, so a labeller must follow it."""
+    problems = []
+    have_latents, gave = False, None
+    made_seg, dropped = None, None
+    for i, step in enumerate(stages):
+        effect = getattr(step.cls, "latents", None)
+        if effect == "needs" and not have_latents:
+            why = f" ({gave})" if gave else ""
+            problems.append(f"{step.where}: stage {step.name!r} works on latents, but no earlier stage gives them{why}; add an invert stage before it")
+        out = step.cls.latents_out(step.config, plan_at(i))
+        if out is not None:
+            have_latents = out
+            gave = None if out else f"{step.where} {step.name!r} has none" if i == 0 else f"{step.where} {step.name!r} drops them"
+        seg = getattr(step.cls, "seg", None)
+        if seg == "makes":
+            made_seg, dropped = step, None
+        elif seg == "drops" and made_seg is not None and dropped is None:
+            dropped = step
+    if dropped is not None:
+        problems.append(
+            f"{dropped.where}: stage {dropped.name!r} changes what images show, so it drops the labels {made_seg.where} "
+            f"{made_seg.name!r} made; add a labeller (e.g. pixelhead) after it, or label before nothing changes"
+        )
     return problems
 
 
@@ -316,6 +353,22 @@ def source_step(registry: Registry, raw: dict, where: str, problems: list[str] |
         step = _validate_step(registry, "stage", raw, where, collect)
         if step is not None and step.cls.kind != "source":
             collect.append(f"{where}: {step.name!r} is a {step.cls.kind} stage, a source stage is needed here")
+            step = None
+    if problems is None and collect:
+        raise UsageError("; ".join(collect))
+    return step
+
+
+def stage_step(registry: Registry, raw: dict, where: str, problems: list[str] | None = None, kinds: tuple[str, ...] = ("transform",)) -> Step:
+    """A stage table embedded in another stage's config (e.g. a labeller), of one of ``kinds``."""
+    collect = [] if problems is None else problems
+    step = None
+    if not isinstance(raw.get("name"), str):
+        collect.append(f"{where}.name: a stage name is needed")
+    else:
+        step = _validate_step(registry, "stage", raw, where, collect)
+        if step is not None and step.cls.kind not in kinds:
+            collect.append(f"{where}: {step.name!r} is a {step.cls.kind} stage, a {' or '.join(kinds)} stage is needed here")
             step = None
     if problems is None and collect:
         raise UsageError("; ".join(collect))

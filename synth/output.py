@@ -17,6 +17,7 @@ from .storage import Store
 from .writer import TMP_MARK, shard_name
 
 STATE_FILE = ".synth-run.json"
+REPORTS = "reports.json"
 # Files synth writes beside the shards (their sha256 is recorded once written).
 OWN_FILES = ("dataset.json", "README.md")
 
@@ -67,6 +68,7 @@ class OutputFolder:
             "name": self.name,
             "names": names,  # every shard name runs into this folder used since the last --overwrite
             "written": old.get("written", {}),
+            "extra": old.get("extra", []),
         })
 
     def write_own(self, files: dict[str, bytes]) -> None:
@@ -81,6 +83,38 @@ class OutputFolder:
         self._write_state(state)
         for name, data in files.items():
             self.store.write_atomic(name, data)
+
+    def write_reports(self, reports: dict[str, dict]) -> None:
+        """Stages' set-up reports: their files beside the shards (stage3-sigma_auto.png), the rest
+        in reports.json (read into dataset.json); all recorded as ours."""
+        state = self.read_state() or {}
+        extra = set(state.get("extra", []))
+        out = {}
+        for where, rep in sorted(reports.items()):
+            rep = dict(rep)
+            files = rep.pop("files", {}) or {}
+            prefix = where.replace("[", "").replace("]", "")
+            rep["files"] = []
+            for fname, data in sorted(files.items()):
+                name = f"{prefix}-{fname}"
+                extra.add(name)
+                rep["files"].append(name)
+            out[where] = (rep, files, prefix)
+        state["extra"] = sorted(extra | {REPORTS})
+        self._write_state(state)  # recorded as ours before they exist: a kill never leaves them foreign
+        for where, (rep, files, prefix) in out.items():
+            for fname, data in sorted(files.items()):
+                self.store.write_atomic(f"{prefix}-{fname}", data)
+        out = {where: rep for where, (rep, _, _) in out.items()}
+        self.store.write_atomic(REPORTS, json.dumps(out, indent=1, sort_keys=True, default=str).encode())
+
+    def read_reports(self) -> dict | None:
+        if not self.store.exists(REPORTS):
+            return None
+        try:
+            return json.loads(self.store.read_bytes(REPORTS))
+        except (OSError, ValueError):
+            return None
 
     def is_ours(self, name: str) -> bool:
         state = self.read_state()
@@ -160,6 +194,8 @@ class OutputFolder:
             self.store.remove(stats_name(tar))
             self.store.remove(tar)
             removed += 1
+        for extra in (self.read_state() or {}).get("extra", []):
+            self.store.remove(str(extra).rsplit("/", 1)[-1])
         for extra in (*OWN_FILES, STATE_FILE):
             self.store.remove(extra)
         for n in self.store.glob(f"{self.name}-[0-9]*.stats.json"):

@@ -12,7 +12,10 @@ from .plugins import one_line
 from .threads import apply_threads
 from .protocols import RunContext
 
-COMMON_RECORD_FIELDS = {"scores": {}, "class": None, "class_name": None, "condition": {}, "lineage": []}
+# Every sample's json carries these keys (Hugging Face's loader infers one schema from a few
+# samples): group (a parent and its children share it), decode (what regenerates the image),
+# class_soft (an interpolation between two classes).
+COMMON_RECORD_FIELDS = {"scores": {}, "class": None, "class_name": None, "condition": {}, "lineage": [], "group": None, "decode": None, "class_soft": None}
 
 
 def _range_text(keys: list[str]) -> str:
@@ -31,6 +34,8 @@ class Pipeline:
             classes=list(manifest.dataset.classes),
             registry=manifest.registry,
             quiet=quiet,
+            num_samples=manifest.dataset.num_samples,
+            latent_dtype=manifest.dataset.latent_dtype,
         )
         self.generator = None
         if manifest.generator is not None:
@@ -58,6 +63,15 @@ class Pipeline:
                 self._guard(step, "set-up", stage.setup)
         apply_threads(self.threads)  # and after, should set-up have imported it before us
         self.is_set_up = True
+
+    def reports(self) -> dict[str, dict]:
+        """Each stage's set-up report (Stage.report), by location."""
+        out = {}
+        for step, stage in self.steps:
+            rep = stage.report()
+            if rep is not None:
+                out[step.where] = {"stage": step.name, **rep}
+        return out
 
     def shared_state(self) -> dict[str, Any]:
         """What other processes need to set this pipeline up identically (Stage.share)."""

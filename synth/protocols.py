@@ -32,12 +32,19 @@ class RunContext:
     registry: Any  # synth.plugins.Registry
     generator: "Generator | None" = None
     extra: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 0  # the run's source samples ([dataset].num_samples)
+    latent_dtype: str = "float32"  # how latent.npy stores latents ([dataset].latent_dtype)
     quiet: bool = False  # no progress display (synth run --quiet): pass as disable= to synth.bars.progress_bar
 
     def resolve_path(self, path: str | Path) -> Path:
         """Relative paths in a manifest resolve against the manifest's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.manifest_dir / p)
+
+    def as_stored(self, latents: np.ndarray) -> np.ndarray:
+        """Latents as latent.npy will hold them (float16 rounds): decode these, so that the stored
+        latent regenerates the image exactly."""
+        return np.asarray(latents).astype(self.latent_dtype).astype(np.float32)
 
 
 @dataclass
@@ -109,6 +116,13 @@ class Generator:
         """Problems visible from the whole manifest without loading weights (e.g. a ``builtin:``
         model that no plugin registers, a local model folder that does not exist)."""
         return []
+
+    @classmethod
+    def static_info(cls, config: PluginConfig, plan: PlanContext) -> dict[str, Any] | None:
+        """What this configured generator is, read without loading weights (e.g. from a model's
+        config files): {"capabilities": frozenset, "latent_shape": tuple, "image_shape": (h, w, 3)};
+        None, or a key missing, when unknown. Validation checks stages against it."""
+        return None
 
     @classmethod
     def check_feature_options(cls, config: PluginConfig, options: dict[str, Any], plan: PlanContext) -> list[str]:
@@ -185,6 +199,12 @@ class Stage:
     # Names of the scores the stage records in each sample's ``scores`` (so a later filter on a
     # score nobody records is caught while validating); None: not declared.
     scores: ClassVar[frozenset[str] | None] = None
+    # What the stage does to latents: "makes" (generate, invert), "needs" (an operator on them),
+    # "drops" (the images no longer decode from them); None: keeps them as they are.
+    latents: ClassVar[str | None] = None
+    # What it does to seg labels: "makes" (a labeller, a source with masks), "drops" (it changes
+    # what an image shows; a labeller must follow); None: keeps them.
+    seg: ClassVar[str | None] = None
 
     def __init__(self, config: PluginConfig, context: RunContext):
         self.config = config
@@ -213,6 +233,18 @@ class Stage:
 
     def setup(self) -> None:
         """Load models. Called once per process, before the first batch."""
+
+    def report(self) -> dict[str, Any] | None:
+        """After set-up: what the run should record about this stage's set-up (JSON-able; a
+        "files" entry maps file names to bytes, e.g. a PNG curve), written beside dataset.json
+        and into it under "reports" (e.g. the radii sigma = "auto" chose)."""
+        return None
+
+    @classmethod
+    def latents_out(cls, config: PluginConfig, plan: PlanContext) -> bool | None:
+        """Whether samples carry latents after this stage (None: as before it). A source that
+        only sometimes has them (shards) looks at its input here."""
+        return {"makes": True, "drops": False}.get(cls.latents or "", False if cls.kind == "source" else None)
 
     def share(self) -> Any:
         """After ``setup()``: what another process needs to set this stage up identically without

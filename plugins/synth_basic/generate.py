@@ -22,12 +22,13 @@ class Generate(Stage):
     Config = GenerateConfig
     requires = frozenset({"sample", "decode"})
     scores = frozenset()
+    latents = "makes"
 
     def produce(self, indices: Sequence[int]) -> Batch:
         gen = self.context.generator
         seed = self.context.seed
         conditions = [gen.condition(i) for i in indices]
-        latents = gen.sample_latents(indices, seed)
+        latents = self.context.as_stored(gen.sample_latents(indices, seed))
         images = gen.decode(latents, conditions, indices, seed)
         records = []
         for i, cond in zip(indices, conditions):
@@ -39,6 +40,8 @@ class Generate(Stage):
                     "condition": cond,
                     "class": cond.get("class"),
                     "lineage": [{"op": "generate", "generator": gen.name}],
+                    # decode(latent.npy, condition, [index], seed) gives this image again (synth regenerate)
+                    "decode": {"index": i, "seed": seed},
                 }
             )
         return Batch(keys=[sample_key(i) for i in indices], images=images, records=records, latents=latents)

@@ -7,9 +7,11 @@ read its range without the others. Unreadable images and bad masks are skipped w
 
 from __future__ import annotations
 
+import io
+import json
 import tarfile
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -167,6 +169,11 @@ class FolderSource(Stage):
 
 class ShardsConfig(ImageSourceConfig):
     urls: list[str] | str = Field(description="Local .tar shards: paths or brace patterns (name-{000000..000009}.tar)")
+    latents: Literal["auto", "ignore"] = Field(
+        "auto",
+        description="auto: read each sample's latent.npy, condition, class and lineage back when the shards were made "
+        "by this manifest's generator (a data++ dataset to keep working on); ignore: images only",
+    )
 
 
 def shard_files(cfg: "ShardsConfig", resolve) -> list[Path]:
@@ -178,6 +185,31 @@ def shard_files(cfg: "ShardsConfig", resolve) -> list[Path]:
     if missing:
         raise UsageError(f"urls: no such shard {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     return paths
+
+
+def first_record(path: Path) -> tuple[dict | None, bool]:
+    """(the first sample's json, whether it has a latent.npy) of a shard, without reading on."""
+    import json
+
+    from synth.reading import iter_samples
+
+    sample = next(iter_samples(path, limit=1), None)
+    if sample is None:
+        return None, False
+    try:
+        rec = json.loads(sample.get("json", b"null"))
+    except ValueError:
+        rec = None
+    return rec if isinstance(rec, dict) else None, "latent.npy" in sample
+
+
+def same_generator(record: dict | None, generator_step) -> bool:
+    """Were these samples made by the manifest's generator (same plugin, same model)?"""
+    if not record or generator_step is None:
+        return False
+    made = record.get("generator") or {}
+    cfg = generator_step.config
+    return made.get("name") == generator_step.name and made.get("model") == getattr(cfg, "model", made.get("model")) and made.get("revision") == getattr(cfg, "revision", None)
 
 
 def count_samples(path: Path) -> int:
@@ -207,6 +239,17 @@ class ShardsSource(Stage):
     kind = "source"
     Config = ShardsConfig
     scores = frozenset()
+
+    @classmethod
+    def latents_out(cls, config, plan: PlanContext) -> bool | None:
+        if config.latents == "ignore":
+            return False
+        try:
+            paths = shard_files(config, plan.resolve_path)
+            rec, has = first_record(paths[0])
+        except (UsageError, tarfile.TarError, OSError):
+            return False
+        return has and same_generator(rec, plan.generator)
 
     @classmethod
     def check_plan(cls, config, plan: PlanContext) -> list[str]:
@@ -247,6 +290,12 @@ class ShardsSource(Stage):
             raise UsageError(f"{self.name}.urls: the shards hold no samples")
         self.with_seg = all("seg.png" in f for _, _, f in self.entries)
         self.with_cls = all("cls" in f for _, _, f in self.entries)
+        self.with_latents = False
+        if self.config.latents == "auto" and all("latent.npy" in f and "json" in f for _, _, f in self.entries):
+            gen = self.context.generator
+            made = json.loads(self._read(self.entries[0][0], self.entries[0][2]["json"])).get("generator") or {}
+            ours = gen.describe() if gen is not None else {}
+            self.with_latents = gen is not None and all(made.get(k) == ours.get(k) for k in ("name", "model", "revision"))
 
     def num_available(self) -> int:
         return len(self.entries)
@@ -269,6 +318,13 @@ class ShardsSource(Stage):
         if self.with_seg:
             seg = prepare_mask(open_image(self._read(path, fields["seg.png"])), img.size, self.config.size, self.config.resize, len(self.context.classes) or None)
         record = {"index": i, "source": {"kind": "shards", "shard": path.name, "key": key}, "lineage": [{"op": "read", "source": "shards", "shard": path.name, "key": key}]}
+        if self.with_latents:  # a data++ sample: its latent, condition, class and history come along
+            old = json.loads(self._read(path, fields["json"]))
+            record["latent"] = np.load(io.BytesIO(self._read(path, fields["latent.npy"])), allow_pickle=False).astype(np.float32)
+            record["condition"] = old.get("condition") or {}
+            record["class"] = old.get("class")
+            record["lineage"] = list(old.get("lineage") or []) + record["lineage"]
+            record["decode"] = old.get("decode") if image.shape == np.asarray(img).shape else None
         if self.with_cls:
             try:
                 record["class"] = int(self._read(path, fields["cls"]).decode().strip())
@@ -281,4 +337,8 @@ class ShardsSource(Stage):
         return f"{path.name}: sample {key}"
 
     def produce(self, indices: Sequence[int]) -> Batch:
-        return _assemble(self.name, indices, self._load, self.with_seg, self._name_of)
+        batch = _assemble(self.name, indices, self._load, self.with_seg, self._name_of)
+        if self.with_latents:
+            lat = [r.pop("latent") for r in batch.records]
+            batch.latents = np.stack(lat) if lat else None
+        return batch

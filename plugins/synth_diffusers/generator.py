@@ -20,7 +20,7 @@ class DiffusersGenerator(Generator):
 
     name = "diffusers"
     Config = DiffusersConfig
-    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "features"})
+    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "features", "compose"})
 
     def __init__(self, config, context):
         super().__init__(config, context)
@@ -54,6 +54,36 @@ class DiffusersGenerator(Generator):
         if config.prompts_file is not None and not plan.resolve_path(config.prompts_file).is_file():
             problems.append(f"prompts_file: no such file {plan.resolve_path(config.prompts_file)}")
         return problems
+
+    @classmethod
+    def static_info(cls, config: DiffusersConfig, plan) -> dict[str, Any] | None:
+        """Kind, capabilities and shapes from a local pipeline's config files (no weights)."""
+        import json
+
+        folder, problems = cls._local_folder(config, plan)
+        if folder is None or problems:
+            return None
+        try:
+            index = json.loads((folder / "model_index.json").read_text())
+            unet = json.loads((folder / "unet" / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        size = unet.get("sample_size") or 32
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        caps = {"sample", "decode", "invert", "features"}
+        if "text_encoder" in index:
+            caps.add("condition:prompt")
+            try:
+                vae = json.loads((folder / "vae" / "config.json").read_text())
+                scale = 2 ** (len(vae["block_out_channels"]) - 1)
+            except (OSError, ValueError, KeyError):
+                return {"capabilities": frozenset(caps)}
+            ih, iw = config.height or h * scale, config.width or w * scale
+            return {"capabilities": frozenset(caps), "latent_shape": (unet["in_channels"], ih // scale, iw // scale), "image_shape": (ih, iw, 3)}
+        caps.add("compose")
+        if unet.get("num_class_embeds"):
+            caps.add("condition:class")
+        return {"capabilities": frozenset(caps), "latent_shape": (unet["in_channels"], h, w), "image_shape": (h, w, 3)}
 
     @classmethod
     def check_feature_options(cls, config: DiffusersConfig, options: dict[str, Any], plan) -> list[str]:

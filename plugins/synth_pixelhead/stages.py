@@ -30,6 +30,7 @@ class PixelHead(Stage):
     Config = PixelHeadConfig
     requires = frozenset({"features"})
     scores = frozenset({SCORE})
+    seg = "makes"
 
     @classmethod
     def check_plan(cls, config: PixelHeadConfig, plan) -> list[str]:

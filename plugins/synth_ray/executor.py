@@ -94,6 +94,7 @@ class RayExecutor(Executor):
             n = self._actor_count(ray, len(job.tasks))
             first = Actor.options(**opts).remote(*args, None)
             shared = self._get(ray, first.shared_state.remote(), "setting the pipeline up", RayTaskError, RayActorError)
+            job.reports.update(ray.get(first.reports.remote()))
             slots = [{"actor": first, "report": _report(0)}]
             slots += [{"actor": Actor.options(**opts).remote(*args, shared), "report": _report(i)} for i in range(1, n)]
             queue = collections.deque(job.tasks)

@@ -26,6 +26,9 @@ class ShardWorker:
     def shared_state(self) -> dict[str, Any]:
         return self.pipeline.shared_state()
 
+    def reports(self) -> dict[str, Any]:
+        return self.pipeline.reports()
+
     def pid(self) -> int:
         return os.getpid()
 

@@ -26,6 +26,7 @@ class ShapesSource(Stage):
     kind = "source"
     Config = ShapesConfig
     scores = frozenset()
+    seg = "makes"
 
     @classmethod
     def default_classes(cls, config) -> list[str]:

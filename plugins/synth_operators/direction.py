@@ -1,0 +1,158 @@
+"""`direction`: move samples along a direction in latent space, z + a w, with w from a file,
+from "before" / "after" example images (inverted; the mean latent difference: the day-to-night
+method), or from the principal components of many latents. A computed direction is saved under a
+name and reused by name."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from synth.batch import Batch
+from synth.errors import UsageError
+from synth.manifest import source_step
+from synth.protocols import PluginConfig, Stage
+
+from .common import child_index, conditions, decode_children, drop_seg, interleave, mark, need_latents
+
+
+class DirectionConfig(PluginConfig):
+    file: str | None = Field(None, description="A .npy direction of the latent's shape (relative to the manifest)")
+    name: str | None = Field(None, description="A direction saved earlier with save_as (in the cache: directions/NAME.npy)")
+    before: dict[str, Any] | None = Field(None, description="Source stage table of 'before' example images (inverted)")
+    after: dict[str, Any] | None = Field(None, description="Source stage table of 'after' example images, paired or not")
+    examples: int = Field(16, ge=1, le=10000, description="How many before / after images to read")
+    pca: int | None = Field(None, ge=0, le=64, description="Use principal component PCA of `pca_samples` generated latents")
+    pca_samples: int = Field(512, ge=8, le=100000)
+    alphas: list[float] = Field([-1.0, 1.0], min_length=1, description="Steps along the direction: z + a w")
+    normalize: bool = Field(True, description="Scale w to unit RMS per latent element before the steps")
+    save_as: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="Save the computed direction under this name")
+    keep_parent: bool = True
+    invert: dict[str, Any] = Field(default_factory=lambda: {"method": "fixed_point", "iterations": 2}, description="Options of the examples' inversion")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [n for n in ("file", "name", "pca") if getattr(self, n) is not None] + (["before/after"] if self.before or self.after else [])
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of file, name, before + after, pca (got {', '.join(given) or 'none'})")
+        if (self.before is None) != (self.after is None):
+            raise ValueError("before and after go together")
+        return self
+
+
+def directions_dir(context) -> Path:
+    env = os.environ.get("SYNTH_CACHE_DIR")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "synth") / "directions"
+
+
+class Direction(Stage):
+    """Children z + a w for each step a along a direction w (from a file, example pairs or PCA);
+    class labels follow the parent."""
+
+    name = "direction"
+    kind = "expand"
+    Config = DirectionConfig
+    requires = frozenset({"decode"})
+    scores = frozenset()
+    latents = "needs"
+    seg = "drops"
+
+    @classmethod
+    def nested_sources(cls, config):
+        out = {}
+        if config.before is not None:
+            out["before"] = config.before
+            out["after"] = config.after
+        return out
+
+    @classmethod
+    def check_plan(cls, config, plan) -> list[str]:
+        if config.file is not None and not plan.resolve_path(config.file).is_file():
+            return [f"file: no such direction file {plan.resolve_path(config.file)}"]
+        if config.name is not None and not (directions_dir(plan) / f"{config.name}.npy").is_file():
+            return [f"name: no direction saved as {config.name!r} (in {directions_dir(plan)}); compute it once with save_as"]
+        return []
+
+    def setup(self) -> None:
+        cfg, gen = self.config, self.context.generator
+        if cfg.file is not None:
+            w, how = self._load(self.context.resolve_path(cfg.file), "file"), {"from": "file", "file": cfg.file}
+        elif cfg.name is not None:
+            w, how = self._load(directions_dir(self.context) / f"{cfg.name}.npy", "name"), {"from": "name", "name": cfg.name}
+        elif cfg.pca is not None:
+            w, how = self._pca(), {"from": "pca", "component": cfg.pca, "samples": cfg.pca_samples}
+        else:
+            w, how = self._from_examples(), {"from": "examples", "examples": cfg.examples}
+        shape = tuple(gen.latent_shape()) if hasattr(gen, "latent_shape") else None
+        if shape is not None and tuple(w.shape) != shape:
+            raise UsageError(f"stage 'direction': the direction has shape {tuple(w.shape)}, this generator's latents are {shape}")
+        if cfg.normalize:
+            w = w / max(float(np.sqrt((w.astype(np.float64) ** 2).mean())), 1e-12)
+        self.w = w.astype(np.float32)
+        self.how = how
+        if cfg.save_as:
+            folder = directions_dir(self.context)
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{cfg.save_as}.npy", self.w, allow_pickle=False)
+            (folder / f"{cfg.save_as}.json").write_text(json.dumps({**how, "generator": json.loads(gen.fingerprint())}, indent=1, default=str))
+
+    def share(self):
+        return {"w": self.w, "how": self.how}
+
+    def adopt(self, shared) -> None:
+        self.w, self.how = shared["w"], shared["how"]
+
+    def _load(self, path: Path, field: str) -> np.ndarray:
+        try:
+            w = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"stage 'direction'.{field}: cannot read {path}: {e}") from None
+        return np.asarray(w, np.float32)
+
+    def _pca(self) -> np.ndarray:
+        gen, cfg = self.context.generator, self.config
+        z = gen.sample_latents(list(range(cfg.pca_samples)), self.context.seed + 1).reshape(cfg.pca_samples, -1).astype(np.float64)
+        z -= z.mean(0)
+        _, _, vt = np.linalg.svd(z, full_matrices=False)
+        shape = gen.sample_latents([0], self.context.seed).shape[1:]
+        return vt[cfg.pca].reshape(shape).astype(np.float32)
+
+    def _examples(self, table: dict[str, Any], where: str) -> np.ndarray:
+        step = source_step(self.context.registry, table, f"stage 'direction'.{where}")
+        stage = step.cls(step.config, self.context)
+        stage.setup()
+        batch = stage.produce(list(range(self.config.examples)))
+        if len(batch) == 0:
+            raise UsageError(f"stage 'direction'.{where}: no usable example images")
+        return self.context.generator.invert(batch.images, conditions(batch), self.config.invert)
+
+    def _from_examples(self) -> np.ndarray:
+        before = self._examples(self.config.before, "before")
+        after = self._examples(self.config.after, "after")
+        return (after.mean(0) - before.mean(0)).astype(np.float32)
+
+    def process(self, batch: Batch) -> Batch:
+        gen, cfg, seed = self.context.generator, self.config, self.context.seed
+        z = need_latents(batch, self.name)
+        rows, keys, ops, lat, idx = [], [], [], [], []
+        for r, (key, rec) in enumerate(zip(batch.keys, batch.records)):
+            index = int(rec.get("index", 0))
+            for j, a in enumerate(cfg.alphas):
+                rows.append(r)
+                keys.append(f"{key}_d{j}")
+                ops.append({"op": "direction", "alpha": a, "step": j, **self.how})
+                lat.append((z[r] + a * self.w).astype(np.float32))
+                idx.append(child_index(seed, index, "direction", key, j))
+        children = batch.derive(rows, keys, ops)
+        children.latents = self.context.as_stored(np.stack(lat))
+        children.images = decode_children(gen, children.latents, conditions(children), idx, seed)
+        for rec, r, i in zip(children.records, rows, idx):
+            mark(rec, batch.keys[r], i, seed)
+        for key, rec in zip(batch.keys, batch.records):
+            rec["group"] = rec.get("group") or key
+        return drop_seg(interleave(batch, children, len(cfg.alphas), cfg.keep_parent))

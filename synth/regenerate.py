@@ -1,0 +1,92 @@
+"""`synth regenerate OUTPUT KEY`: rebuild a generated sample's image from its record alone.
+
+A sample whose image is exactly decode(latent.npy, condition) under the run's generator (made
+by generate, views, interpolate, direction or prompt_edit) carries ``decode`` = {index, seed} in
+its json: the generator's sampler noise derives from those. The manifest comes from the output's
+dataset.json, so nothing but the output folder is needed (and the model it names).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RunError, UsageError
+from .reading import iter_samples
+
+REGENERABLE = ("generate", "views", "interpolate", "direction", "prompt_edit")
+IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
+
+
+def find_sample(folder: Path, key: str) -> tuple[Path, dict]:
+    for tar in sorted(p for p in folder.glob("*.tar") if not p.name.startswith(".")):
+        for s in iter_samples(tar):
+            if s["__key__"] == key:
+                return tar, s
+    raise UsageError(f"{folder}: no sample {key!r} in its shards")
+
+
+def why_not(record: dict, ours: dict) -> str | None:
+    """Why this record cannot be regenerated here, or None."""
+    ops = [step.get("op") for step in record.get("lineage") or []]
+    bad = next((op for op in ops if op not in REGENERABLE), None)
+    if bad is not None:
+        return f"op {bad!r} in its lineage made pixels no single decode of its latent gives (only {', '.join(REGENERABLE)} do)"
+    if not record.get("decode"):
+        return "its record has no decode seed (made by a synth that did not record one)"
+    made = record.get("generator") or {}
+    for field in ("name", "model", "revision", "scheduler", "steps"):
+        if made.get(field) != ours.get(field):
+            return f"it was made with generator {field} {made.get(field)!r}, the manifest's is {ours.get(field)!r}"
+    for lib in ("diffusers",):
+        if lib in made and made.get(lib) != ours.get(lib):
+            return f"it was made with {lib} {made.get(lib)}, this is {lib} {ours.get(lib)}: a different generator version may draw other pixels"
+    return None
+
+
+def regenerate(folder: Path, key: str, out: Path | None = None) -> dict:
+    from .manifest import load_manifest
+    from .pipeline import Pipeline
+    from .records import encode_image
+
+    folder = Path(folder)
+    info_path = folder / "dataset.json"
+    if not info_path.is_file():
+        raise UsageError(f"{folder}: no dataset.json (not a finished synth output)")
+    info = json.loads(info_path.read_text())
+    tar, sample = find_sample(folder, key)
+    record = json.loads(sample["json"])
+    if "latent.npy" not in sample:
+        raise UsageError(f"sample {key} cannot be regenerated: it has no latent.npy")
+    state = folder / ".synth-run.json"
+    original = Path(json.loads(state.read_text()).get("manifest", "")) if state.is_file() else None
+    where = original if original is not None and original.parent.is_dir() else folder / info["manifest"]["file"]
+    manifest = load_manifest(where, text=info["manifest"]["text"])  # relative paths resolve as they did
+    pipe = Pipeline(manifest, quiet=True)
+    gen = pipe.generator
+    if gen is None:
+        raise UsageError(f"sample {key} cannot be regenerated: the manifest has no generator")
+    gen.setup()
+    reason = why_not(record, gen.describe())
+    if reason:
+        raise UsageError(f"sample {key} cannot be regenerated from its record: {reason}")
+    latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False).astype(np.float32)
+    cond = dict(record.get("condition") or {})
+    if record.get("class") is not None:
+        cond.setdefault("class", record["class"])
+    image = gen.decode(latent[None], [cond], [int(record["decode"]["index"])], int(record["decode"]["seed"]))[0]
+    fmt = next(f for f in IMAGE_FIELDS if f in sample)
+    data = encode_image(image, info.get("image_format", fmt), manifest.dataset.jpeg_quality)
+    same = data == sample[fmt]
+    target = out or Path(f"{key}.{fmt}")
+    target.write_bytes(data)
+    if not same:
+        from PIL import Image
+
+        old = np.asarray(Image.open(io.BytesIO(sample[fmt])).convert("RGB")).astype(int)
+        diff = int(np.abs(old - image.astype(int)).max())
+        raise RunError(f"regenerated {key} into {target}, but it differs from the shard's image (largest pixel difference {diff}); the machine's kernels or libraries differ")
+    return {"key": key, "shard": tar.name, "written": str(target), "identical": same}
