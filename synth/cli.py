@@ -196,11 +196,13 @@ def inspect(path: Path, as_json: bool, samples: int):
 @click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--cell", default=128, show_default=True, type=click.IntRange(min=8, max=2048), help="Cell size in pixels.")
 @click.option("--style", type=click.Choice(["side", "overlay"]), default="side", show_default=True, help="Labels beside each image (with a legend) or blended over it.")
-def preview(path: Path, out: Path, count: int, columns: int, cell: int, style: str):
-    """Contact sheet of samples: with labels, each image beside its label map and a class legend."""
+@click.option("--groups/--no-groups", default=None, help="One row per group (a parent and its views, interpolations, edits); default: when samples have groups.")
+def preview(path: Path, out: Path, count: int, columns: int, cell: int, style: str, groups: bool | None):
+    """Contact sheet of samples: with labels, each image beside its label map and a class legend;
+    a parent and its children (views, interpolations, edits) in one row."""
     from .inspect import contact_sheet
 
-    n = contact_sheet(path, out, count=count, columns=columns, cell=cell, style=style)
+    n = contact_sheet(path, out, count=count, columns=columns, cell=cell, style=style, by_group=groups)
     click.echo(f"wrote {out} ({n} samples)")
 
 

@@ -135,7 +135,26 @@ def _legend(names: list[str], colours: np.ndarray, width: int) -> Image.Image:
     return strip
 
 
-def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell: int = 128, style: str = "side") -> int:
+def _group_layout(samples: list[dict]) -> list[tuple[int, int]] | None:
+    """(row, column) per sample when samples come in groups (a parent and its views, an
+    interpolation, a prompt edit): one group per row, parent first. None when there are none."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        try:
+            g = json.loads(s.get("json", b"{}")).get("group")
+        except ValueError:
+            g = None
+        groups.setdefault(g if g is not None else f"\0{i}", []).append(i)
+    if all(len(v) == 1 for v in groups.values()):
+        return None
+    slots: list[tuple[int, int]] = [(0, 0)] * len(samples)
+    for row, members in enumerate(groups.values()):
+        for col, i in enumerate(members):
+            slots[i] = (row, col)
+    return slots
+
+
+def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell: int = 128, style: str = "side", by_group: bool | None = None) -> int:
     """A grid of samples. With labels (seg.png): each image beside its label map (``side``,
     with a class legend below) or the labels blended over the image (``overlay``)."""
     info = _dataset_info(path)
@@ -150,14 +169,19 @@ def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell
     with_seg = any("seg.png" in s for s in samples)
     side = with_seg and style == "side"
     width = 2 * cell + 4 if side else cell  # image | 4 px gap | label map
-    rows = -(-len(samples) // columns)
-    cols = min(columns, len(samples))
-    gap = 4 if side else 0
+    slots = _group_layout(samples) if by_group is not False else None
+    grouped = slots is not None
+    if slots is None:
+        slots = [(i // columns, i % columns) for i in range(len(samples))]
+    rows = max(r for r, _ in slots) + 1
+    cols = max(c for _, c in slots) + 1
+    gap = 4 if side or grouped else 0  # white lines between groups (and between image and labels)
     sheet = Image.new("RGB", (cols * (width + gap), rows * (cell + gap)), (255, 255, 255))
     colours = None
     for i, s in enumerate(samples):
         img = _decode_image(s)
-        x, y = (i % columns) * (width + gap), (i // columns) * (cell + gap)
+        row, col = slots[i]
+        x, y = col * (width + gap), row * (cell + gap)
         if "seg.png" in s:
             seg = np.asarray(Image.open(io.BytesIO(s["seg.png"])))
             colours = _colours(info, seg) if colours is None else colours

@@ -446,6 +446,48 @@ class DiffusersGenerator(Generator):
             )
             return (x / sched.init_noise_sigma).float().cpu().numpy()
 
+    def compose(self, latents_a: np.ndarray, latents_b: np.ndarray, masks: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, blend_until: float = 0.7) -> np.ndarray:
+        """Mask-blended denoising: B's latent is denoised as a whole while, for the first
+        ``blend_until`` of the steps, the pixels inside ``masks`` (N, H, W in 0..1) are replaced by
+        A's own trajectory at the same step; the last steps run free, so the two parts grow into
+        one image. UNet2DModel pipelines (pixel space) only."""
+        if self.kind != "unet2d":
+            raise UsageError("compose: only pixel-space UNet2DModel pipelines for now (Stable Diffusion's latent masks are not implemented)")
+        f = self.config.micro_batch
+        out = []
+        for s in range(0, len(latents_a), f):
+            za, zb, m = latents_a[s : s + f], latents_b[s : s + f], masks[s : s + f]
+            conds, idx = list(conditions[s : s + f]), list(indices[s : s + f])
+            keep = len(za)
+            if keep < f:  # the same fixed group size as decode
+                pad = f - keep
+                za, zb, m = (np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in (za, zb, m))
+                conds, idx = conds + [conds[0]] * pad, idx + [idx[0]] * pad
+            out.append(self._compose_group(za, zb, m, conds, idx, seed, blend_until)[:keep])
+        return np.concatenate(out)
+
+    def _compose_group(self, za, zb, masks, conditions, indices, seed, blend_until) -> np.ndarray:
+        torch, unet = self.torch, self.pipe.unet
+        to = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(self.device, self.dtype)  # noqa: E731
+        sched_a, sched = self._fresh_scheduler(), self._fresh_scheduler()
+        xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
+        m = to(masks)[:, None]
+        labels = self._class_labels(conditions) if self.num_class_embeds else None
+        gens_a = self._generators(indices, seed, "denoise")
+        gens = self._generators(indices, seed, "compose-denoise")
+        kw = {"eta": self.config.eta} if "eta" in _step_params(sched) else {}
+        steps = len(sched.timesteps)
+        with torch.inference_mode():
+            for i, t in enumerate(sched.timesteps):
+                eps_a = unet(sched_a.scale_model_input(xa, t), t, class_labels=labels).sample
+                xa = sched_a.step(eps_a, t, xa, generator=gens_a, **kw).prev_sample
+                eps = unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
+                x = sched.step(eps, t, x, generator=gens, **kw).prev_sample
+                if i < blend_until * steps:
+                    x = m * xa + (1 - m) * x
+        x = (x.float() / 2 + 0.5).clamp(0, 1)
+        return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
+
     def bundled(self, kind: str) -> list[Path]:
         """``<model folder>/<kind>`` of a local pipeline (e.g. pixelheads/ beside unet/)."""
         folder = Path(getattr(self, "model_ref", "")) / kind

@@ -23,7 +23,7 @@ from .common import child_index, conditions, decode_children, drop_seg, interlea
 
 class DirectionConfig(PluginConfig):
     file: str | None = Field(None, description="A .npy direction of the latent's shape (relative to the manifest)")
-    name: str | None = Field(None, description="A direction saved earlier with save_as (in the cache: directions/NAME.npy)")
+    saved: str | None = Field(None, description="A direction saved earlier with save_as (in the cache: directions/NAME.npy)")
     before: dict[str, Any] | None = Field(None, description="Source stage table of 'before' example images (inverted)")
     after: dict[str, Any] | None = Field(None, description="Source stage table of 'after' example images, paired or not")
     examples: int = Field(16, ge=1, le=10000, description="How many before / after images to read")
@@ -37,9 +37,9 @@ class DirectionConfig(PluginConfig):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [n for n in ("file", "name", "pca") if getattr(self, n) is not None] + (["before/after"] if self.before or self.after else [])
+        given = [n for n in ("file", "saved", "pca") if getattr(self, n) is not None] + (["before/after"] if self.before or self.after else [])
         if len(given) != 1:
-            raise ValueError(f"give exactly one of file, name, before + after, pca (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of file, saved, before + after, pca (got {', '.join(given) or 'none'})")
         if (self.before is None) != (self.after is None):
             raise ValueError("before and after go together")
         return self
@@ -74,16 +74,24 @@ class Direction(Stage):
     def check_plan(cls, config, plan) -> list[str]:
         if config.file is not None and not plan.resolve_path(config.file).is_file():
             return [f"file: no such direction file {plan.resolve_path(config.file)}"]
-        if config.name is not None and not (directions_dir(plan) / f"{config.name}.npy").is_file():
-            return [f"name: no direction saved as {config.name!r} (in {directions_dir(plan)}); compute it once with save_as"]
+        if config.saved is not None and not (directions_dir(plan) / f"{config.saved}.npy").is_file():
+            return [f"saved: no direction saved as {config.saved!r} (in {directions_dir(plan)}); compute it once with save_as"]
+        if config.file is not None and plan.generator is not None:
+            shape = (plan.generator.cls.static_info(plan.generator.config, plan) or {}).get("latent_shape")
+            try:
+                w = np.load(plan.resolve_path(config.file), mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                return [f"file: cannot read {plan.resolve_path(config.file)}: {e}"]
+            if shape is not None and tuple(w.shape) != tuple(shape):
+                return [f"file: the direction has shape {tuple(w.shape)}, this generator's latents are {tuple(shape)}"]
         return []
 
     def setup(self) -> None:
         cfg, gen = self.config, self.context.generator
         if cfg.file is not None:
             w, how = self._load(self.context.resolve_path(cfg.file), "file"), {"from": "file", "file": cfg.file}
-        elif cfg.name is not None:
-            w, how = self._load(directions_dir(self.context) / f"{cfg.name}.npy", "name"), {"from": "name", "name": cfg.name}
+        elif cfg.saved is not None:
+            w, how = self._load(directions_dir(self.context) / f"{cfg.saved}.npy", "saved"), {"from": "saved", "saved": cfg.saved}
         elif cfg.pca is not None:
             w, how = self._pca(), {"from": "pca", "component": cfg.pca, "samples": cfg.pca_samples}
         else:
