@@ -145,12 +145,29 @@ so rerunning the manifest reproduces every shard byte for byte. Stages, in order
 Dropped samples, by stage and reason:
 
 {dropped}
-
+{_reports_section(info)}
 ## Reading it
 
 {reading_snippet(pattern, has_seg, info.get("image_format", "png"))}
 """
     return "\n".join(header) + "\n" + body
+
+
+def _reports_section(info: dict[str, Any]) -> str:
+    """What stages decided while setting up (e.g. the view radii sigma = "auto" chose)."""
+    reports = info.get("reports") or {}
+    if not reports:
+        return ""
+    classes = info.get("classes") or []
+    lines = ["", "## What stages calibrated", ""]
+    for where, rep in sorted(reports.items()):
+        facts = []
+        if "radius" in rep:
+            named = {(classes[int(k)] if k.isdigit() and int(k) < len(classes) else k): v for k, v in rep["radius"].items()}
+            facts.append("view radius per class (sigma = \"auto\", target agreement " + f"{rep.get('target', 0):.0%}): " + ", ".join(f"{k} {v:g}" for k, v in named.items()))
+        lines.append(f"- {where} `{rep.get('stage', '?')}`: " + ("; ".join(facts) or json.dumps({k: v for k, v in rep.items() if k not in ('files', 'curve')}, sort_keys=True)))
+        lines += [f"  ![{f}]({f})" for f in rep.get("files", [])]
+    return "\n".join(lines) + "\n"
 
 
 def reading_snippet(pattern: str, has_seg: bool, image_format: str = "png") -> str:

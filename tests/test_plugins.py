@@ -31,10 +31,10 @@ def test_third_party_plugin_is_listed_only_when_allowed(example_plugin):
     plugins = {p["name"]: p for p in json.loads(res.stdout)}
     ex = plugins["example"]
     assert ex["version"] == "0.3.1" and ex["distribution"] == "synth-example-plugin" and not ex["builtin"]
-    assert ex["stages"] == ["mirror", "bright_seg", "boom", "nap"] and ex["models"] == ["example-model"]
+    assert ex["stages"] == ["mirror", "bright_seg", "boom", "nap", "bright_class"] and ex["models"] == ["example-model"]
     assert plugins["diffusers"]["generators"] == ["diffusers"] and plugins["diffusers"]["builtin"]
     text = synth("plugins", env=example_plugin).stdout
-    assert "example 0.3.1 (third-party" in text and "stages: mirror, bright_seg, boom, nap" in text
+    assert "example 0.3.1 (third-party" in text and "stages: mirror, bright_seg, boom, nap, bright_class" in text
 
 
 def test_not_allowed_plugin_stage_is_unknown(tmp_path, example_plugin):

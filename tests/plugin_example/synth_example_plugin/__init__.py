@@ -68,6 +68,24 @@ class Boom(Stage):
         return batch
 
 
+class BrightClassConfig(PluginConfig):
+    bounds: list[float] = Field([100.0, 108.0], description="Mean brightness bounds between classes 0, 1, 2, ...")
+
+
+class BrightClass(Stage):
+    """Transform: class = the brightness band an image's mean falls in (a stand-in classifier)."""
+
+    name = "bright_class"
+    kind = "transform"
+    Config = BrightClassConfig
+
+    def process(self, batch: Batch) -> Batch:
+        means = batch.images.reshape(len(batch), -1).mean(1)
+        for rec, m in zip(batch.records, means):
+            rec["class"] = int(np.searchsorted(self.config.bounds, m, side="right"))
+        return batch
+
+
 class NapConfig(PluginConfig):
     seconds: float = Field(0.1, ge=0, description="Sleep this long per batch")
 
@@ -92,6 +110,7 @@ def register_stages(register):
     register(BrightSeg)
     register(Boom)
     register(Nap)
+    register(BrightClass)
 
 
 @hookimpl
