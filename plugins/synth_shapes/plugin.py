@@ -2,6 +2,7 @@ from pathlib import Path
 
 from synth.hookspecs import hookimpl
 
+from .classify import ShapesClassify
 from .source import ShapesSource
 
 MODELS = Path(__file__).parent / "models"
@@ -10,6 +11,7 @@ MODELS = Path(__file__).parent / "models"
 @hookimpl
 def register_stages(register):
     register(ShapesSource)
+    register(ShapesClassify)
 
 
 @hookimpl

@@ -1,0 +1,72 @@
+"""G^-1 measured: PSNR of decode(invert(x)) against x on real shapes-world test images, for plain
+DDIM inversion and fixed-point inversion (1 and 2 extra UNet calls per step), at 10 / 25 / 50
+steps, with the seconds per image the inversion takes and the UNet evaluations it costs. Decoding is DDIM (eta 0)
+over the same steps, as the invert stage's round trip.
+
+    python bench/inversion.py [--n 200] [--steps 10 25 50] [--model builtin:shapes-32]
+
+Last line, for scripts (the default is the invert stage's: fixed_point, 2 iterations, 10 steps):
+`default <method> <steps>: mean <x> dB, worst <y> dB, <s> s/img; ddim-50: <s50> s/img`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+METHODS = (("ddim", 0), ("fixed_point", 1), ("fixed_point", 2))
+DEFAULT = ("fixed_point", 2, 10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="builtin:shapes-32")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
+    ap.add_argument("--batch", type=int, default=50)
+    args = ap.parse_args()
+
+    import torch
+
+    from label_efficiency import load_generator
+    from synth_diffusers.inversion import evaluations
+    from synth_operators.invert import psnr
+    from synth_shapes.world import render_many
+
+    images, _ = render_many(0, range(args.n), 32, 0.5, "test")
+    print(f"inversion round trip: {args.model}, {args.n} real shapes-world test images, DDIM decode (eta 0); "
+          f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| method | steps | UNet evals | PSNR mean | PSNR worst | s/img |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    results = {}
+    for steps in args.steps:
+        gen = load_generator(args.model, "ddim", steps, 0)
+        for method, iterations in METHODS:
+            spent, out = 0.0, []
+            for s in range(0, args.n, args.batch):
+                t0 = time.perf_counter()
+                z = gen.invert(images[s : s + args.batch], [{}] * len(images[s : s + args.batch]), {"method": method, "iterations": iterations})
+                spent += time.perf_counter() - t0  # the inversion alone; the decode checks it
+                out.append(gen.decode(z, [{}] * len(z), list(range(s, s + len(z))), 0))
+            seconds = spent / args.n
+            p = psnr(np.concatenate(out), images)
+            results[(method, iterations, steps)] = (p.mean(), p.min(), seconds)
+            name = method if method == "ddim" else f"{method} x{iterations}"
+            print(f"| {name} | {steps} | {evaluations(steps, method, iterations)} | {p.mean():.1f} dB | {p.min():.1f} dB | {seconds:.3f} |", flush=True)
+    d = results.get(DEFAULT)
+    ddim50 = results.get(("ddim", 0, 50))
+    if d and ddim50:
+        print(f"default {DEFAULT[0]} {DEFAULT[2]}: mean {d[0]:.1f} dB, worst {d[1]:.1f} dB, {d[2]:.3f} s/img; ddim-50: {ddim50[2]:.3f} s/img")
+
+
+if __name__ == "__main__":
+    main()
