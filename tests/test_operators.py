@@ -246,3 +246,23 @@ def test_operator_bad_input_is_one_line_before_anything_is_written(tmp_path, sta
     assert res.returncode == 2
     assert expected in res.stderr, res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_readme_positive_pairs_snippet(tmp_path):
+    """The README's contrastive-pairs code, run as a user would paste it, yields views of one parent."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", readme, re.S) if "positive_pairs" in c)
+    m = _manifest(tmp_path, '[[stage]]\nname = "generate"\n[[stage]]\nname = "views"\nk = 2\nsigma = 0.2\n', n=4)
+    assert synth("run", "-q", m).returncode == 0
+    code = code.replace("out/views/views-{000000..000001}.tar", str(tmp_path / "out" / "o-000000.tar"))
+    scope: dict = {}
+    exec(code, scope)
+    pairs = list(scope["pairs"])
+    assert len(pairs) == 4
+    samples = _samples(tmp_path / "out")
+    by_image = {_img(s).astype(np.uint8).tobytes(): s["__key__"].split("_")[0] for s in samples}
+    for a, b in pairs:
+        assert by_image[a.tobytes()] == by_image[b.tobytes()]  # both from the same group
