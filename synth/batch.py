@@ -33,12 +33,18 @@ class Batch:
     latents: np.ndarray | None = None  # (B, ...) float
     seg: np.ndarray | None = None  # (B, H, W) integer class ids
     dropped: list[Dropped] = field(default_factory=list)
+    # Other per-row columns stages share within a shard task (e.g. "features:<extractor>"); a
+    # derived child has none of its parent's (they describe the parent's image).
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.keys)
         for name in ("images", "records", "latents", "seg"):
             col = getattr(self, name)
             if col is not None and len(col) != n:
+                raise ValueError(f"batch column {name!r} has {len(col)} rows, expected {n}")
+        for name, col in self.extras.items():
+            if len(col) != n:
                 raise ValueError(f"batch column {name!r} has {len(col)} rows, expected {n}")
 
     def __len__(self) -> int:
@@ -56,6 +62,7 @@ class Batch:
             latents=pick(self.latents),
             seg=pick(self.seg),
             dropped=list(self.dropped),
+            extras={k: pick(v) for k, v in self.extras.items()},
         )
 
     def keep(self, mask, stage: str, reasons, details=None) -> "Batch":
@@ -78,6 +85,7 @@ class Batch:
         if not len(rows) == len(keys) == len(ops):
             raise ValueError(f"derive: {len(rows)} rows, {len(keys)} keys, {len(ops)} ops")
         out = self.take(rows)
+        out.extras = {}
         out.keys = list(keys)
         out.images = None if out.images is None else out.images.copy()
         out.seg = None if out.seg is None else out.seg.copy()
@@ -102,6 +110,7 @@ class Batch:
                 raise ValueError(f"column {name!r} present in some batches only")
             return np.concatenate(cols)
 
+        shared = set.intersection(*(set(b.extras) for b in batches))  # a column some rows lack is recomputed later
         return Batch(
             keys=[k for b in batches for k in b.keys],
             images=cat("images"),
@@ -109,6 +118,7 @@ class Batch:
             latents=cat("latents"),
             seg=cat("seg"),
             dropped=[d for b in batches for d in b.dropped],
+            extras={k: np.concatenate([b.extras[k] for b in batches]) for k in sorted(shared)},
         )
 
 

@@ -74,13 +74,13 @@ def _stage_rows(manifest: Manifest, shard_stats: list[dict]) -> list[dict[str, A
     """Rows in and out of every per-sample stage over all shards: a filter's keep rate."""
     out = []
     for step in manifest.stages:
-        if step.cls.kind == "dataset":
-            continue
         rows = [st.get("stage_rows", {}).get(step.where) for st in shard_stats]
+        if step.cls.kind == "dataset" and not any(rows):
+            continue  # a measuring stage: its numbers are under "metrics"
         entry = {"stage": step.where, "name": step.name, "kind": step.cls.kind}
         if all(r is not None for r in rows):
             entry["rows_in"], entry["rows_out"] = sum(r[0] for r in rows), sum(r[1] for r in rows)
-            if step.cls.kind == "filter" and entry["rows_in"]:
+            if step.cls.kind in ("filter", "dataset") and entry["rows_in"]:
                 entry["keep_rate"] = round(entry["rows_out"] / entry["rows_in"], 6)
         out.append(entry)
     return out
@@ -145,12 +145,35 @@ so rerunning the manifest reproduces every shard byte for byte. Stages, in order
 Dropped samples, by stage and reason:
 
 {dropped}
-{_reports_section(info)}
+{_reports_section(info)}{_metrics_section(info)}
 ## Reading it
 
 {reading_snippet(pattern, has_seg, info.get("image_format", "png"))}
 """
     return "\n".join(header) + "\n" + body
+
+
+def _metrics_section(info: dict[str, Any]) -> str:
+    metrics = info.get("metrics") or {}
+    if not metrics:
+        return ""
+    lines = ["", "## Fidelity and diversity", ""]
+    for where, m in sorted(metrics.items()):
+        ref = m.get("reference", {})
+        lines.append(f"Against {ref.get('samples', '?')} reference images ({json.dumps(ref.get('source'), sort_keys=True)}), features `{json.dumps(m.get('extractor'), sort_keys=True)}`, {m.get('samples')} samples:")
+        lines.append("")
+        lines.append("| FID | KID | precision | recall | density | coverage |")
+        lines.append("| --- | --- | --- | --- | --- | --- |")
+        fmt = lambda k: f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "-"  # noqa: E731
+        lines.append(f"| {fmt('fid')} | {fmt('kid')} | {fmt('precision')} | {fmt('recall')} | {fmt('density')} | {fmt('coverage')} |")
+        if m.get("class_balance"):
+            lines.append("")
+            lines.append("Class balance: " + ", ".join(f"{c} {n}" for c, n in m["class_balance"].items()))
+    keep = [s for s in info.get("stages", []) if "keep_rate" in s]
+    if keep:
+        lines.append("")
+        lines.append("Keep rate per filter: " + ", ".join(f"{s['stage']} `{s['name']}` {s['keep_rate']:.1%}" for s in keep))
+    return "\n".join(lines) + "\n"
 
 
 def _reports_section(info: dict[str, Any]) -> str:

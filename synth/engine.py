@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import json
 import time
+
+import numpy as np
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any, Callable
 
 from .background import BackgroundWriter
 from .batch import Batch
+from .dataset_phase import CANDIDATES, dataset_stages, load_table, measure, select, write_final
 from .card import dataset_json, readme_card
 from .errors import RunError, UsageError
 from .manifest import Manifest
@@ -163,16 +166,28 @@ def make_shards(
 ) -> None:
     """Make these shards with a set-up pipeline: the model on this thread, encoding and tar
     writing on ``workers`` threads beside it; each finished shard is published to ``store``
-    (stats first, tar last) and reported with ``shard_done(stats)``."""
+    (stats first, then its table when dataset-level stages need one, tar last) and reported with
+    ``shard_done(stats)``."""
+    from . import extractors
+    from .table import TableRows, table_name
+
     batch_size = pipeline.manifest.run.batch_size
+    wanted = dataset_features(pipeline.manifest)
+    with_table = any(s.cls.kind == "dataset" for s in pipeline.manifest.stages)
     encoder = SampleEncoder(pipeline.manifest, pipeline.describe_generator())
     check = FieldCheck()
     bg = BackgroundWriter(lambda b, rows: check(encoder(b, rows)), workers)
     open_shards: list[ShardFile] = []
 
-    def commit(shard: ShardFile, stats: dict) -> dict:
+    def commit(shard: ShardFile, stats: dict, rows) -> dict:
+        if rows is not None:  # written before the shard is renamed: a final tar always has its table
+            from .writer import write_atomic
+
+            write_atomic(store.staging / table_name(shard.final.name), rows.to_bytes())
         stats = shard.commit(stats)
         store.publish(stats_name(shard.final.name))
+        if rows is not None:
+            store.publish(table_name(shard.final.name))
         store.publish(shard.final.name)
         return stats
 
@@ -182,14 +197,18 @@ def make_shards(
             open_shards.append(shard)
             pipeline.reset_rows()
             dropped = []
+            rows = TableRows() if with_table else None
             for start in range(task.start, task.stop, batch_size):
                 indices = list(range(start, min(start + batch_size, task.stop)))
                 batch = pipeline.run_batch(indices)
                 dropped += [d.__dict__ for d in batch.dropped]
+                if rows is not None:
+                    cols = {extractors.extractor_id(spec): extractors.features(pipeline.context, batch, spec) for spec in wanted} if len(batch) else {}
+                    rows.add(batch, cols)
                 bg.submit(shard, batch)
                 advance(len(indices))
             stats = {"shard": task.index, "source_indices": [task.start, task.stop], "dropped": dropped, "stage_rows": pipeline.reset_rows()}
-            fut = bg.after_writes(commit, shard, stats)
+            fut = bg.after_writes(commit, shard, stats, rows)
             fut.add_done_callback(lambda f: not f.cancelled() and f.exception() is None and shard_done(f.result()))
         bg.drain()
     except OSError as e:
@@ -231,6 +250,20 @@ class LocalExecutor(Executor):
 
         make_shards(pipeline, job.tasks, job.store, job.name, job.manifest.run.workers, progress.advance, done)
         return [{"worker": "local", "shards": made["shards"], "samples": made["samples"], "seconds": round(time.perf_counter() - t0, 2), "failures": 0, "threads": current_threads()}]
+
+
+def dataset_features(manifest: Manifest) -> list:
+    """Extractor tables the dataset-level stages need for every sample (Stage.wants)."""
+    out, seen = [], set()
+    for step in manifest.stages:
+        if step.cls.kind == "dataset":
+            for spec in step.cls.wants(step.config):
+                from .extractors import extractor_id
+
+                if extractor_id(spec) not in seen:
+                    seen.add(extractor_id(spec))
+                    out.append(spec)
+    return out
 
 
 def choose_executor(manifest: Manifest, name: str | None, options: dict[str, Any]) -> Executor:
@@ -283,28 +316,59 @@ def run(
                 summary.seconds = time.perf_counter() - t0
                 return summary
 
-            if pending:
-                done_samples = sum(t.size for t in tasks) - sum(t.size for t in pending)
-                progress.start(manifest.dataset.num_samples, len(tasks), done_samples, summary.shards_skipped)
-                job = ShardJob(manifest, pending, store, name, quiet, threads)
+            selecting = any(s.cls.kind == "dataset" and s.cls.selects for s in manifest.stages)
+            candidates = OutputFolder(open_store(f"{store.location}/{CANDIDATES}"), name) if selecting else None
+            shard_folder = candidates or folder
+            to_make = [t for t in tasks if not shard_folder.is_finished(t.index)] if pending else []
+            if candidates is not None and to_make:
+                candidates.store.lock()
+                candidates.remove_stale_temps()
+            if to_make:
+                done_samples = sum(t.size for t in tasks) - sum(t.size for t in to_make)
+                progress.start(manifest.dataset.num_samples, len(tasks), done_samples, len(tasks) - len(to_make))
+                job = ShardJob(manifest, to_make, shard_folder.store, name, quiet, threads)
                 try:
                     summary.workers = executor.run(job, progress)
                 finally:
                     progress.close()
                 if job.reports:
                     folder.write_reports(job.reports)
-                summary.shards_made = len(pending)
-                summary.source_samples_made = sum(t.size for t in pending)
+                summary.source_samples_made = sum(t.size for t in to_make)
                 summary.threads = next((w.get("threads") for w in summary.workers if w.get("threads")), None)
+            summary.shards_made = len(pending)
 
-            _summarise(folder, manifest, tasks, {t.index for t in pending}, summary)
+            stages = dataset_stages(Pipeline(manifest, quiet=quiet, threads=threads)) if any(s.cls.kind == "dataset" for s in manifest.stages) else []
+            if candidates is not None:
+                _finalise(folder, candidates, tasks, pending, stages)
+            metrics = measure(stages, load_table(folder, [t.index for t in tasks])) if stages else {}
+            _summarise(folder, manifest, tasks, {t.index for t in pending}, summary, metrics)
+            if candidates is not None:
+                candidates.store.remove_all()
     finally:
         store.close()
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _summarise(folder: OutputFolder, manifest: Manifest, tasks: list[ShardTask], made: set[int], summary: RunSummary) -> None:
+def _finalise(folder: OutputFolder, candidates: OutputFolder, tasks: list[ShardTask], pending: list[ShardTask], stages) -> None:
+    """Selection over every candidate's table, then each pending final shard from its candidate."""
+    table = load_table(candidates, [t.index for t in tasks])
+    keep, why, _ = select(stages, table)
+    selecting = [(step, stage) for step, stage in stages if step.cls.selects]
+    for task in pending:
+        own = table.shard == task.index
+        counts, alive = {}, own.copy()
+        for step, _ in selecting:  # rows in and out of each selecting stage, in this shard
+            dropped_here = np.array([why.get(k, ("",))[0] == step.name for k in table.keys]) & alive
+            counts[step.where] = [int(alive.sum()), int((alive & ~dropped_here).sum())]
+            alive &= ~dropped_here
+        try:
+            write_final(folder, candidates, task.index, why, table.take(keep), counts)
+        except OSError as e:
+            raise io_error(e, f"{folder.path}/{shard_name(folder.name, task.index)}") from None
+
+
+def _summarise(folder: OutputFolder, manifest: Manifest, tasks: list[ShardTask], made: set[int], summary: RunSummary, metrics: dict | None = None) -> None:
     """dataset.json and the card from every shard's stats (written last: the run's end marker)."""
     stats = [folder.read_stats(t.index) for t in tasks]
     for st in stats:
@@ -316,7 +380,7 @@ def _summarise(folder: OutputFolder, manifest: Manifest, tasks: list[ShardTask],
                     summary.drop_examples.append(f"{d['key']} ({d['stage']}): {d.get('detail') or d['reason']}")
             for step in manifest.stages:
                 rows = st.get("stage_rows", {}).get(step.where)
-                if step.cls.kind == "filter" and rows:
+                if step.cls.kind in ("filter", "dataset") and rows:
                     acc = summary.filter_rows.setdefault(f"{step.where} {step.name}", [0, 0])
                     acc[0], acc[1] = acc[0] + rows[0], acc[1] + rows[1]
     first = _first_sample(folder, stats)
@@ -326,6 +390,8 @@ def _summarise(folder: OutputFolder, manifest: Manifest, tasks: list[ShardTask],
     reports = folder.read_reports()
     if reports:
         info["reports"] = reports
+    if metrics:
+        info["metrics"] = metrics
     try:
         folder.write_own({"dataset.json": json.dumps(info, indent=1, sort_keys=True).encode(), "README.md": readme_card(manifest, info).encode()})
     except OSError as e:

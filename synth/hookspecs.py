@@ -67,3 +67,13 @@ def register_executors(register):
     cluster (``ray``, from the synth_ray plugin), and a Dask or Spark one could follow. Chosen by
     ``[run] executor`` or ``synth run --executor NAME``. See ``synth.protocols.Executor``.
     """
+
+
+@hookspec
+def register_extractors(register):
+    """Register feature extractor classes: ``register(FeatureExtractorSubclass)``.
+
+    An extractor turns images into one vector each (CLIP, DINOv2, Inception, the shapes world's
+    feature network); filters, near-duplicate removal, selection and dataset metrics use them.
+    See ``synth.protocols.FeatureExtractor`` and ``synth.extractors``.
+    """

@@ -194,6 +194,9 @@ class OutputFolder:
             self.store.remove(stats_name(tar))
             self.store.remove(tar)
             removed += 1
+        from .storage import open_store
+
+        open_store(f"{self.store.location}/.candidates").remove_all()  # a selecting run's scratch shards
         for extra in (self.read_state() or {}).get("extra", []):
             self.store.remove(str(extra).rsplit("/", 1)[-1])
         for extra in (*OWN_FILES, STATE_FILE):

@@ -27,7 +27,7 @@ from .errors import UsageError
 ENTRY_POINT_GROUP = "synth"
 ALLOWLIST_ENV = "SYNTH_LOAD_PLUGINS"
 # First-party plugins: registered through entry points like any package, allowed by default.
-DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes", "pixelhead", "ray", "operators")
+DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes", "pixelhead", "ray", "operators", "filters")
 # Registration hooks and what each registers, in the order they are called.
 REGISTER_HOOKS = (
     ("register_generators", "generator"),
@@ -35,6 +35,7 @@ REGISTER_HOOKS = (
     ("register_models", "model"),
     ("register_tables", "table"),
     ("register_executors", "executor"),
+    ("register_extractors", "extractor"),
 )
 
 
@@ -50,6 +51,7 @@ class PluginInfo:
     models: list[str] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     executors: list[str] = field(default_factory=list)
+    extractors: list[str] = field(default_factory=list)
 
     @property
     def package(self) -> str:
@@ -86,6 +88,7 @@ class Registry:
         self.models: dict[str, ModelAlias] = {}
         self.tables: dict[str, type] = {}  # top-level manifest tables a plugin's command reads
         self.executors: dict[str, type] = {}
+        self.extractors: dict[str, type] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin name
@@ -102,6 +105,9 @@ class Registry:
 
     def executor(self, name: str, where: str) -> type:
         return _lookup(self.executors, name, "executor", where)
+
+    def extractor(self, name: str, where: str) -> type:
+        return _lookup(self.extractors, name, "extractor", where)
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
         """The plugin that registered ``kind`` ``name`` (e.g. ("stage", "boom"))."""
@@ -206,10 +212,10 @@ class RegistrationError(Exception):
 
 
 def _registrar(registry: Registry, plugin: str, kind: str):
-    from .protocols import STAGE_KINDS, Executor, Generator, PluginConfig, Stage
+    from .protocols import STAGE_KINDS, Executor, FeatureExtractor, Generator, PluginConfig, Stage
 
     info = registry.plugins[plugin]
-    base = {"generator": Generator, "stage": Stage, "executor": Executor}.get(kind)
+    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor}.get(kind)
 
     def register(obj, path=None, description=""):
         if kind == "model":
@@ -238,7 +244,7 @@ def _registrar(registry: Registry, plugin: str, kind: str):
             raise RegistrationError(f"{kind} {name!r} has no Config (a synth.protocols.PluginConfig subclass)")
         if kind == "stage" and obj.kind not in STAGE_KINDS:
             raise RegistrationError(f"stage {name!r} has kind {obj.kind!r}; a stage's kind is one of {', '.join(STAGE_KINDS)}")
-        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors}[kind]
+        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors}[kind]
         if name in table:
             other = registry.owner[(kind, name)]
             raise RegistrationError(f"{kind} {name!r} is already registered by plugin {other!r}")

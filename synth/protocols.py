@@ -258,6 +258,25 @@ class Stage:
         """Set up from what ``share()`` returned in another process (instead of ``setup()``)."""
         self.setup()
 
+    # Dataset-level stages (kind "dataset") run after every shard task, on the run's SampleTable.
+    selects: ClassVar[bool] = False  # True: select() decides which samples the final shards keep
+
+    @classmethod
+    def wants(cls, config: PluginConfig) -> list[Any]:
+        """Dataset-level stages: extractor tables whose features every sample needs (computed
+        during the shard tasks, kept beside each shard)."""
+        return []
+
+    def select(self, table: Any) -> tuple[np.ndarray, list[str], list[str]]:
+        """Selecting dataset-level stages: (keep mask, reason and detail per row) over the run's
+        ``synth.table.SampleTable`` (the rows earlier selecting stages kept). Deterministic."""
+        raise NotImplementedError
+
+    def measure(self, table: Any) -> dict[str, Any] | None:
+        """Dataset-level stages: numbers about the final dataset (its kept rows), written into
+        dataset.json under "metrics" and into the card."""
+        return None
+
     def produce(self, indices: Sequence[int]) -> Batch:
         """Source stages: the samples for these global indices."""
         raise NotImplementedError
@@ -289,3 +308,38 @@ class Executor:
 
     def run(self, job: Any, progress: Any) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+
+class FeatureExtractor:
+    """Images -> one feature vector each, for fidelity, diversity, duplicates and metrics.
+
+    Registered with ``register_extractors``; a stage names one with a table such as
+    ``extractor = { name = "clip", model = "openai/clip-vit-base-patch32" }``, and asks
+    ``synth.extractors.features(context, batch, table)``, which computes each sample's features
+    once per run. ``embed_text`` is for extractors that also embed text (CLIP: clip_score)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, config: PluginConfig, context: RunContext):
+        self.config = config
+        self.context = context
+
+    @classmethod
+    def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
+        """Problems visible without loading (a local model folder that does not exist)."""
+        return []
+
+    def setup(self) -> None:
+        """Load weights, once per process."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """(N, D) float32 features of (N, H, W, 3) uint8 images."""
+        raise NotImplementedError
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """(N, D) float32 features of texts, in the images' space (for image-text agreement)."""
+        raise NotImplementedError(f"extractor {self.name!r} does not embed text")

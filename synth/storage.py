@@ -56,6 +56,8 @@ class Store:
     def lock(self) -> None: ...
     def unlock(self) -> None: ...
     def close(self) -> None: ...
+    def remove_all(self) -> None:
+        """Remove this store's folder and everything in it (a run's scratch area)."""
 
     def __str__(self) -> str:
         return self.url
@@ -112,6 +114,10 @@ class LocalStore(Store):
 
     def close(self) -> None:
         self.unlock()
+
+    def remove_all(self) -> None:
+        self.unlock()
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 class FsspecStore(Store):
@@ -188,6 +194,11 @@ class FsspecStore(Store):
 
     def close(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+    def remove_all(self) -> None:
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+        self.close()
 
 
 def open_store(location: str | Path) -> Store:

@@ -15,6 +15,13 @@ def register_stages(register):
 
 
 @hookimpl
+def register_extractors(register):
+    from .extractor import ShapesFeatures
+
+    register(ShapesFeatures)
+
+
+@hookimpl
 def register_models(register):
     for folder in sorted(MODELS.glob("*/model_index.json")):
         register(folder.parent.name, folder.parent, description=f"shipped shapes-world model {folder.parent.name}")

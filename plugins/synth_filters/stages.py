@@ -1,0 +1,303 @@
+"""Per-sample filters (realism, clip_score, memorisation) and dataset-level stages (dedup,
+select, metrics). Every score lands in the sample's ``scores``; every drop has a reason and the
+sample's own value."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from synth import extractors
+from synth.batch import Batch
+from synth.errors import UsageError
+from synth.fidelity import fid, kid, knn_radii, nearest, prdc, realism
+from synth.protocols import PluginConfig, Stage
+
+from .reference import ReferenceConfig, reference_features
+
+Extractor = str | dict[str, Any]
+
+
+def _check_extractor(config, plan) -> list[str]:
+    problems: list[str] = []
+    extractors.validate(plan.registry, config.extractor, "extractor", problems)
+    if not problems:
+        table = extractors.as_table(config.extractor)
+        cls = plan.registry.extractor(table["name"], "extractor.name")
+        problems += [f"extractor.{p}" for p in cls.check_plan(cls.Config.model_validate({k: v for k, v in table.items() if k != "name"}), plan)]
+    return problems
+
+
+class _WithReference(Stage):
+    @classmethod
+    def nested_sources(cls, config) -> dict:
+        return {"reference.source": config.reference.source}
+
+    @classmethod
+    def check_plan(cls, config, plan) -> list[str]:
+        return _check_extractor(config, plan)
+
+    def _reference(self) -> np.ndarray:
+        return reference_features(self.context, self.config.reference, self.config.extractor, f"stage {self.name!r}")
+
+
+# -- per-sample filters ------------------------------------------------------------------------------
+class RealismConfig(PluginConfig):
+    reference: ReferenceConfig
+    extractor: Extractor = Field("shapes", description="Feature extractor (name or table)")
+    k: int = Field(3, ge=1, le=50)
+    min: float = Field(1.0, gt=0, le=100, description="Drop samples whose realism score is below this (1: the edge of the real manifold)")
+
+
+class Realism(_WithReference):
+    """Realism score (Kynkaanniemi et al.) of each sample against real images; drops the unreal."""
+
+    name = "realism"
+    kind = "filter"
+    Config = RealismConfig
+    scores = frozenset({"realism"})
+
+    def setup(self) -> None:
+        self.ref = self._reference()
+        if len(self.ref) <= self.config.k:
+            raise UsageError(f"stage 'realism'.reference: {len(self.ref)} images, more than k = {self.config.k} needed")
+        self.radii = knn_radii(self.ref, self.config.k)
+
+    def process(self, batch: Batch) -> Batch:
+        feats = extractors.features(self.context, batch, self.config.extractor)
+        score = realism(self.ref, feats, self.config.k, radii=self.radii)
+        for rec, s in zip(batch.records, score):
+            rec.setdefault("scores", {})["realism"] = round(float(s), 5)
+        return batch.keep(score >= self.config.min, self.name, f"realism < min {self.config.min:g}", [f"{s:.4f}" for s in score])
+
+
+class MemorisationConfig(PluginConfig):
+    reference: ReferenceConfig = Field(description="The images the generator was trained on (or any set it must not copy)")
+    extractor: Extractor = "shapes"
+    percentile: float = Field(1.0, gt=0, lt=50, description="Threshold: this percentile of the reference's own nearest-neighbour distances")
+
+
+class Memorisation(_WithReference):
+    """Drops samples closer to a reference (training) image than reference images are to each
+    other (the given percentile): copies, near-copies, a training image with small noise."""
+
+    name = "memorisation"
+    kind = "filter"
+    Config = MemorisationConfig
+    scores = frozenset({"memorisation_distance"})
+
+    def setup(self) -> None:
+        self.ref = self._reference()
+        nn = knn_radii(self.ref, 1)
+        self.threshold = float(np.percentile(nn, self.config.percentile))
+
+    def share(self):
+        return {"ref": self.ref, "threshold": self.threshold}
+
+    def adopt(self, shared) -> None:
+        self.ref, self.threshold = shared["ref"], shared["threshold"]
+
+    def process(self, batch: Batch) -> Batch:
+        feats = extractors.features(self.context, batch, self.config.extractor)
+        dist, idx = nearest(feats, self.ref)
+        for rec, d, j in zip(batch.records, dist, idx):
+            rec.setdefault("scores", {})["memorisation_distance"] = round(float(d), 5)
+        reason = f"memorised: closer to a reference image than {self.config.percentile:g}% of reference pairs ({self.threshold:.4g})"
+        return batch.keep(dist >= self.threshold, self.name, reason, [f"distance {d:.4g} to reference image {j}" for d, j in zip(dist, idx)])
+
+
+class ClipScoreConfig(PluginConfig):
+    extractor: Extractor = Field(description="A CLIP extractor table, e.g. {name = \"clip\", model = \"openai/clip-vit-base-patch32\"}")
+    min: float | None = Field(None, ge=0, le=100, description="Drop samples whose CLIP score is below this")
+
+
+class ClipScore(Stage):
+    """Image-prompt agreement (100 x cosine of CLIP embeddings, 0 when negative) of text-
+    conditioned samples; drops those below `min`."""
+
+    name = "clip_score"
+    kind = "filter"
+    Config = ClipScoreConfig
+    scores = frozenset({"clip_score"})
+    requires = frozenset({"condition:prompt"})
+
+    @classmethod
+    def check_plan(cls, config, plan) -> list[str]:
+        return _check_extractor(config, plan)
+
+    def process(self, batch: Batch) -> Batch:
+        prompts = [(r.get("condition") or {}).get("prompt") for r in batch.records]
+        missing = [k for k, p in zip(batch.keys, prompts) if not p]
+        if missing:
+            raise UsageError(f"stage 'clip_score': sample {missing[0]} has no prompt (clip_score is for text-conditioned samples)")
+        img = extractors.features(self.context, batch, self.config.extractor)
+        txt = extractors.get(self.context, self.config.extractor).embed_text(prompts)
+        cos = (img / np.linalg.norm(img, axis=1, keepdims=True)) * (txt / np.linalg.norm(txt, axis=1, keepdims=True))
+        score = 100 * np.clip(cos.sum(1), 0, None)
+        for rec, s in zip(batch.records, score):
+            rec.setdefault("scores", {})["clip_score"] = round(float(s), 4)
+        if self.config.min is None:
+            return batch
+        return batch.keep(score >= self.config.min, self.name, f"clip_score < min {self.config.min:g}", [f"{s:.2f}" for s in score])
+
+
+# -- dataset-level ----------------------------------------------------------------------------------
+class DedupConfig(PluginConfig):
+    extractor: Extractor = "shapes"
+    threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity at or above which two samples are duplicates")
+
+
+class Dedup(Stage):
+    """Near-duplicates across the whole run (cosine of features): of each group, the sample with
+    the lowest source index is kept, whatever shard or batch the others came in."""
+
+    name = "dedup"
+    kind = "dataset"
+    Config = DedupConfig
+    selects = True
+
+    @classmethod
+    def wants(cls, config) -> list:
+        return [config.extractor]
+
+    @classmethod
+    def check_plan(cls, config, plan) -> list[str]:
+        return _check_extractor(config, plan)
+
+    def select(self, table):
+        f = table.features[extractors.extractor_id(self.config.extractor)].astype(np.float32)
+        f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        order = np.lexsort((np.arange(len(table)), table.index))  # by source index, then position
+        kept_rows: list[int] = []
+        keep = np.zeros(len(table), bool)
+        reasons, details = [""] * len(table), [""] * len(table)
+        block = 1024
+        for s in range(0, len(order), block):
+            rows = order[s : s + block]
+            prior = np.array(kept_rows, np.int64)
+            sim_prior = f[rows] @ f[prior].T if len(prior) else np.zeros((len(rows), 0), np.float32)
+            sim_block = f[rows] @ f[rows].T
+            for a, r in enumerate(rows):
+                best, who = -1.0, None
+                if sim_prior.shape[1]:
+                    j = int(sim_prior[a].argmax())
+                    best, who = float(sim_prior[a, j]), int(prior[j])
+                for b in range(a):  # earlier rows of this block that were kept
+                    if keep[rows[b]] and sim_block[a, b] > best:
+                        best, who = float(sim_block[a, b]), int(rows[b])
+                if who is not None and best >= self.config.threshold:
+                    reasons[r] = f"near-duplicate (cosine >= {self.config.threshold:g})"
+                    details[r] = f"of {table.keys[who]} (cosine {best:.4f})"
+                else:
+                    keep[r] = True
+            kept_rows += [int(r) for r in rows if keep[r]]
+        return keep, reasons, details
+
+
+class SelectConfig(PluginConfig):
+    method: Literal["k_center", "class_quota"] = Field("k_center", description="k_center: cover the feature space; class_quota: balance the classes")
+    keep: int | None = Field(None, ge=1, description="How many samples to keep")
+    fraction: float | None = Field(None, gt=0, le=1, description="Or this share of them")
+    extractor: Extractor = "shapes"
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.keep is None) == (self.fraction is None):
+            raise ValueError("give keep or fraction")
+        return self
+
+
+class Select(Stage):
+    """Keep N of the run's samples: by k-center greedy on features (the most varied) or by class
+    quota (balanced); deterministic, lowest source index first on ties."""
+
+    name = "select"
+    kind = "dataset"
+    Config = SelectConfig
+    selects = True
+
+    @classmethod
+    def wants(cls, config) -> list:
+        return [config.extractor] if config.method == "k_center" else []
+
+    @classmethod
+    def check_plan(cls, config, plan) -> list[str]:
+        return _check_extractor(config, plan) if config.method == "k_center" else []
+
+    def select(self, table):
+        n = len(table)
+        target = self.config.keep if self.config.keep is not None else int(round(self.config.fraction * n))
+        target = min(target, n)
+        order = np.lexsort((np.arange(n), table.index))
+        keep = np.zeros(n, bool)
+        if self.config.method == "class_quota":
+            classes = sorted(set(table.cls.tolist()))
+            per = {c: 0 for c in classes}
+            quota = {c: target // len(classes) + (1 if i < target % len(classes) else 0) for i, c in enumerate(classes)}
+            for r in order:
+                c = int(table.cls[r])
+                if per[c] < quota[c]:
+                    keep[r], per[c] = True, per[c] + 1
+            why = "over its class's quota"
+        else:
+            f = table.features[extractors.extractor_id(self.config.extractor)].astype(np.float32)
+            keep[k_center(f, order, target)] = True
+            why = f"not among the {target} k-center picks"
+        return keep, ["" if k else why for k in keep], ["" for _ in keep]
+
+
+def k_center(f: np.ndarray, order: np.ndarray, k: int) -> list[int]:
+    """Greedy k-center: start from the first row of ``order``, then repeatedly the row farthest
+    from everything chosen (ties: earliest in ``order``). O(N k) distances, O(N) memory."""
+    if k <= 0:
+        return []
+    f = f[order]
+    chosen = [0]
+    dist = np.linalg.norm(f - f[0], axis=1)
+    for _ in range(1, k):
+        j = int(dist.argmax())  # first maximum: the lowest position in order
+        chosen.append(j)
+        dist = np.minimum(dist, np.linalg.norm(f - f[j], axis=1))
+    return [int(order[j]) for j in chosen]
+
+
+class MetricsConfig(PluginConfig):
+    reference: ReferenceConfig
+    extractor: Extractor = "shapes"
+    k: int = Field(3, ge=1, le=50, description="Neighbours of precision / recall / density / coverage")
+    kid_subsets: int = Field(100, ge=1)
+    kid_subset_size: int = Field(1000, ge=2)
+
+
+class Metrics(_WithReference):
+    """FID, KID, precision, recall, density and coverage of the final dataset against a reference
+    set, plus its class balance, into dataset.json and the card."""
+
+    name = "metrics"
+    kind = "dataset"
+    Config = MetricsConfig
+
+    @classmethod
+    def wants(cls, config) -> list:
+        return [config.extractor]
+
+    def setup(self) -> None:
+        self.ref = self._reference()
+
+    def measure(self, table) -> dict:
+        cfg = self.config
+        f = table.features[extractors.extractor_id(cfg.extractor)]
+        out: dict[str, Any] = {"samples": len(table), "reference": {"samples": int(len(self.ref)), "source": cfg.reference.source}, "extractor": extractors.as_table(cfg.extractor)}
+        if len(table) > cfg.k and len(self.ref) > cfg.k:
+            out.update({k: round(v, 6) for k, v in prdc(self.ref, f, cfg.k).items()})
+        if len(table) >= 2:
+            out["fid"] = round(fid(self.ref, f), 4)
+            m, s = kid(self.ref, f, cfg.kid_subsets, cfg.kid_subset_size)
+            out["kid"], out["kid_std"] = round(m, 6), round(s, 6)
+        classes = self.context.classes
+        counts = np.bincount(table.cls[table.cls >= 0], minlength=len(classes)) if len(classes) else np.zeros(0)
+        if counts.sum():
+            out["class_balance"] = {classes[i]: int(c) for i, c in enumerate(counts)}
+        return out
