@@ -290,6 +290,10 @@ def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, genera
         problems += [_at("generator", p) for p in generator.cls.check_plan(generator.config, PlanContext(**ctx, position=-1))]
     for i, step in enumerate(stages):
         problems += [_at(step.where, p) for p in step.cls.check_plan(step.config, PlanContext(**ctx, position=i))]
+        for loc, nested in step.cls.nested_sources(step.config).items():  # e.g. a reference set's source
+            inner = source_step(registry, nested, f"{step.where}.{loc}", [])
+            if inner is not None:
+                problems += [_at(f"{step.where}.{loc}", p) for p in inner.cls.check_plan(inner.config, PlanContext(**ctx, position=-2))]
     if problems:
         return problems
     info = generator.cls.static_info(generator.config, PlanContext(**ctx, position=-1)) if generator is not None else None

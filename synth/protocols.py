@@ -137,6 +137,10 @@ class Generator:
         """Identity recorded with every sample: name, model id, library version, licence."""
         return {"name": self.name}
 
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(H, W, 3) of the images ``decode`` makes; None before set-up or when it varies."""
+        return None
+
     def condition(self, index: int) -> dict[str, Any]:
         """The condition of global sample ``index`` (e.g. {"prompt": ..., "class": 2}).
 

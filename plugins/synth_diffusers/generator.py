@@ -227,6 +227,9 @@ class DiffusersGenerator(Generator):
             out.append(self._decode_group(z, conds, idx, seed)[: f - pad])
         return np.concatenate(out) if out else np.zeros((0, *self._image_shape()), np.uint8)
 
+    def image_shape(self) -> tuple[int, int, int] | None:
+        return self._image_shape() if self.pipe is not None else None  # known once set up
+
     def _image_shape(self) -> tuple[int, int, int]:
         c, h, w = self.latent_shape()
         scale = 1 if self.kind == "unet2d" else self.pipe.vae_scale_factor

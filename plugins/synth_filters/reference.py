@@ -51,7 +51,9 @@ def reference_images(context, ref: ReferenceConfig, where: str) -> np.ndarray:
 
 def reference_features(context, ref: ReferenceConfig, spec, where: str, image_shape: tuple | None = None) -> np.ndarray:
     """(N, D) features of the reference set, from the cache when computed before."""
-    ident = json.dumps({"source": ref.source, "count": ref.count, "extractor": extractors.as_table(spec), "seed": context.seed}, sort_keys=True)
+    # relative paths of the source resolve against the manifest: key on where they point
+    resolved = {k: (str(context.resolve_path(v)) if k in ("path", "urls", "masks") and isinstance(v, str) else v) for k, v in ref.source.items()}
+    ident = json.dumps({"source": resolved, "count": ref.count, "extractor": extractors.as_table(spec), "seed": context.seed, "shape": image_shape}, sort_keys=True, default=str)
     path = _cache(context) / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)

@@ -40,7 +40,9 @@ class _WithReference(Stage):
         return _check_extractor(config, plan)
 
     def _reference(self) -> np.ndarray:
-        return reference_features(self.context, self.config.reference, self.config.extractor, f"stage {self.name!r}")
+        gen = self.context.generator
+        shape = gen.image_shape() if gen is not None else None
+        return reference_features(self.context, self.config.reference, self.config.extractor, f"stage {self.name!r}", shape)
 
 
 # -- per-sample filters ------------------------------------------------------------------------------

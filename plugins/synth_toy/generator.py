@@ -38,6 +38,9 @@ class ToyGenerator(Generator):
     def describe(self):
         return {"name": self.name, "model": "toy-shapes", "size": self.config.size, "license": "cc0-1.0"}
 
+    def image_shape(self):
+        return (self.config.size, self.config.size, 3)
+
     def condition(self, index: int) -> dict:
         n = len(self.context.classes)
         return {"class": index % n} if n else {}
