@@ -167,6 +167,17 @@ def evaluate(manifest: Path, labelled: str, masks, size, count, source_toml, as_
 
 @main.command()
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--samples", "-n", default=32, show_default=True, type=click.IntRange(min=1), help="Samples in the grid.")
+def report(output: Path, samples: int):
+    """Write OUTPUT/report.html (self-contained) and report.md: samples, metrics, classes, scores, drops."""
+    from .report import write
+
+    page, twin = write(output, samples)
+    click.echo(f"wrote {page} and {twin}")
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("key")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the image (default: KEY.png here).")
 def regenerate(output: Path, key: str, out: Path | None):

@@ -23,10 +23,19 @@ def _sq_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
+def _block_sq(a: np.ndarray, b: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances of the rows of ``a`` to every row of ``b`` (float32, in place)."""
+    d = a @ b.T
+    d *= -2.0
+    d += _sq_norms(a)[:, None]
+    d += bb[None, :]
+    np.maximum(d, 0, out=d)
+    return d
+
+
 def _block_dists(a: np.ndarray, b: np.ndarray, bb: np.ndarray) -> np.ndarray:
     """Euclidean distances of the rows of ``a`` to every row of ``b`` (float32)."""
-    d = _sq_norms(a)[:, None] + bb[None, :] - 2.0 * (a @ b.T)
-    np.maximum(d, 0, out=d)
+    d = _block_sq(a, b, bb)
     return np.sqrt(d, out=d)
 
 
@@ -40,10 +49,10 @@ def knn_radii(x: np.ndarray, k: int, block: int = BLOCK) -> np.ndarray:
     xx = _sq_norms(x)
     out = np.empty(len(x), np.float32)
     for s in range(0, len(x), block):
-        d = _block_dists(x[s : s + block], x, xx)
+        d = _block_sq(x[s : s + block], x, xx)  # squared: the order is the same, the sqrt is for k values only
         d[np.arange(len(d)), np.arange(s, s + len(d))] = np.inf  # not itself
         out[s : s + block] = np.partition(d, k - 1, axis=1)[:, k - 1]
-    return out
+    return np.sqrt(out)
 
 
 def nearest(a: np.ndarray, b: np.ndarray, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
@@ -65,17 +74,16 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = 3, block: int = BLOCK) -> 
     if len(real) <= k or len(fake) <= k:
         raise ValueError(f"need more than k={k} real and fake samples (got {len(real)} and {len(fake)})")
     r_real, r_fake = knn_radii(real, k, block), knn_radii(fake, k, block)
-    rr, ff = _sq_norms(real), _sq_norms(fake)
+    r2_real, r2_fake = r_real.astype(np.float64) ** 2, r_fake.astype(np.float64) ** 2
+    ff = _sq_norms(fake)
     inside_count = np.zeros(len(fake), np.int64)  # how many real spheres hold each fake
-    for s in range(0, len(real), block):
-        d = _block_dists(real[s : s + block], fake, ff)  # (block, F)
-        inside_count += (d <= r_real[s : s + block, None]).sum(0)
-    recall_hits = 0
-    coverage_hits = 0
-    for s in range(0, len(real), block):
-        d = _block_dists(real[s : s + block], fake, ff)
-        recall_hits += int((d <= r_fake[None, :]).any(1).sum())  # real inside some fake sphere
-        coverage_hits += int((d.min(1) <= r_real[s : s + block]).sum())  # nearest fake inside the real sphere
+    recall_hits = coverage_hits = 0
+    for s in range(0, len(real), block):  # one pass over real x fake, squared distances throughout
+        d = _block_sq(real[s : s + block], fake, ff)  # (block, F)
+        inside = d <= r2_real[s : s + block, None].astype(np.float32)
+        inside_count += inside.sum(0)
+        recall_hits += int((d <= r2_fake[None, :].astype(np.float32)).any(1).sum())  # real inside some fake sphere
+        coverage_hits += int(inside.any(1).sum())  # some fake inside the real sphere (its nearest is)
     return {
         "precision": float((inside_count > 0).mean()),
         "recall": recall_hits / len(real),

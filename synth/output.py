@@ -108,6 +108,13 @@ class OutputFolder:
         out = {where: rep for where, (rep, _, _) in out.items()}
         self.store.write_atomic(REPORTS, json.dumps(out, indent=1, sort_keys=True, default=str).encode())
 
+    def record_extra(self, names: list[str]) -> None:
+        """Files synth wrote beside the shards after the run (a report): ours to replace and
+        to remove with --overwrite."""
+        state = self.read_state() or {}
+        state["extra"] = sorted(set(state.get("extra", [])) | set(names))
+        self._write_state(state)
+
     def read_reports(self) -> dict | None:
         if not self.store.exists(REPORTS):
             return None

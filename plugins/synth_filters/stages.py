@@ -15,7 +15,7 @@ from synth.errors import UsageError
 from synth.fidelity import fid, kid, knn_radii, nearest, prdc, realism
 from synth.protocols import PluginConfig, Stage
 
-from .reference import ReferenceConfig, reference_features
+from synth.reference import ReferenceConfig, reference_features
 
 Extractor = str | dict[str, Any]
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from synth import extractors
-from synth.errors import UsageError
-from synth.manifest import source_step
-from synth.protocols import PluginConfig
+from . import extractors
+from .errors import UsageError
+from .manifest import source_step
+from .protocols import PluginConfig
 
 
 class ReferenceConfig(PluginConfig):
