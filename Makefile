@@ -19,6 +19,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/synth run manifests/quickstart.toml --overwrite
 	$(BIN)/synth inspect out/quickstart -n 2
 	$(BIN)/synth preview out/quickstart -o out/quickstart/preview.png
+	$(BIN)/synth report out/quickstart
 
 test: $(STAMP)
 	# two workers: most tests wait on imports and subprocesses, not on both cores

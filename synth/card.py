@@ -185,6 +185,8 @@ def _reports_section(info: dict[str, Any]) -> str:
     lines = ["", "## What stages calibrated", ""]
     for where, rep in sorted(reports.items()):
         facts = []
+        if "threshold" in rep and "score" in rep:
+            facts.append(f"drops {rep['score']} above {rep['threshold']:g}" + (f" (the {1 - rep['fraction']:.0%} quantile of its calibration)" if rep.get("fraction") else ""))
         if "radius" in rep:
             named = {(classes[int(k)] if k.isdigit() and int(k) < len(classes) else k): v for k, v in rep["radius"].items()}
             facts.append("view radius per class (sigma = \"auto\", target agreement " + f"{rep.get('target', 0):.0%}): " + ", ".join(f"{k} {v:g}" for k, v in named.items()))

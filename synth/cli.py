@@ -166,6 +166,21 @@ def evaluate(manifest: Path, labelled: str, masks, size, count, source_toml, as_
 
 
 @main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, required=True, help="KEY=v1,v2,... e.g. generator.steps=10,20 or stage.views.sigma=0.1,0.3 (once or twice)")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Folder of the runs (default: <output>-sweep beside the manifest's output).")
+@click.option("--quiet", "-q", is_flag=True)
+@click.option("--threads", type=click.IntRange(min=1))
+def sweep(manifest: Path, sets, out, quiet: bool, threads):
+    """Run MANIFEST over values of one or two fields; plot precision/recall and density/coverage with the Pareto front."""
+    from .sweep import sweep as run_sweep
+
+    r = run_sweep(manifest, list(sets), out, quiet, threads)
+    click.echo(r["table"])
+    click.echo(f"plot: {r['folder']}/sweep.png")
+
+
+@main.command()
 @click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--samples", "-n", default=32, show_default=True, type=click.IntRange(min=1), help="Samples in the grid.")
 def report(output: Path, samples: int):

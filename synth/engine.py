@@ -83,6 +83,7 @@ class RunSummary:
     threads: int | None = None
     executor: str = "local"
     workers: list[dict] = field(default_factory=list)  # one report per worker (shards, samples, seconds, failures)
+    metrics: dict = field(default_factory=dict)  # measuring stages' figures, as in dataset.json
 
 
 class Progress:
@@ -392,6 +393,7 @@ def _summarise(folder: OutputFolder, manifest: Manifest, tasks: list[ShardTask],
         info["reports"] = reports
     if metrics:
         info["metrics"] = metrics
+        summary.metrics = metrics
     try:
         folder.write_own({"dataset.json": json.dumps(info, indent=1, sort_keys=True).encode(), "README.md": readme_card(manifest, info).encode()})
     except OSError as e:

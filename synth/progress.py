@@ -56,5 +56,9 @@ def format_summary(s: RunSummary) -> str:
                 f"  {w['worker']}: {w['shards']} shards, {w['samples']} samples, {w['seconds']:.1f} s"
                 + (f", {w['failures']} failures (shard made again elsewhere)" if w.get("failures") else "")
             )
+    for where, m in s.metrics.items():
+        figures = [f"{k.upper() if k in ('fid', 'kid') else k} {m[k]:.4g}" for k in ("fid", "kid", "precision", "recall", "density", "coverage") if k in m]
+        if figures:
+            lines.append(f"{where} {m.get('stage', 'metrics')} ({m.get('samples', '?')} samples vs {m.get('reference', {}).get('samples', '?')} reference): " + ", ".join(figures))
     lines.append(f"dataset: {s.num_samples} samples; see {s.output}/dataset.json")
     return "\n".join(lines)

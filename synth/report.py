@@ -84,9 +84,9 @@ def thresholds(info: dict) -> dict[str, dict[str, float]]:
         for bound in ("min", "max"):
             if score and isinstance(st.get(bound), (int, float)):
                 out.setdefault(score, {})[f"stage[{i}] {bound}"] = float(st[bound])
-    for reason in info.get("dropped_by_reason", {}):
-        if "drop_uncertain" in reason:
-            pass  # its threshold is a calibrated quantile: shown per sample in the drop details
+    for where, rep in (info.get("reports") or {}).items():  # calibrated thresholds (drop_uncertain)
+        if isinstance(rep.get("score"), str) and isinstance(rep.get("threshold"), (int, float)):
+            out.setdefault(rep["score"], {})[f"{where} {rep.get('stage', '')}".strip()] = float(rep["threshold"])
     return out
 
 

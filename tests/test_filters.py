@@ -127,6 +127,7 @@ def test_selection_is_deterministic_and_resumes_byte_identical(tmp_path):
     assert res.returncode == 0, res.stderr
     again = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".tar", ".json") and not p.name.startswith(".")}
     assert again == ref
+    assert f"stage[2] metrics (10 samples vs 200 reference): FID {metrics['fid']:.4g}" in res.stderr
 
 
 def test_a_run_killed_during_the_dataset_phase_resumes_byte_identical(tmp_path):

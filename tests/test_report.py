@@ -81,7 +81,7 @@ def test_report_renders_in_a_real_browser(report, tmp_path):
         for metric in ("fid", "kid", "precision", "recall", "density", "coverage"):
             assert page.locator(f".metric-{metric}").first.inner_text().strip() not in ("", "-")
         shot = Path(os.environ.get("SYNTH_REPORT_SCREENSHOT", tmp_path / "report.png"))
-        page.screenshot(path=str(shot), full_page=True)
+        page.screenshot(path=str(shot))
         browser.close()
     assert errors == []
     assert shot.stat().st_size > 10_000

@@ -213,6 +213,9 @@ class DropUncertain(Stage):
         band = drop_share_band(cfg.fraction, len(calibration))
         self.reason = f"{cfg.score} above the {q:.0%} quantile of {len(calibration)} calibration samples (expected share {cfg.fraction:.0%} ± {band:.1%})"
 
+    def report(self) -> dict:
+        return {"score": self.config.score, "threshold": round(self.threshold, 6), "fraction": self.config.fraction if self.config.max is None else None}
+
     def process(self, batch: Batch) -> Batch:
         key = self.config.score
         values = []

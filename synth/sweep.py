@@ -1,0 +1,161 @@
+"""`synth sweep MANIFEST --set KEY=v1,v2,... [--set ...]`: the fidelity-diversity trade-off as
+one command. Runs the manifest once per value (or pair of values) into sibling folders, each a
+complete, resumable dataset, then plots precision against recall and density against coverage per
+value, with the Pareto front (the values no other beats on both) marked, as a PNG and a table.
+
+KEY is a path into the manifest: ``generator.guidance_scale``, ``dataset.seed``,
+``stage[2].sigma`` (by position) or ``stage.views.sigma`` (the first stage of that name). Values
+are TOML scalars. The manifest needs a ``metrics`` stage (it gives the numbers).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+
+def parse_set(text: str) -> tuple[str, list[Any]]:
+    if "=" not in text:
+        raise UsageError(f"--set {text!r}: expected KEY=v1,v2,...")
+    key, raw = text.split("=", 1)
+    values = []
+    for v in raw.split(","):
+        try:
+            values.append(tomllib.loads(f"v = {v.strip()}")["v"])
+        except tomllib.TOMLDecodeError:
+            values.append(v.strip())  # a bare word: a string
+    if not values or not key.strip():
+        raise UsageError(f"--set {text!r}: expected KEY=v1,v2,...")
+    return key.strip(), values
+
+
+def assign(data: dict, key: str, value: Any, where: str) -> None:
+    """Set ``key`` (generator.x, dataset.x, stage[i].x, stage.NAME.x) in a manifest's data."""
+    parts = key.split(".")
+    m = re.fullmatch(r"stage\[(\d+)\]", parts[0])
+    if m:
+        stages = data.get("stage", [])
+        i = int(m.group(1))
+        if i >= len(stages):
+            raise UsageError(f"{where}: {key}: the manifest has {len(stages)} stages")
+        target, rest = stages[i], parts[1:]
+    elif parts[0] == "stage" and len(parts) >= 3:
+        target = next((s for s in data.get("stage", []) if s.get("name") == parts[1]), None)
+        if target is None:
+            raise UsageError(f"{where}: {key}: no stage named {parts[1]!r}")
+        rest = parts[2:]
+    else:
+        target, rest = data, parts
+    for p in rest[:-1]:
+        target = target.setdefault(p, {})
+        if not isinstance(target, dict):
+            raise UsageError(f"{where}: {key}: {p} is not a table")
+    if not rest:
+        raise UsageError(f"{where}: {key}: name a field, e.g. stage.views.sigma")
+    target[rest[-1]] = value
+
+
+def _label(combo: dict[str, Any]) -> str:
+    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in combo.items())
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (both higher is better)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((a >= x and b >= y) and (a > x or b > y) for j, (a, b) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 900, 420, 50
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    panels = [("recall", "precision"), ("coverage", "density")]
+    pw = w // 2
+    for k, (xk, yk) in enumerate(panels):
+        x0 = k * pw + pad
+        pts = [(r["metrics"].get(xk), r["metrics"].get(yk)) for r in rows]
+        ok = [(i, p) for i, p in enumerate(pts) if p[0] is not None and p[1] is not None]
+        ymax = max([1.0] + [p[1] for _, p in ok])
+        sx = lambda v: x0 + v * (pw - 2 * pad)  # noqa: E731
+        sy = lambda v: h - pad - v / ymax * (h - 2 * pad)  # noqa: E731
+        d.line([(x0, pad - 20), (x0, h - pad), (x0 + pw - 2 * pad, h - pad)], fill="black")
+        d.text((x0 + (pw - 2 * pad) // 2 - 20, h - pad + 20), xk, fill="black")
+        d.text((x0 - 40, pad - 36), yk, fill="black")
+        for v in (0.0, 0.5, 1.0):
+            d.text((sx(v) - 8, h - pad + 4), f"{v:.1f}", fill="black")
+        front = pareto([p for _, p in ok])
+        fpts = sorted((ok[i][1] for i in front), key=lambda p: p[0])
+        if len(fpts) > 1:
+            d.line([(sx(a), sy(b)) for a, b in fpts], fill=(210, 40, 40), width=2)
+        for j, (i, (a, b)) in enumerate(ok):
+            c = (210, 40, 40) if j in front else (40, 80, 200)
+            d.ellipse([sx(a) - 4, sy(b) - 4, sx(a) + 4, sy(b) + 4], fill=c)
+            d.text((sx(a) + 6, sy(b) - 6), rows[i]["label"], fill=c)
+    d.text((pad, 6), "red: Pareto front (no other value is better on both)", fill=(210, 40, 40))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: bool = False, threads: int | None = None) -> dict:
+    import tomli_w
+
+    from .engine import run
+    from .manifest import load_manifest, read_toml
+    from .progress import BarProgress
+
+    manifest_path = Path(manifest_path).expanduser().resolve()
+    text, base = read_toml(manifest_path)
+    if not sets:
+        raise UsageError("give at least one --set KEY=v1,v2")
+    if len(sets) > 2:
+        raise UsageError("sweep over one or two fields (--set given more than twice)")
+    parsed = [parse_set(s) for s in sets]
+    first = load_manifest(manifest_path)
+    if not any(s.name == "metrics" for s in first.stages):
+        raise UsageError(f"{manifest_path}: sweep plots the metrics stage's numbers; add a metrics stage with a reference set")
+    root = out or first.output_dir().with_name(first.output_dir().name + "-sweep")
+    rows = []
+    for values in itertools.product(*[v for _, v in parsed]):
+        combo = {k: v for (k, _), v in zip(parsed, values)}
+        data = json.loads(json.dumps(base))
+        for k, v in combo.items():
+            assign(data, k, v, str(manifest_path))
+        label = _label(combo)
+        folder = root / re.sub(r"[^A-Za-z0-9_.,=-]", "_", label)
+        folder.mkdir(parents=True, exist_ok=True)
+        body = tomli_w.dumps(data)
+        m = load_manifest(manifest_path, text=body)  # validate with the original's folder for paths
+        (folder / "manifest.toml").write_text(f"# {manifest_path} with {label}\n" + body)
+        summary = run(m, output=folder / "data", progress=BarProgress(disable=quiet), quiet=quiet, threads=threads)
+        info = json.loads((folder / "data" / "dataset.json").read_text())
+        metrics = next(iter((info.get("metrics") or {}).values()), {})
+        rows.append({"label": label, "values": combo, "output": str(folder / "data"), "samples": info["num_samples"], "metrics": {k: metrics.get(k) for k in ("precision", "recall", "density", "coverage", "fid", "kid")}})
+        if not quiet:
+            import sys
+
+            state = "nothing to do (already finished)" if summary.nothing_to_do else f"made {summary.shards_made} shards"
+            print(f"sweep {label}: {state}; {summary.num_samples} samples; " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1]["metrics"].items() if isinstance(v, float)), file=sys.stderr)
+    for xk, yk in (("recall", "precision"), ("coverage", "density")):
+        ok = [i for i, r in enumerate(rows) if r["metrics"].get(xk) is not None and r["metrics"].get(yk) is not None]
+        for j in pareto([(rows[i]["metrics"][xk], rows[i]["metrics"][yk]) for i in ok]):
+            rows[ok[j]].setdefault("pareto", []).append(f"{yk}/{xk}")
+    plot(rows, root / "sweep.png")
+    table = ["| value | samples | precision | recall | density | coverage | FID | KID | Pareto |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        f = lambda k: "-" if r["metrics"].get(k) is None else f"{r['metrics'][k]:.4g}"  # noqa: E731
+        table.append(f"| {r['label']} | {r['samples']} | {f('precision')} | {f('recall')} | {f('density')} | {f('coverage')} | {f('fid')} | {f('kid')} | {', '.join(r.get('pareto', [])) or ''} |")
+    (root / "sweep.md").write_text("\n".join(table) + "\n\n![sweep](sweep.png)\n")
+    (root / "sweep.json").write_text(json.dumps(rows, indent=1, default=str))
+    return {"folder": str(root), "rows": rows, "table": "\n".join(table)}
