@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch/torchvision pinned to the CPU-machine builds this project is developed against.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[diffusers,ray,test]"
+	$(BIN)/python -m pip install -q -e ".[diffusers,ray,sam,test]"
 	touch $(STAMP)
 
 demo: $(STAMP)

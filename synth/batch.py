@@ -32,6 +32,7 @@ class Batch:
     records: list[dict[str, Any]]
     latents: np.ndarray | None = None  # (B, ...) float
     seg: np.ndarray | None = None  # (B, H, W) integer class ids
+    instances: np.ndarray | None = None  # (B, H, W) instance ids, 0 = none (uint16; inst.png)
     dropped: list[Dropped] = field(default_factory=list)
     # Other per-row columns stages share within a shard task (e.g. "features:<extractor>"); a
     # derived child has none of its parent's (they describe the parent's image).
@@ -39,7 +40,7 @@ class Batch:
 
     def __post_init__(self):
         n = len(self.keys)
-        for name in ("images", "records", "latents", "seg"):
+        for name in ("images", "records", "latents", "seg", "instances"):
             col = getattr(self, name)
             if col is not None and len(col) != n:
                 raise ValueError(f"batch column {name!r} has {len(col)} rows, expected {n}")
@@ -61,6 +62,7 @@ class Batch:
             records=[self.records[i] for i in rows],
             latents=pick(self.latents),
             seg=pick(self.seg),
+            instances=pick(self.instances),
             dropped=list(self.dropped),
             extras={k: pick(v) for k, v in self.extras.items()},
         )
@@ -89,6 +91,7 @@ class Batch:
         out.keys = list(keys)
         out.images = None if out.images is None else out.images.copy()
         out.seg = None if out.seg is None else out.seg.copy()
+        out.instances = None if out.instances is None else out.instances.copy()
         out.latents = None if out.latents is None else out.latents.copy()
         out.records = []
         for r, op in zip(rows, ops):
@@ -117,6 +120,7 @@ class Batch:
             records=[r for b in batches for r in b.records],
             latents=cat("latents"),
             seg=cat("seg"),
+            instances=cat("instances"),
             dropped=[d for b in batches for d in b.dropped],
             extras={k: np.concatenate([b.extras[k] for b in batches]) for k in sorted(shared)},
         )

@@ -121,6 +121,7 @@ class SampleEncoder:
                         rec,
                         latent=None if batch.latents is None else batch.latents[i],
                         seg=None if batch.seg is None else batch.seg[i],
+                        instances=None if batch.instances is None else batch.instances[i],
                         image_format=self.fmt,
                         quality=self.quality,
                         latent_dtype=self.latent_dtype,

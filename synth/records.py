@@ -1,7 +1,8 @@
 """Turn one row of a batch into the bytes of its shard members.
 
 Members per sample: the image (png/jpg/webp), ``json`` (everything else), ``latent.npy``,
-``seg.png`` (lossless class ids) and ``cls`` when labels exist. Keys carry no dots, slashes or
+``seg.png`` (lossless class ids), ``inst.png`` (16-bit instance ids, 0 = none; the instances'
+records are in the json) and ``cls`` when labels exist. Keys carry no dots, slashes or
 ``..``: webdataset splits a member name at the key's first dot.
 """
 
@@ -54,6 +55,17 @@ def encode_seg(seg: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_instances(inst: np.ndarray) -> bytes:
+    """Instance-id map as a lossless 16-bit single-channel PNG (always 16-bit, so every sample's
+    member decodes to the same dtype)."""
+    inst = np.asarray(inst)
+    if inst.min(initial=0) < 0 or inst.max(initial=0) > 65535:
+        raise ValueError("instance ids must lie in 0..65535")
+    buf = io.BytesIO()
+    Image.fromarray(inst.astype(np.uint16)).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
 def encode_npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
@@ -71,6 +83,7 @@ def encode_sample(
     *,
     latent: np.ndarray | None,
     seg: np.ndarray | None,
+    instances: np.ndarray | None = None,
     image_format: str,
     quality: int,
     latent_dtype: str,
@@ -83,6 +96,8 @@ def encode_sample(
         sample["latent.npy"] = encode_npy(np.asarray(latent, dtype=latent_dtype))
     if seg is not None:
         sample["seg.png"] = encode_seg(seg)
+    if instances is not None:
+        sample["inst.png"] = encode_instances(instances)
     if record.get("class") is not None:
         sample["cls"] = str(int(record["class"])).encode()
     return sample

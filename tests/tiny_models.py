@@ -98,3 +98,56 @@ def build_stable_diffusion(path: Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(path)
     return path
+
+
+def build_clip(path: Path, seed: int = 0) -> Path:
+    """A tiny random CLIP (32 px images, 8 px patches) with the letter tokenizer, saved locally."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    tok = _write_tokenizer(path)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+        projection_dim=8,
+    )
+    CLIPModel(config).save_pretrained(path)
+    return path
+
+
+def build_dinov2(path: Path, seed: int = 0) -> Path:
+    """A tiny random DINOv2 (32 px images, 8 px patches), saved locally."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    Dinov2Model(Dinov2Config(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(path)
+    return path
+
+
+TINY_SAM = dict(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=[1], image_size=128, patch_size=16, window_size=4, prompt_dim=32, decoder_mlp_dim=64, decoder_heads=2, iou_head_hidden_dim=32)
+
+
+def build_sam(folder: Path, seed: int = 0) -> dict:
+    """A tiny random SAM, saved both ways: a segment-anything checkpoint (tiny.pth) and the same
+    weights under transformers' names (a SamModel folder, hf/)."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    from synth_sam.architecture import SamArchitecture, build_segment_anything, transformers_config
+    from synth_sam.convert import segment_anything_to_transformers
+    from transformers import SamModel
+
+    torch.manual_seed(seed)
+    arch = SamArchitecture(**TINY_SAM)
+    sam = build_segment_anything(arch)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(sam.state_dict(), folder / "tiny.pth")
+    hf = SamModel(transformers_config(arch))
+    missing, unexpected = hf.load_state_dict(segment_anything_to_transformers(sam.state_dict()), strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    hf.save_pretrained(folder / "hf")
+    return {"checkpoint": folder / "tiny.pth", "hf": folder / "hf", "arch": TINY_SAM}
