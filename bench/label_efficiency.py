@@ -8,6 +8,9 @@ For K labelled real images (shapes world, split "val"), mIoU on real test images
          share dropped, three ways: synthetic only; synthetic and the K real mixed in every batch;
          pre-trained on synthetic, then fine-tuned on the K real;
   (iv)   the U-Net trained on 10*K real labelled images.
+Also, through the shapes world's oracle segmenter (synth_shapes.oracle): the generated samples'
+shape fidelity (1.0: as recognisable as real) and, per K, the label agreement (mIoU between the
+head's labels and the oracle's on the generated samples).
 Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts nothing.
 
     python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
@@ -215,6 +218,12 @@ def main() -> None:
     gen_latents = gen.sample_latents(list(range(len(gen_x))), args.seed) if len(gen_x) else None
     print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
     print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
+    if len(gen_x):
+        from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity
+
+        oracle = Oracle()
+        fid = shape_fidelity(oracle, gen_x, test_x)
+        print(f"  shape fidelity of the generated samples: {fid['fidelity']:.3f} (confident foreground {fid['generated_confident']:.3f} vs real {fid['real_confident']:.3f})")
     print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps, balance {args.balance}; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
     k = len(CLASSES)
     rows = []
@@ -245,7 +254,7 @@ def main() -> None:
         syn_x, syn_y = gen_x[keep], gen_y[keep]
         real = (pool_x[:kk], pool_y[:kk])
         seed = args.seed + kk
-        r = {"K": kk, "head": miou(head_test, test_y, k)}
+        r = {"K": kk, "head": miou(head_test, test_y, k), "agreement": label_agreement(oracle, gen_x, gen_y)["miou"]}
         r["real K"] = miou(segment(torch, train_segmenter(torch, [(*real, 1.0)], args.seg_steps, seed, width=args.width), test_x), test_y, k)
         syn = train_segmenter(torch, [(syn_x, syn_y, 1.0)], args.seg_steps, seed, width=args.width)
         r["syn"] = miou(segment(torch, syn, test_x), test_y, k)
@@ -261,7 +270,7 @@ def main() -> None:
 
     if args.head_only:
         return
-    cols = ["head", "real K", "syn", "syn->K ft", "real 10K"] + (["syn+K mix"] if args.mix else [])
+    cols = ["head", "agreement", "real K", "syn", "syn->K ft", "real 10K"] + (["syn+K mix"] if args.mix else [])
     print()
     print("  mIoU on real test images")
     print("  " + f"{'K':>3} | " + " | ".join(f"{c:>10}" for c in cols) + " | best (iii) - (ii)")
@@ -269,7 +278,7 @@ def main() -> None:
         best = max(r[c] for c in ("syn", "syn->K ft", "syn+K mix") if c in r)
         print("  " + f"{r['K']:>3} | " + " | ".join(f"{r[c]:>10.3f}" for c in cols) + f" | {best - r['real K']:+.3f}")
     print()
-    print("  (i) head = pixel head on real test images; (ii) real K = U-Net on the K real; (iii) syn = U-Net on the")
+    print("  (i) head = pixel head on real test images; agreement = head vs oracle on the generated samples; (ii) real K = U-Net on the K real; (iii) syn = U-Net on the")
     print("  head-labelled generated samples, syn->K ft = that U-Net fine-tuned on the K real (half the steps),")
     print("  syn+K mix = half of every batch from the K real; (iv) real 10K = U-Net on 10*K real labelled images.")
     print(f"  machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; total {time.perf_counter() - t_all:.0f} s")
