@@ -100,3 +100,18 @@ grad_clip = 1000
     per_sample = (captured["pred"] - noise).pow(2).mean(dim=(1, 2, 3)).double()
     assert loss == pytest.approx(float((per_sample * expected_w).mean()), rel=1e-5)
     assert not torch.allclose(expected_w, torch.ones_like(expected_w))  # the weights did something
+
+
+def test_loss_trend_tells_a_plateau_from_a_fall():
+    from synth_diffusers.fit_recipe import loss_trend, trend_line
+
+    rng = np.random.default_rng(0)
+    falling = np.linspace(0.2, 0.1, 2000) + rng.normal(0, 0.01, 2000)
+    flat = 0.1 + rng.normal(0, 0.01, 2000)
+    assert loss_trend(falling[:100], window=500) is None
+    t = loss_trend(falling, window=500)
+    assert not t["plateau"] and t["relative_change"] < -0.1
+    assert t["last"] == pytest.approx(falling[-500:].mean(), abs=1e-6)
+    p = loss_trend(flat, window=500)
+    assert p["plateau"] and abs(p["relative_change"]) < 0.01
+    assert "plateaued" in trend_line(p) and "still falling" in trend_line(t)

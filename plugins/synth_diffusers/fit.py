@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from synth.manifest import Manifest, load_manifest
 from synth.seeding import sample_rng, sample_seed
 
 from .fit_config import FitConfig
-from .fit_recipe import ema_decay, loss_weights, snr, timestep_probs
+from .fit_recipe import ema_decay, loss_trend, loss_weights, snr, timestep_probs, trend_line
 from .loading import pick_device_dtype
 from .plots import image_grid, loss_curve
 
@@ -336,6 +337,7 @@ class Trainer:
             "steps_done": self.step,
             "steps_planned": self.cfg.steps,
             "final_loss_mean_last_200": round(self.final_loss(), 6),
+            "loss_trend": loss_trend(self.losses, window=min(1000, max(50, len(self.losses) // 5))),
             "training_seconds": round(self.seconds, 1),
             "parameters": params,
             "image_size": self.size,
@@ -383,7 +385,7 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 
 - Training: {info['steps_done']} steps ({status}), batch {cfg.batch_size}, AdamW lr {cfg.lr} ({cfg.lr_schedule}, {cfg.warmup_steps} warm-up steps), EMA {cfg.ema_decay}
 - Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, {cfg.prediction_type} prediction
-- Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}
+- Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}; {trend_line(info.get('loss_trend'))}
 {_init_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
 - Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}
 - Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
@@ -435,6 +437,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     session_start = time.perf_counter()
     finished = True
+    said_plateau = False
     try:
         while trainer.step < cfg.steps:
             t0 = time.perf_counter()
@@ -445,6 +448,10 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
                 bar.set_postfix(loss=f"{np.mean(trainer.losses[-50:]):.4f}", refresh=False)
             if trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
                 trainer.save_checkpoint()
+                trend = loss_trend(trainer.losses, window=min(1000, max(50, len(trainer.losses) // 5)))
+                if trend and trend["plateau"] and not said_plateau and show_progress:
+                    said_plateau = True
+                    print(f"synth fit: step {trainer.step}: {trend_line(trend)}", file=sys.stderr, flush=True)
             if budget is not None and time.perf_counter() - session_start > budget:
                 finished = False
                 break

@@ -64,3 +64,25 @@ def timestep_probs(alphas_cumprod: np.ndarray, sampling: str, mean: float = 0.0,
 
 def ema_decay(step: int, decay: float, warmup: bool) -> float:
     return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
+def loss_trend(losses, window: int = 500, min_gain: float = 0.01) -> dict | None:
+    """Whether training still pays: the mean loss of the last ``window`` steps against the window
+    before. A relative fall under ``min_gain`` is a plateau (more steps of this recipe change
+    little; a wider model, another recipe or more data might). None until two windows exist."""
+    x = np.asarray(losses, np.float64)
+    if len(x) < 2 * window:
+        return None
+    last, previous = float(x[-window:].mean()), float(x[-2 * window : -window].mean())
+    change = (last - previous) / previous if previous > 0 else 0.0
+    return {"window": window, "last": round(last, 6), "previous": round(previous, 6), "relative_change": round(change, 4), "plateau": bool(change > -min_gain)}
+
+
+def trend_line(trend: dict | None) -> str:
+    if trend is None:
+        return "loss trend: too few steps to tell"
+    pct = -100 * trend["relative_change"]
+    if trend["plateau"]:
+        return (f"loss has plateaued ({trend['last']:.4f} over the last {trend['window']} steps vs {trend['previous']:.4f} before, "
+                f"{pct:+.1f}%): more steps of this recipe will change little; check samples.png, and try a wider model or more data")
+    return f"loss still falling ({pct:.1f}% over the last {trend['window']} steps): more steps should help"

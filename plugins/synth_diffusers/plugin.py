@@ -40,3 +40,6 @@ def register_commands(cli):
             f"{info['training_seconds']:.0f} s; pipeline in {info['output']}",
             err=True,
         )
+        from .fit_recipe import trend_line
+
+        click.echo(trend_line(info.get("loss_trend")) + f" (samples: {info['output']}/samples.png)", err=True)
