@@ -154,9 +154,29 @@ def _group_layout(samples: list[dict]) -> list[tuple[int, int]] | None:
     return slots
 
 
+def instance_colours(inst: np.ndarray) -> np.ndarray:
+    """An RGB image of an instance map: each id its own colour (golden-ratio hues), 0 black."""
+    import colorsys
+
+    ids = np.arange(int(inst.max(initial=0)) + 1)
+    table = np.array([(0, 0, 0)] + [tuple(int(255 * v) for v in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.95)) for i in ids[1:]], np.uint8)
+    return table[inst]
+
+
+def instance_outlines(inst: np.ndarray) -> np.ndarray:
+    """Pixels of an instance whose right or lower neighbour belongs to another instance (or none)."""
+    edge = np.zeros(inst.shape, bool)
+    edge[:, :-1] |= inst[:, :-1] != inst[:, 1:]
+    edge[:-1, :] |= inst[:-1, :] != inst[1:, :]
+    edge[:, 1:] |= inst[:, 1:] != inst[:, :-1]
+    edge[1:, :] |= inst[1:, :] != inst[:-1, :]
+    return edge & (inst > 0)
+
+
 def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell: int = 128, style: str = "side", by_group: bool | None = None) -> int:
     """A grid of samples. With labels (seg.png): each image beside its label map (``side``,
-    with a class legend below) or the labels blended over the image (``overlay``)."""
+    with a class legend below) or the labels blended over the image (``overlay``). Instances
+    (inst.png) are outlined in white on the label map, or coloured one by one without seg.png."""
     info = _dataset_info(path)
     samples = []
     for tar in shard_paths(path):
@@ -167,7 +187,8 @@ def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell
     if not samples:
         raise UsageError(f"{path}: no samples to preview")
     with_seg = any("seg.png" in s for s in samples)
-    side = with_seg and style == "side"
+    with_inst = any("inst.png" in s for s in samples)
+    side = (with_seg or with_inst) and style == "side"
     width = 2 * cell + 4 if side else cell  # image | 4 px gap | label map
     slots = _group_layout(samples) if by_group is not False else None
     grouped = slots is not None
@@ -182,15 +203,22 @@ def contact_sheet(path: Path, out: Path, count: int = 64, columns: int = 8, cell
         img = _decode_image(s)
         row, col = slots[i]
         x, y = col * (width + gap), row * (cell + gap)
+        inst = np.asarray(Image.open(io.BytesIO(s["inst.png"]))).astype(np.int64) if "inst.png" in s else None
         if "seg.png" in s:
             seg = np.asarray(Image.open(io.BytesIO(s["seg.png"])))
             colours = _colours(info, seg) if colours is None else colours
             if side:
                 sheet.paste(_tile(img, cell), (x, y))
                 label = colours[np.clip(seg, 0, len(colours) - 1)].astype(np.uint8)
+                if inst is not None:
+                    label[instance_outlines(inst)] = 255
                 sheet.paste(_tile(label, cell), (x + cell + 4, y))
                 continue
             img = overlay(img, seg, colours)
+        elif inst is not None and side:
+            sheet.paste(_tile(img, cell), (x, y))
+            sheet.paste(_tile(instance_colours(inst), cell), (x + cell + 4, y))
+            continue
         sheet.paste(_tile(img, cell), (x, y))
     if with_seg and colours is not None:
         names = list(info.get("classes") or []) if info else []

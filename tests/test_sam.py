@@ -242,6 +242,12 @@ def test_auto_mode_instances_read_back_with_webdataset_and_hugging_face(sam, tmp
                 ys, xs = np.nonzero(visible)
                 x, y, bw, bh = f["bbox"]
                 assert x <= xs.min() and y <= ys.min() and xs.max() < x + bw and ys.max() < y + bh
+    # the preview outlines each instance in white on the label map beside the image
+    res = synth("preview", out, "-o", tmp_path / "p.png", "-n", "1")
+    assert res.returncode == 0, res.stderr
+    sheet = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    label_half = sheet[:128, 132:260]
+    assert (label_half == 255).all(-1).any()
     ds = load_dataset("webdataset", data_files={"train": str(out / "*.tar")}, split="train")
     assert len(ds) == 6
     row = ds[0]
