@@ -83,6 +83,20 @@ def run_recipe(name: str, recipe: dict, args, oracle, featnet, real_images, real
         cpu += time.process_time() - t0
 
 
+def recipe_job(name: str, args) -> list[dict]:
+    from synth_shapes.featurenet import FeatureNet
+    from synth_shapes.oracle import Oracle
+    from synth_shapes.world import render_many
+
+    import torch
+
+    torch.set_num_threads(1)
+    oracle, featnet = Oracle(), FeatureNet()
+    real_images, _ = render_many(0, range(1000), 32, 0.5, "test")
+    real_feats, _ = featnet.embed(real_images)
+    return run_recipe(name, RECIPES[name], args, oracle, featnet, real_images, real_feats)
+
+
 def reach(curve: list[dict], target: float) -> float | None:
     for row in curve:
         if row["fidelity"] >= target:
@@ -127,19 +141,20 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20000, help="training scenes")
     ap.add_argument("--samples", type=int, default=200, help="generated samples per evaluation")
     ap.add_argument("--out", type=Path, default=Path("bench-out/fit_curve"))
+    ap.add_argument("--parallel", action="store_true", help="each recipe in its own process at once (budgets are CPU time, one thread each)")
     args = ap.parse_args()
 
-    from synth_shapes.featurenet import FeatureNet
-    from synth_shapes.oracle import Oracle
-    from synth_shapes.world import render_many
-
-    oracle, featnet = Oracle(), FeatureNet()
-    real_images, _ = render_many(0, range(1000), 32, 0.5, "test")
-    real_feats, _ = featnet.embed(real_images)
     curves = {}
     for name in args.recipes:
         print(f"{name}: {RECIPES[name]}", flush=True)
-        curves[name] = run_recipe(name, RECIPES[name], args, oracle, featnet, real_images, real_feats)
+    if args.parallel:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=len(args.recipes)) as pool:
+            jobs = {name: pool.submit(recipe_job, name, args) for name in args.recipes}
+            curves = {name: job.result() for name, job in jobs.items()}
+    else:
+        curves = {name: recipe_job(name, args) for name in args.recipes}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fit_curve.json").write_text(json.dumps(curves, indent=1))
     plot(curves, args.out / "fit_curve.png")

@@ -2,6 +2,7 @@ from pathlib import Path
 
 from synth.hookspecs import hookimpl
 
+from .cells import CellsSource
 from .classify import ShapesClassify
 from .source import ShapesSource
 
@@ -12,6 +13,7 @@ MODELS = Path(__file__).parent / "models"
 def register_stages(register):
     register(ShapesSource)
     register(ShapesClassify)
+    register(CellsSource)
 
 
 @hookimpl
