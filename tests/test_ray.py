@@ -37,6 +37,16 @@ def test_ray_writes_the_same_bytes_as_the_local_executor(tmp_path):
     assert "nothing to do" in synth("run", m, "--executor", "ray", "--output", tmp_path / "ray").stderr
 
 
+def test_dedup_and_selection_do_not_depend_on_the_number_of_actors(tmp_path):
+    stages = '[[stage]]\nname = "generate"\n[[stage]]\nname = "dedup"\nthreshold = 0.999\n[[stage]]\nname = "select"\nkeep = 10\n'
+    m = toy_manifest(tmp_path, n=24, shard=6, batch=4, extra=stages)
+    assert synth("run", "-q", m, "--output", tmp_path / "local").returncode == 0
+    res = synth("run", "-q", m, "--executor", "ray", "--actors", "2", "--output", tmp_path / "ray", timeout=300)
+    assert res.returncode == 0, res.stderr
+    _same_output(tmp_path / "local", tmp_path / "ray")
+    assert json.loads((tmp_path / "ray" / "dataset.json").read_text())["num_samples"] == 10
+
+
 def test_pixel_head_is_set_up_once_and_shipped_to_every_actor(tmp_path, models):
     """Trained by the first actor, adopted by the others: byte-identical to the local run."""
     classes = 'classes = ["background", "circle", "square", "triangle"]'
