@@ -84,6 +84,7 @@ class RunSummary:
     executor: str = "local"
     workers: list[dict] = field(default_factory=list)  # one report per worker (shards, samples, seconds, failures)
     metrics: dict = field(default_factory=dict)  # measuring stages' figures, as in dataset.json
+    reports: dict = field(default_factory=dict)  # stages' set-up reports, by location (Stage.report)
 
 
 class Progress:
@@ -335,6 +336,7 @@ def run(
                     progress.close()
                 if job.reports:
                     folder.write_reports(job.reports)
+                    summary.reports = job.reports
                 summary.source_samples_made = sum(t.size for t in to_make)
                 summary.threads = next((w.get("threads") for w in summary.workers if w.get("threads")), None)
             summary.shards_made = len(pending)

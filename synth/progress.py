@@ -35,6 +35,18 @@ class BarProgress(Progress):
             self.bar.close()
 
 
+def expected_share_text(report: dict, rows: int, dropped: int) -> str:
+    """A filter that declares the share it should drop (Stage.report: expected_drop_share and the
+    variance of that share from its calibration): the 95% band for this many rows, adding the
+    run's own binomial noise, and whether the share dropped lies inside it."""
+    import math
+
+    f = float(report["expected_drop_share"])
+    band = 1.96 * math.sqrt(float(report.get("expected_drop_variance", 0.0)) + f * (1 - f) / rows)
+    inside = abs(dropped / rows - f) <= band
+    return f"expected {100 * f:.0f}% ± {100 * band:.1f}% for {rows} samples ({'inside' if inside else 'OUTSIDE'} the 95% band)"
+
+
 def format_summary(s: RunSummary) -> str:
     if s.nothing_to_do:
         return f"nothing to do: all {s.shards_total} shards in {s.output} are finished ({s.num_samples} samples)"
@@ -49,7 +61,11 @@ def format_summary(s: RunSummary) -> str:
         lines += [f"  e.g. {ex}" for ex in s.drop_examples]
     for stage, (rows_in, rows_out) in s.filter_rows.items():
         if rows_in:
-            lines.append(f"{stage}: kept {rows_out} of {rows_in} ({100 * rows_out / rows_in:.1f}%), dropped {rows_in - rows_out} ({100 * (rows_in - rows_out) / rows_in:.1f}%)")
+            line = f"{stage}: kept {rows_out} of {rows_in} ({100 * rows_out / rows_in:.1f}%), dropped {rows_in - rows_out} ({100 * (rows_in - rows_out) / rows_in:.1f}%)"
+            rep = s.reports.get(stage.split(" ")[0]) or {}
+            if rep.get("expected_drop_share") is not None:
+                line += "; " + expected_share_text(rep, rows_in, rows_in - rows_out)
+            lines.append(line)
     if len(s.workers) > 1 or any(w.get("failures") for w in s.workers):
         for w in s.workers:
             lines.append(

@@ -327,7 +327,7 @@ def test_drop_uncertain_uses_the_heads_calibration(tmp_path, models):
     assert all(u <= threshold for u in kept)
     assert stats["count"] == len(kept) and len(stats["dropped"]) == 16 - len(kept)
     for d in stats["dropped"]:
-        assert d["reason"] == "label_uncertainty above the 50% quantile of 8 calibration samples (expected share 50% ± 31.0%)"
+        assert d["reason"] == "label_uncertainty above the 50% quantile of 8 calibration samples (share 50% ± 31.0% from calibration alone)"
         assert float(d["detail"].split(" > ")[0]) > threshold
 
 
@@ -374,6 +374,9 @@ def test_drop_uncertain_drops_the_share_asked_within_its_stated_band(tmp_path, m
     band = drop_share_band(0.25, 256, 256)
     assert abs(share - 0.25) <= band, (share, band)
     (reason,) = [r for r in info["dropped_by_reason"]]
-    assert reason == "drop_uncertain: label_uncertainty above the 75% quantile of 256 calibration samples (expected share 25% ± 5.3%)"
+    assert reason == "drop_uncertain: label_uncertainty above the 75% quantile of 256 calibration samples (share 25% ± 5.3% from calibration alone)"
     dropped = 256 - info["num_samples"]
-    assert f"stage[2] drop_uncertain: kept {info['num_samples']} of 256 ({100 * (1 - share):.1f}%), dropped {dropped} ({100 * share:.1f}%)" in res.stderr
+    assert (
+        f"stage[2] drop_uncertain: kept {info['num_samples']} of 256 ({100 * (1 - share):.1f}%), dropped {dropped} ({100 * share:.1f}%); "
+        f"expected 25% ± {100 * band:.1f}% for 256 samples (inside the 95% band)"
+    ) in res.stderr

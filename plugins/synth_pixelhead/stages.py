@@ -211,10 +211,16 @@ class DropUncertain(Stage):
         q = 1 - cfg.fraction
         self.threshold = float(np.quantile(np.asarray(calibration), q))
         band = drop_share_band(cfg.fraction, len(calibration))
-        self.reason = f"{cfg.score} above the {q:.0%} quantile of {len(calibration)} calibration samples (expected share {cfg.fraction:.0%} ± {band:.1%})"
+        self.reason = f"{cfg.score} above the {q:.0%} quantile of {len(calibration)} calibration samples (share {cfg.fraction:.0%} ± {band:.1%} from calibration alone)"
+        self.calibration_samples = len(calibration)
 
     def report(self) -> dict:
-        return {"score": self.config.score, "threshold": round(self.threshold, 6), "fraction": self.config.fraction if self.config.max is None else None}
+        rep = {"score": self.config.score, "threshold": round(self.threshold, 6), "fraction": self.config.fraction if self.config.max is None else None}
+        if self.config.max is None:  # what the summary checks the dropped share against
+            f = self.config.fraction
+            rep["expected_drop_share"] = f
+            rep["expected_drop_variance"] = round(f * (1 - f) / (self.calibration_samples + 2), 8)
+        return rep
 
     def process(self, batch: Batch) -> Batch:
         key = self.config.score
