@@ -134,9 +134,9 @@ class SamStage(Stage):
             emb = embeddings[i : i + 1]
             found = getattr(self, f"_{c.mode}")(emb, batch, i, h, w)
             masks = [f.pop("mask") for f in found]
-            inst_maps[i] = R.paint(masks, (h, w))
             if len(masks) > 65535:
                 raise UsageError(f"sample {batch.keys[i]}: {len(masks)} instances do not fit a 16-bit inst.png")
+            inst_maps[i] = R.paint(masks, (h, w))
             if makes_classes:
                 seg_maps[i] = self._classes_map(seg_maps[i], masks, found, c.mode == "refine")
             rec = batch.records[i]
@@ -256,7 +256,7 @@ class SamStage(Stage):
         if c.prompts_from == "manifest":
             out = [(p, k, None) for p, k in zip(c.prompts, self.prompt_classes)]
         elif c.prompts_from == "seg":
-            return [(self._region_prompt(m), cls, m) for cls, m in R.class_regions(np.asarray(batch.seg[i]), c.background, c.min_region_area)]
+            return self._prompts_of_regions(batch, i)
         else:
             value: Any = batch.records[i]
             for part in c.record_field.split("."):
@@ -315,5 +315,6 @@ class SamStage(Stage):
         return out
 
     def _prompts_of_regions(self, batch: Batch, i: int):
+        """A prompt per class region of the earlier labeller's map: its box and interior points."""
         c = self.config
         return [(self._region_prompt(m), cls, m) for cls, m in R.class_regions(np.asarray(batch.seg[i]), c.background, c.min_region_area)]

@@ -15,9 +15,11 @@ import numpy as np
 from pydantic import Field
 
 from synth.batch import Batch
-from synth.protocols import PluginConfig, Stage
+from synth.protocols import PluginConfig
 from synth.records import sample_key
 from synth.seeding import sample_rng
+
+from .source import WorldSource
 
 CELL_CLASSES = ("background", "cytoplasm", "nucleus")
 
@@ -75,24 +77,12 @@ class CellsConfig(PluginConfig):
     split: Literal["train", "test", "val"] = "train"
 
 
-class CellsSource(Stage):
+class CellsSource(WorldSource):
     """Procedural microscopy-like scenes (background, cytoplasm, nucleus) with exact masks."""
 
     name = "cells"
-    kind = "source"
     Config = CellsConfig
-    scores = frozenset()
-    seg = "makes"
-
-    @classmethod
-    def default_classes(cls, config) -> list[str]:
-        return list(CELL_CLASSES)
-
-    @classmethod
-    def check_context(cls, config, classes: list[str]) -> list[str]:
-        if classes and list(classes) != list(CELL_CLASSES):
-            return [f"the cells world's classes are {list(CELL_CLASSES)}; leave [dataset].classes empty or use exactly these"]
-        return []
+    classes = CELL_CLASSES
 
     def produce(self, indices: Sequence[int]) -> Batch:
         pairs = [render_cells(self.context.seed, i, self.config.size, self.config.split) for i in indices]

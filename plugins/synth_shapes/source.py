@@ -19,24 +19,31 @@ class ShapesConfig(PluginConfig):
     split: Literal["train", "test", "val", "featurenet"] = Field("train", description="Each split is a disjoint stream of scenes")
 
 
-class ShapesSource(Stage):
-    """Procedural shapes scenes (background, circle, square, triangle) with exact class masks."""
+class WorldSource(Stage):
+    """A procedural world as a source: fixed classes, exact masks."""
 
-    name = "shapes"
     kind = "source"
-    Config = ShapesConfig
     scores = frozenset()
     seg = "makes"
+    classes: tuple[str, ...] = ()
 
     @classmethod
     def default_classes(cls, config) -> list[str]:
-        return list(CLASSES)
+        return list(cls.classes)
 
     @classmethod
     def check_context(cls, config, classes: list[str]) -> list[str]:
-        if classes and list(classes) != list(CLASSES):
-            return [f"the shapes world's classes are {list(CLASSES)}; leave [dataset].classes empty or use exactly these"]
+        if classes and list(classes) != list(cls.classes):
+            return [f"the {cls.name} world's classes are {list(cls.classes)}; leave [dataset].classes empty or use exactly these"]
         return []
+
+
+class ShapesSource(WorldSource):
+    """Procedural shapes scenes (background, circle, square, triangle) with exact class masks."""
+
+    name = "shapes"
+    Config = ShapesConfig
+    classes = CLASSES
 
     def produce(self, indices: Sequence[int]) -> Batch:
         cfg = self.config
