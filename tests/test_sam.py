@@ -173,6 +173,19 @@ def test_each_image_is_encoded_once_whatever_the_prompts(sam):
         assert (seg[visible] == 2).all() and set(np.unique(seg[~visible])) <= {0, 2}
 
 
+@pytest.mark.parametrize("backend", ["segment-anything", "transformers"])
+def test_half_precision_encoder_runs_and_stays_close(sam, backend):
+    """dtype bfloat16 (what device = auto picks on a GPU) halves the encoder only; runs on CPU."""
+    options = {"backend": backend, "mode": "prompted", "prompts": [{"box": [2, 2, 20, 20]}, {"points": [[10, 10]]}]}
+    full, half = _stage(sam, **options), _stage(sam, dtype="bfloat16", **options)
+    images, _ = _scenes(2)
+    x = T.to_input(images, full.backend.image_size, torch)
+    ef, eh = full.backend.embed(x), half.backend.embed(x)
+    assert eh.dtype == torch.float32 and (ef - eh).abs().max() < 0.1 * ef.abs().max()
+    out = half.process(Batch(keys=["a", "b"], images=images, records=[{}, {}]))
+    assert out.instances.shape == (2, 32, 32) and all(len(r["instances"]) == 2 for r in out.records)
+
+
 # -- modes end to end ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_refine_keeps_sams_mask_only_where_it_agrees_and_records_why(sam, tmp_path):

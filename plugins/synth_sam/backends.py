@@ -100,7 +100,11 @@ class SegmentAnythingBackend(Backend):
         model.load_state_dict({k: state[k] for k in expected}, strict=True)
         self.device = pick_device(torch, device)
         self.dtype = pick_dtype(torch, dtype, self.device)
-        self.model = model.to(self.device, self.dtype).eval()
+        # Half precision where the cost is (the image encoder); the prompt encoder and mask
+        # decoder stay float32: they are cheap, and segment-anything's prompt encoder computes its
+        # positional encoding in float32 whatever the weights are.
+        self.model = model.to(self.device).eval()
+        self.model.image_encoder.to(self.dtype)
         self.torch = torch
         self.image_size = arch.image_size
         self.checkpoint, self.arch_name = checkpoint, arch_name
@@ -108,13 +112,13 @@ class SegmentAnythingBackend(Backend):
     def embed(self, x):
         with self.torch.inference_mode():
             self.images_embedded += len(x)
-            return self.model.image_encoder(x.to(self.device, self.dtype))
+            return self.model.image_encoder(x.to(self.device, self.dtype)).float()
 
     def decode(self, embedding, points, labels, boxes, multimask: bool):
         m = self.model
         with self.torch.inference_mode():
-            pts = None if points is None else (points.to(self.device, self.dtype), labels.to(self.device))
-            sparse, dense = m.prompt_encoder(points=pts, boxes=None if boxes is None else boxes.to(self.device, self.dtype), masks=None)
+            pts = None if points is None else (points.to(self.device, self.torch.float32), labels.to(self.device))
+            sparse, dense = m.prompt_encoder(points=pts, boxes=None if boxes is None else boxes.to(self.device, self.torch.float32), masks=None)
             low, iou = m.mask_decoder(
                 image_embeddings=embedding,
                 image_pe=m.prompt_encoder.get_dense_pe(),
@@ -144,7 +148,8 @@ class TransformersBackend(Backend):
             raise UsageError(f"model: cannot load SAM {model!r}: {str(e).splitlines()[0][:200]} (offline? a local folder works)") from None
         self.device = pick_device(torch, device)
         self.dtype = pick_dtype(torch, dtype, self.device)
-        self.model = loaded.to(self.device, self.dtype).eval()
+        self.model = loaded.to(self.device).eval()
+        self.model.vision_encoder.to(self.dtype)  # half precision for the encoder only, as above
         self.torch = torch
         self.image_size = int(loaded.config.vision_config.image_size)
         self.model_id = model
@@ -152,15 +157,16 @@ class TransformersBackend(Backend):
     def embed(self, x):
         with self.torch.inference_mode():
             self.images_embedded += len(x)
-            return self.model.get_image_embeddings(x.to(self.device, self.dtype))
+            return self.model.get_image_embeddings(x.to(self.device, self.dtype)).float()
 
     def decode(self, embedding, points, labels, boxes, multimask: bool):
+        f32 = self.torch.float32
         with self.torch.inference_mode():
             out = self.model(
                 image_embeddings=embedding,
-                input_points=None if points is None else points[None].to(self.device, self.dtype),
+                input_points=None if points is None else points[None].to(self.device, f32),
                 input_labels=None if labels is None else labels[None].to(self.device),
-                input_boxes=None if boxes is None else boxes[None].to(self.device, self.dtype),
+                input_boxes=None if boxes is None else boxes[None].to(self.device, f32),
                 multimask_output=multimask,
             )
         return out.pred_masks[0].float(), out.iou_scores[0].float()
