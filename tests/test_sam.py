@@ -118,6 +118,15 @@ def test_small_images_go_to_sams_frame_and_masks_come_back_exactly(h, w):
     np.testing.assert_allclose(p, [nw / 2, nh / 2], rtol=1e-6)
 
 
+@pytest.mark.parametrize("h, w, size", [(32, 32, 1024), (24, 40, 128), (512, 512, 1024), (100, 60, 64)])
+def test_mask_resizing_as_matrices_equals_upsample_crop_resize(h, w, size):
+    low = torch.randn(2, 3, size // 4, size // 4)
+    nh, nw = T.resized_shape(h, w, size)
+    up = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)[..., :nh, :nw]
+    expected = torch.nn.functional.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(T.logits_to_image(low, h, w, size, torch), expected, atol=1e-4, rtol=1e-4)
+
+
 # -- the two backends ------------------------------------------------------------------------------
 def test_both_backends_give_the_same_masks_from_the_same_weights(sam):
     a = _stage(sam, mode="prompted", prompts=[{"box": [2, 2, 20, 20]}])
