@@ -75,10 +75,18 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _span(values: list[float]) -> tuple[float, float]:
+    """An axis range around the values, zoomed in (points of a sweep often differ in the 2nd
+    decimal) with a margin, never narrower than 0.05."""
+    lo, hi = min(values), max(values)
+    margin = max((hi - lo) * 0.15, (0.05 - (hi - lo)) / 2, 0.005)
+    return lo - margin, hi + margin
+
+
 def plot(rows: list[dict], path: Path) -> None:
     from PIL import Image, ImageDraw
 
-    w, h, pad = 900, 420, 50
+    w, h, pad = 900, 420, 60
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     panels = [("recall", "precision"), ("coverage", "density")]
@@ -87,14 +95,18 @@ def plot(rows: list[dict], path: Path) -> None:
         x0 = k * pw + pad
         pts = [(r["metrics"].get(xk), r["metrics"].get(yk)) for r in rows]
         ok = [(i, p) for i, p in enumerate(pts) if p[0] is not None and p[1] is not None]
-        ymax = max([1.0] + [p[1] for _, p in ok])
-        sx = lambda v: x0 + v * (pw - 2 * pad)  # noqa: E731
-        sy = lambda v: h - pad - v / ymax * (h - 2 * pad)  # noqa: E731
+        if not ok:
+            continue
+        (xlo, xhi), (ylo, yhi) = _span([p[0] for _, p in ok]), _span([p[1] for _, p in ok])
+        sx = lambda v: x0 + (v - xlo) / (xhi - xlo) * (pw - 2 * pad)  # noqa: E731
+        sy = lambda v: h - pad - (v - ylo) / (yhi - ylo) * (h - 2 * pad)  # noqa: E731
         d.line([(x0, pad - 20), (x0, h - pad), (x0 + pw - 2 * pad, h - pad)], fill="black")
-        d.text((x0 + (pw - 2 * pad) // 2 - 20, h - pad + 20), xk, fill="black")
+        d.text((x0 + (pw - 2 * pad) // 2 - 20, h - pad + 22), xk, fill="black")
         d.text((x0 - 40, pad - 36), yk, fill="black")
-        for v in (0.0, 0.5, 1.0):
-            d.text((sx(v) - 8, h - pad + 4), f"{v:.1f}", fill="black")
+        for t in (0.0, 0.5, 1.0):  # ticks at both ends and the middle of each (zoomed) axis
+            xv, yv = xlo + t * (xhi - xlo), ylo + t * (yhi - ylo)
+            d.text((sx(xv) - 12, h - pad + 4), f"{xv:.3f}", fill="black")
+            d.text((x0 - 44, sy(yv) - 6), f"{yv:.3f}", fill="black")
         front = pareto([p for _, p in ok])
         fpts = sorted((ok[i][1] for i in front), key=lambda p: p[0])
         if len(fpts) > 1:
@@ -103,7 +115,7 @@ def plot(rows: list[dict], path: Path) -> None:
             c = (210, 40, 40) if j in front else (40, 80, 200)
             d.ellipse([sx(a) - 4, sy(b) - 4, sx(a) + 4, sy(b) + 4], fill=c)
             d.text((sx(a) + 6, sy(b) - 6), rows[i]["label"], fill=c)
-    d.text((pad, 6), "red: Pareto front (no other value is better on both)", fill=(210, 40, 40))
+    d.text((pad, 6), "red: Pareto front (no other value is better on both); axes zoomed to the values", fill=(210, 40, 40))
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
 
