@@ -6,7 +6,7 @@ released vit_b shape; then what that implies for vit_h from its published per-im
 Each configuration runs in its own process, so its peak RSS is its own. Images are 32 px
 shapes-world scenes, upsampled to 1024 as the stage does.
 
-    python bench/sam.py [--images 8] [--no-vit-b]
+    python bench/sam.py [--images 2] [--points-per-side 16] [--no-vit-b]
 
 Last line, for scripts:
 `sam small: encoder <s> s/img, auto <r> masks/s, prompted <r> masks/s, peak <gb> GB; vit_b encoder <s> s/img`
@@ -31,7 +31,7 @@ SMALL = dict(embed_dim=128, depth=4, num_heads=4, global_attn_indexes=[3], promp
 # decoder ~50 ms per prompt in a browser on CPU (Kirillov et al., 2023). Parameters are counted here.
 
 
-def run_one(config: str, images: int) -> dict:
+def run_one(config: str, images: int, side: int = 16) -> dict:
     import numpy as np
     import torch
 
@@ -71,12 +71,12 @@ def run_one(config: str, images: int) -> dict:
         out["encoder_s_per_image"] = (time.perf_counter() - t0) / len(x)
         if config != "vit_b":
             # decoding only (embeddings reused): auto's grid and prompted boxes
-            st.config.points_per_side, st.config.pred_iou_thresh, st.config.stability_score_thresh = 32, 0.0, 0.0
+            st.config.points_per_side, st.config.pred_iou_thresh, st.config.stability_score_thresh = side, 0.0, 0.0
             t0 = time.perf_counter()
             n_masks = 0
             for i in range(len(x)):
                 found = st._auto(emb[i : i + 1], Batch(keys=["k"], images=imgs[i : i + 1], records=[{}]), 0, 32, 32)
-                n_masks += 32 * 32 * 3  # every grid point decodes three masks before filtering
+                n_masks += side * side * 3  # every grid point decodes three masks before filtering
             out["auto_masks_per_s"] = n_masks / (time.perf_counter() - t0)
             out["auto_instances_per_image"] = len(found)
             boxes = [(None, None, np.array([x0, y0, x0 + 10, y0 + 10], np.float32)) for x0 in range(0, 20, 2) for y0 in range(0, 20, 4)]
@@ -90,27 +90,28 @@ def run_one(config: str, images: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--points-per-side", type=int, default=16, help="auto mode's grid (SAM's default is 32: four times the masks)")
     ap.add_argument("--no-vit-b", action="store_true")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        run_one(args.one, args.images)
+        run_one(args.one, args.images, args.points_per_side)
         return
     import torch
 
     print(f"sam stage, {os.cpu_count()} cores, torch {torch.__version__} threads {torch.get_num_threads()}, random weights, 32 px images upsampled to 1024")
     results = {}
     for config in ["small"] + ([] if args.no_vit_b else ["vit_b"]):
-        n = args.images if config == "small" else 2
-        res = subprocess.run([sys.executable, __file__, "--one", config, "--images", str(n)], capture_output=True, text=True)
+        n = args.images
+        res = subprocess.run([sys.executable, __file__, "--one", config, "--images", str(n), "--points-per-side", str(args.points_per_side)], capture_output=True, text=True)
         if res.returncode != 0:
             sys.exit(f"{config} failed: {res.stderr.strip().splitlines()[-1]}")
         r = json.loads(res.stdout.strip().splitlines()[-1])
         results[config] = r
         line = f"  {config}: encoder {r['encoder_params_m']:.1f} M params, {r['encoder_s_per_image']:.2f} s/image"
         if "auto_masks_per_s" in r:
-            line += f"; auto {r['auto_masks_per_s']:.0f} masks/s (32x32 grid, 3 masks per point); prompted {r['prompted_masks_per_s']:.0f} masks/s (boxes)"
+            line += f"; auto {r['auto_masks_per_s']:.0f} masks/s ({args.points_per_side}x{args.points_per_side} grid, 3 masks per point); prompted {r['prompted_masks_per_s']:.0f} masks/s (boxes)"
         print(line + f"; peak RSS {r['peak_gb']:.2f} GB", flush=True)
     small = results["small"]
     vit_b = results.get("vit_b")
@@ -119,7 +120,7 @@ def main() -> None:
         est = vit_b["encoder_s_per_image"] * vit_h_params / vit_b["encoder_params_m"]
         print(f"  vit_h on this CPU, scaled by encoder parameters from vit_b (same 64x64 tokens): ~{est:.0f} s/image; "
               f"published: ~0.15 s/image on an A100. The decoder's cost does not depend on the encoder: "
-              f"auto at 32 points per side is {32 * 32 * 3} masks per image, {32 * 32 * 3 / small['auto_masks_per_s']:.1f} s here.")
+              f"auto at SAM's default 32 points per side is {32 * 32 * 3} masks per image, {32 * 32 * 3 / small['auto_masks_per_s']:.0f} s here.")
     tail = f"vit_b encoder {vit_b['encoder_s_per_image']:.1f} s/img" if vit_b else "vit_b not run"
     print(
         f"sam small: encoder {small['encoder_s_per_image']:.2f} s/img, auto {small['auto_masks_per_s']:.0f} masks/s, "
