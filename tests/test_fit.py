@@ -80,11 +80,13 @@ def test_tiny_fit_writes_a_standard_diffusers_pipeline(tmp_path):
 def test_fit_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
     from safetensors.numpy import load_file
 
+    # torch's CPU results depend on the thread count: the reference and the first run pin it, and
+    # the resumed run (no flag) takes it from the checkpoint, whatever else the machine runs
     ref = _fit_manifest(tmp_path, output="ref", steps=30, every=5, name="ref.toml")
-    assert synth("fit", "-q", ref).returncode == 0
+    assert synth("fit", "-q", "--threads", "1", ref).returncode == 0
 
     m = _fit_manifest(tmp_path, output="killed", steps=30, every=5)
-    proc = subprocess.Popen([sys.executable, "-m", "synth", "fit", "-q", str(m)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "synth", "fit", "-q", "--threads", "1", str(m)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -107,6 +109,7 @@ def test_fit_killed_and_resumed_equals_an_uninterrupted_run(tmp_path):
     losses_a = json.loads((tmp_path / "ref" / "checkpoints" / "step-0000030" / "state.json").read_text())["losses"]
     losses_b = json.loads((tmp_path / "killed" / "checkpoints" / "step-0000030" / "state.json").read_text())["losses"]
     assert losses_a == losses_b
+    assert json.loads((tmp_path / "killed" / "checkpoints" / "step-0000030" / "state.json").read_text())["threads"] == 1
 
 
 def test_fit_config_errors(tmp_path):

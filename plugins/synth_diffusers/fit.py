@@ -250,7 +250,8 @@ class Trainer:
         self.torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
         if self.scaler is not None:  # fp16 on a GPU: the loss scale is state too
             self.torch.save(self.scaler.state_dict(), tmp / "scaler.pt")
-        state = {"step": self.step, "losses": self.losses, "seconds": self.seconds, "recipe": self.recipe, "num_classes": self.num_classes}
+        # threads too: torch's CPU results depend on the thread count, so a resume reuses it
+        state = {"step": self.step, "losses": self.losses, "seconds": self.seconds, "recipe": self.recipe, "num_classes": self.num_classes, "threads": self.torch.get_num_threads()}
         (tmp / "state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -408,7 +409,8 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
 
     m = load_manifest(manifest_path)
     cfg = read_fit_config(m)
-    apply_threads(threads or cfg.threads)
+    asked_threads = threads or cfg.threads
+    apply_threads(asked_threads)
     out = m.folder / cfg.output if not Path(cfg.output).is_absolute() else Path(cfg.output)
     out = out.resolve()
     try:
@@ -428,6 +430,9 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     ckpt = trainer.latest_checkpoint()
     resumed_from = None
     if ckpt is not None:
+        saved_threads = json.loads((ckpt / "state.json").read_text()).get("threads")
+        if asked_threads is None and saved_threads:  # bit-exact continuation needs the same count
+            apply_threads(saved_threads)
         trainer.resume(ckpt)
         resumed_from = trainer.step
     if trainer.step >= cfg.steps and (out / "model_index.json").exists():
