@@ -98,8 +98,10 @@ def recipe_job(name: str, args) -> list[dict]:
 
 
 def reach(curve: list[dict], target: float) -> float | None:
-    for row in curve:
-        if row["fidelity"] >= target:
+    """The first minute from which fidelity stays at or above ``target`` (a single noisy
+    evaluation above it does not count)."""
+    for i, row in enumerate(curve):
+        if all(r["fidelity"] >= target for r in curve[i:]):
             return row["minutes"]
     return None
 
