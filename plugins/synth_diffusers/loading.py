@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from synth.errors import RunError, UsageError
+from synth.paths import model_ref
 
 
 def pick_device_dtype(device: str, dtype: str):
@@ -27,12 +28,8 @@ def pick_device_dtype(device: str, dtype: str):
 
 
 def resolve_model_ref(ref: str, resolve_path) -> tuple[str, bool]:
-    """(where to load from, whether it is a local folder): a folder (relative to the manifest)
-    when one exists or the ref looks like a path; else a hub id (org/name)."""
-    local = resolve_path(ref)
-    if local.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
-        return str(local), True
-    return ref, False
+    """(where to load from, whether it is a local folder); see synth.paths.model_ref."""
+    return model_ref(ref, resolve_path)
 
 
 def local_problems(folder: Path) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from synth.errors import RunError, UsageError
+from synth.paths import model_ref
 from synth.protocols import FeatureExtractor, PluginConfig
 
 
@@ -19,10 +20,7 @@ def _device(torch, device: str):
 
 
 def _local_or_hub(ref: str, plan_or_context) -> tuple[str, bool]:
-    p = plan_or_context.resolve_path(ref)
-    if p.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
-        return str(p), True
-    return ref, False
+    return model_ref(ref, plan_or_context.resolve_path)
 
 
 class HFConfig(PluginConfig):

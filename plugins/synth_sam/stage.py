@@ -24,6 +24,7 @@ import numpy as np
 
 from synth.batch import Batch
 from synth.errors import UsageError
+from synth.paths import model_ref
 from synth.protocols import Stage
 
 from . import regions as R
@@ -32,10 +33,9 @@ from .config import Prompt, SamStageConfig
 
 
 def _local_or_hub(ref: str, resolve) -> tuple[Path | None, str]:
-    p = resolve(ref)
-    if p.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
-        return p, str(p)
-    return None, ref
+    """(the local folder or None for a hub id, what to load from); see synth.paths.model_ref."""
+    where, local = model_ref(ref, resolve)
+    return (Path(where) if local else None), where
 
 
 def _class_id(value, classes: list[str], where: str) -> int | None:

@@ -1,0 +1,15 @@
+"""How a manifest names a model: a local folder or a hub id, one rule for every plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+
+def model_ref(ref: str, resolve_path: Callable[[str], Path]) -> tuple[str, bool]:
+    """(where to load from, whether it is a local folder): a folder (relative to the manifest)
+    when one exists or the ref looks like a path; else a hub id (org/name)."""
+    local = resolve_path(ref)
+    if local.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
+        return str(local), True
+    return ref, False
