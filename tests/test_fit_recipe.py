@@ -70,6 +70,7 @@ block_out_channels = [8, 16]
 attention_levels = [1]
 norm_num_groups = 4
 batch_size = 4
+prediction_type = "epsilon"
 loss_weighting = "min_snr"
 timestep_sampling = "logsnr"
 ema_decay = 0
