@@ -1,21 +1,27 @@
 """What latent views are worth: an image-level task of the shapes world learned from K labelled
 real images per class, with and without views.
 
-Task: the class of an image's largest shape (circle, square or triangle), from the world's exact
-masks. Why this one: it is a scene-level label that a view can keep or break (a view that turns
-the big circle into a square, or shrinks it below another shape, changes the answer), so it
-tests whether views stay inside the class, which is what GenRep's radius trades off.
+Task: which kind of shape a scene shows (circle, square or triangle), on scenes whose shapes are
+all of one kind (one to four of them; scenes mixing kinds are left out), from the world's exact
+masks. Why this one: it is a scene-level label that a view can keep or break (a view that bends
+a square into a circle, or grows a shape of another kind, changes or voids the answer), so it
+tests whether views stay inside the class, which is what GenRep's radius trades off; and a small
+CNN learns it from real labels (10K real per class clearly beats K), so the bench can tell the
+arms apart. An earlier version used the class of the largest shape in any scene; with several
+overlapping shapes at 32 px a small CNN barely learned it from thousands of real images (0.45 to
+0.56 accuracy against 0.45 for the majority class), so every arm scored alike.
 
 A small CNN is trained, the same number of steps each time, on
   (i)   K real labelled images per class;
-  (ii)  the same K, inverted into shapes-32 (fixed-point inversion), plus `views` views of each at
-        fixed radii and at sigma = "auto" (per class, from the oracle's largest-shape labeller);
-        views carry their parent's label;
+  (ii)  the same K, inverted into the generator (shapes-32 unless --model; fixed-point inversion), plus `views` views of each at
+        fixed radii and at sigma = "auto" (per class; the labeller is the shipped oracle
+        segmenter: a view agrees when it still shows only its parent's kind); views carry their
+        parent's label;
   (iii) the same K plus as many `augment` copies (crop, flip, colour jitter);
   (iv)  10 K real labelled images per class;
 and its accuracy measured on real test images. K in {2, 5, 20} by default.
 
-    python bench/views_efficiency.py [--ks 2 5 20] [--views 16] [--radii 0.1 0.2 0.3 0.5] [--test 600]
+    python bench/views_efficiency.py [--ks 2 5 20] [--views 16] [--model builtin:shapes-32] [--radii 0.1 0.2 0.3 0.5] [--test 600]
 
 Last line, for scripts:
 `views K=5: <acc>; augment K=5: <acc>; real K=5: <acc>; real K=20: <acc>`
@@ -37,13 +43,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 SHAPES = 3  # circle, square, triangle: class ids 1..3 of the world, 0..2 here
 
 
+def single_kind(masks: np.ndarray, min_pixels: int = 1) -> np.ndarray:
+    """Per mask: the one shape kind (0..2) covering at least ``min_pixels`` pixels, or -1 when
+    none or several kinds do (a labeller's speckle is ignored with ``min_pixels`` > 1)."""
+    present = np.stack([(masks == k).reshape(len(masks), -1).sum(1) >= min_pixels for k in range(1, SHAPES + 1)], 1)
+    return np.where(present.sum(1) == 1, present.argmax(1), -1)
+
+
 def labelled_pool(n: int, split: str, seed: int = 0):
-    """Real scenes with their largest-shape class (0..2), scenes without a shape skipped."""
-    from synth_shapes.classify import largest_shape
+    """Real single-kind scenes among the first ``n`` of a split, with their kind (0..2)."""
     from synth_shapes.world import render_many
 
     images, masks = render_many(seed, range(n), 32, 0.5, split)
-    y = largest_shape(masks) - 1
+    y = single_kind(masks)
     keep = y >= 0
     return images[keep], y[keep]
 
@@ -54,11 +66,17 @@ def per_class(images, y, k: int):
 
 
 def classifier(torch):
+    # Batch norm and a global max pool: without them this CNN stayed at chance on the task even
+    # with 400 real images per class (plain conv + average pool: 0.37; this one: 0.70).
     nn = torch.nn
+
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        *block(3, 32), *block(32, 32), nn.MaxPool2d(2),
+        *block(32, 64), nn.MaxPool2d(2),
+        *block(64, 64), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
         nn.Linear(64, SHAPES),
     )
 
@@ -66,7 +84,7 @@ def classifier(torch):
 def train_eval(torch, x, y, test_x, test_y, steps: int, seed: int) -> float:
     torch.manual_seed(seed)
     net = classifier(torch)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
     yt = torch.from_numpy(y.astype(np.int64))
     g = torch.Generator().manual_seed(seed)
@@ -117,39 +135,48 @@ def main() -> None:
     ap.add_argument("--views", type=int, default=16, help="views (and augment copies) per labelled image")
     ap.add_argument("--radii", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
     ap.add_argument("--test", type=int, default=600)
-    ap.add_argument("--steps", type=int, default=800, help="classifier training steps")
+    ap.add_argument("--steps", type=int, default=600, help="classifier training steps")
     ap.add_argument("--seeds", type=int, default=2, help="classifier seeds averaged")
     ap.add_argument("--sampler-steps", type=int, default=10)
+    ap.add_argument("--model", default="builtin:shapes-32", help="the generator whose views are measured (builtin:NAME or an absolute pipeline folder)")
     args = ap.parse_args()
 
     import torch
 
     from label_efficiency import load_generator
-    from synth_shapes.classify import largest_shape
     from synth_shapes.oracle import Oracle
 
     t0 = time.time()
-    gen = load_generator("builtin:shapes-32", "ddim", args.sampler_steps, 0)
+    gen = load_generator(args.model, "ddim", args.sampler_steps, 0)
     oracle = Oracle()
-    test_x, test_y = labelled_pool(int(args.test * 1.3), "test")
-    test_x, test_y = test_x[: args.test], test_y[: args.test]
-    pool_x, pool_y = labelled_pool(12 * max(args.ks) * SHAPES + 200, "val")
+    # a balanced test set: accuracy is not propped up by guessing the commonest kind
+    test_x, test_y = labelled_pool(int(args.test * 4), "test")
+    test_x, test_y = per_class(test_x, test_y, args.test // SHAPES)
+    pool_x, pool_y = labelled_pool(40 * max(args.ks) * SHAPES, "val")
 
-    # sigma = "auto" for this labeller: per class, the largest radius whose views keep the class
+    # sigma = "auto" as the `views` stage finds it, with the oracle as labeller: per class, the
+    # largest radius whose views the labeller still gives the label it gives their parent (the
+    # decoded inversion); parents the oracle already mislabels say nothing about the radius.
     from synth_operators.sigma_auto import _largest_agreeing
 
-    cal_x, cal_y = labelled_pool(300, "train")
-    cal_x, cal_y = per_class(cal_x, cal_y, 12)
+    cal_x, cal_y = labelled_pool(600, "train")
+    cal_x, cal_y = per_class(cal_x, cal_y, 16)
     cal_z = gen.invert(cal_x, [{}] * len(cal_x), {"method": "fixed_point", "iterations": 2})
+    parent = single_kind(oracle.predict(gen.decode(cal_z, [{}] * len(cal_z), list(range(len(cal_z))), 7))[0], min_pixels=4)
+    ok = parent == cal_y
+    print(f"sigma=auto calibration: the oracle labels {ok.sum()} of {len(ok)} decoded inversions as their true kind", flush=True)
+    cal_z, cal_y = cal_z[ok], cal_y[ok]
     grid = [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6]
     curve = {c: [] for c in range(SHAPES)}
     for r in grid:
         v, vy = views_of(gen, cal_z, cal_y, lambda c: r, 4, 7)
-        agree = (largest_shape(oracle.predict(v)[0]) - 1) == vy
+        agree = single_kind(oracle.predict(v)[0], min_pixels=4) == vy
         for c in range(SHAPES):
             curve[c].append([r, float(agree[vy == c].mean())])
+    for c, n in enumerate(("circle", "square", "triangle")):
+        print(f"  agreement vs radius, {n}: " + ", ".join(f"{r:g} {a:.2f}" for r, a in curve[c]), flush=True)
     auto = {c: _largest_agreeing(curve[c], 0.95, grid[0]) for c in range(SHAPES)}
-    print(f"sigma=auto (target 95%): " + ", ".join(f"{n} {auto[c]:.2f}" for c, n in enumerate(("circle", "square", "triangle"))), flush=True)
+    print("sigma=auto (target 95%): " + ", ".join(f"{n} {auto[c]:.2f}" for c, n in enumerate(("circle", "square", "triangle"))), flush=True)
 
     rows = []
     for k in args.ks:
@@ -173,7 +200,7 @@ def main() -> None:
     print("| --- |" + " --- |" * len(cols))
     for row in rows:
         print(f"| {row['K']} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
-    print(f"(accuracy on {len(test_y)} real test images, largest-shape class; classifier {args.steps} steps, mean of {args.seeds} seeds; {time.time() - t0:.0f} s)")
+    print(f"(accuracy on {len(test_y)} real test images, single-kind scenes, balanced; classifier {args.steps} steps, mean of {args.seeds} seeds; {time.time() - t0:.0f} s)")
     by_k = {r["K"]: r for r in rows}
     if 5 in by_k and 20 in by_k:
         best = max((c for c in cols if c.startswith("views")), key=lambda c: by_k[5][c])
