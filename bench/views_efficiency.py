@@ -101,8 +101,9 @@ def train_eval(torch, x, y, test_x, test_y, steps: int, seed: int) -> float:
 
 
 def views_of(gen, latents, labels, radius_of, k: int, seed: int):
-    from synth.seeding import sample_rng
     from synth_operators.views import mix
+
+    from synth.seeding import sample_rng
 
     lat, ys, idx = [], [], []
     for i, (z, c) in enumerate(zip(latents, labels)):
@@ -117,6 +118,7 @@ def views_of(gen, latents, labels, radius_of, k: int, seed: int):
 
 def augmented(images, labels, k: int, seed: int):
     from synth_operators.augment import AugmentConfig, augment_one
+
     from synth.seeding import sample_rng
 
     cfg = AugmentConfig()
@@ -142,7 +144,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from label_efficiency import load_generator
     from synth_shapes.oracle import Oracle
 
@@ -169,7 +170,7 @@ def main() -> None:
     grid = [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6]
     curve = {c: [] for c in range(SHAPES)}
     for r in grid:
-        v, vy = views_of(gen, cal_z, cal_y, lambda c: r, 4, 7)
+        v, vy = views_of(gen, cal_z, cal_y, lambda c, r=r: r, 4, 7)
         agree = single_kind(oracle.predict(v)[0], min_pixels=4) == vy
         for c in range(SHAPES):
             curve[c].append([r, float(agree[vy == c].mean())])
@@ -183,7 +184,7 @@ def main() -> None:
         x, y = per_class(pool_x, pool_y, k)
         z = gen.invert(x, [{}] * len(x), {"method": "fixed_point", "iterations": 2})
         ten_x, ten_y = per_class(pool_x, pool_y, 10 * k)
-        acc = lambda xx, yy: np.mean([train_eval(torch, xx, yy, test_x, test_y, args.steps, s) for s in range(args.seeds)])  # noqa: E731
+        acc = lambda xx, yy: np.mean([train_eval(torch, xx, yy, test_x, test_y, args.steps, s) for s in range(args.seeds)])
         row = {"K": k, "real K": acc(x, y)}
         for r in args.radii:
             vx, vy = views_of(gen, z, y, lambda c, r=r: r, args.views, 1)
