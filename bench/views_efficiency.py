@@ -13,10 +13,10 @@ overlapping shapes at 32 px a small CNN barely learned it from thousands of real
 
 A small CNN is trained, the same number of steps each time, on
   (i)   K real labelled images per class;
-  (ii)  the same K, inverted into the generator (shapes-32 unless --model; fixed-point inversion), plus `views` views of each at
-        fixed radii and at sigma = "auto" (per class; the labeller is the shipped oracle
-        segmenter: a view agrees when it still shows only its parent's kind); views carry their
-        parent's label;
+  (ii)  the same K, inverted into the generator (shapes-32 unless --model; fixed-point
+        inversion), plus `views` views of each at fixed radii and at sigma = "auto" (per class;
+        the labeller is the shipped oracle segmenter: a view agrees when it still shows only its
+        parent's kind); views carry their parent's label;
   (iii) the same K plus as many `augment` copies (crop, flip, colour jitter);
   (iv)  10 K real labelled images per class;
 and its accuracy measured on real test images. K in {2, 5, 20} by default.
