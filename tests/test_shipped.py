@@ -24,6 +24,20 @@ def test_shipped_model_is_small_safetensors_with_a_card():
     assert info["steps_done"] >= 1000
 
 
+def test_every_shipped_shapes_model_is_safetensors_with_its_recipe():
+    """shapes-32-wide (the stronger, slower one) ships beside shapes-32 under the same rules."""
+    reg = load_registry()
+    assert {"shapes-32", "shapes-32-wide"} <= set(reg.models)
+    for name in ("shapes-32", "shapes-32-wide"):
+        folder = __import__("pathlib").Path(reg.resolve_model(f"builtin:{name}"))
+        unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
+        assert unet.is_file() and unet.stat().st_size <= 20 * 2**20, name
+        assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt")), name
+        info = json.loads((folder / "fit.json").read_text())
+        assert info["finished"] and info["recipe_sha256"], name
+        assert "[fit]" in (folder / "README.md").read_text(), name
+
+
 def test_quickstart_style_run_on_the_shipped_model(tmp_path):
     m = write_manifest(
         tmp_path,
