@@ -1,6 +1,7 @@
 """What ships inside the package: the shapes-32 generator and the shapes feature network."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from synth.plugins import load_registry
 def test_shipped_model_is_small_safetensors_with_a_card():
     reg = load_registry()
     assert "shapes-32" in reg.models
-    folder = __import__("pathlib").Path(reg.resolve_model("builtin:shapes-32"))
+    folder = Path(reg.resolve_model("builtin:shapes-32"))
     weights = sorted(w.relative_to(folder).as_posix() for w in folder.rglob("*.safetensors"))
     assert weights[-1] == "unet/diffusion_pytorch_model.safetensors"
     assert all(w.startswith("pixelheads/") and w.endswith("/head.safetensors") for w in weights[:-1])  # the quickstart's head
@@ -29,7 +30,7 @@ def test_every_shipped_shapes_model_is_safetensors_with_its_recipe():
     reg = load_registry()
     assert {"shapes-32", "shapes-32-wide"} <= set(reg.models)
     for name in ("shapes-32", "shapes-32-wide"):
-        folder = __import__("pathlib").Path(reg.resolve_model(f"builtin:{name}"))
+        folder = Path(reg.resolve_model(f"builtin:{name}"))
         unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
         assert unet.is_file() and unet.stat().st_size <= 20 * 2**20, name
         assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt")), name
@@ -89,7 +90,7 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
     import synth_pixelhead.stages as stages
 
     monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "empty-cache"))
-    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]
     bundled = list((root / "plugins/synth_shapes/models/shapes-32/pixelheads").glob("*/head.json"))
     assert len(bundled) == 1
     made_with = json.loads(json.loads(bundled[0].read_text())["generator"])["diffusers"]
