@@ -116,3 +116,30 @@ def test_loss_trend_tells_a_plateau_from_a_fall():
     p = loss_trend(flat, window=500)
     assert p["plateau"] and abs(p["relative_change"]) < 0.01
     assert "plateaued" in trend_line(p) and "still falling" in trend_line(t)
+
+
+def test_reading_in_processes_gives_the_same_images_in_the_same_order(tmp_path):
+    """fit.read_processes splits the reading across processes; the training set must not change."""
+    from conftest import write_manifest
+    from synth.manifest import load_manifest
+    from synth_diffusers.fit import _read_processes, load_training_data, read_fit_config
+
+    m = load_manifest(write_manifest(tmp_path, """
+[dataset]
+num_samples = 90
+[run]
+batch_size = 16
+[[stage]]
+name = "shapes"
+size = 16
+[fit]
+output = "model"
+read_processes = 2
+"""))
+    seen = []
+    serial = load_training_data(m, lambda d, t: None)
+    parallel = load_training_data(m, lambda d, t: seen.append(d), processes=_read_processes(m, read_fit_config(m)))
+    assert parallel.images.shape == (90, 16, 16, 3)
+    assert np.array_equal(parallel.images, serial.images)
+    assert seen == [16, 32, 48, 64, 80, 90]  # progress counts every image once, in order
+    assert len(np.unique(parallel.images.reshape(90, -1), axis=0)) == 90  # 90 different scenes, not one repeated

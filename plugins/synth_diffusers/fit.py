@@ -47,21 +47,67 @@ def read_fit_config(m: Manifest) -> FitConfig:
     return cfg
 
 
-def load_training_data(m: Manifest, progress) -> TrainingData:
-    """Run the manifest's source (and any transforms) over all its samples, keep images + labels."""
+def _read_processes(m: Manifest, cfg: FitConfig | None) -> int:
+    asked = cfg.read_processes if cfg is not None else 1
+    if asked != "auto":
+        return asked
+    # Processes cost a second or two each to start; worth it only for many images.
+    return 1 if m.dataset.num_samples < 10_000 else max(1, min(8, os.cpu_count() or 1))
+
+
+# One pipeline per reading process, set up once by _reader_setup (a ProcessPoolExecutor initializer).
+_READER = None
+
+
+def _reader_setup(path: str, text: str) -> None:
+    global _READER
+    from synth.pipeline import Pipeline
+
+    _READER = Pipeline(load_manifest(path, text=text), quiet=True, threads=1)
+    _READER.setup()
+
+
+def _reader_batch(indices: list[int]):
+    batch = _READER.run_batch(indices)
+    return batch.images, [r.get("class") for r in batch.records], [f"{d.stage}: {d.reason}" for d in batch.dropped]
+
+
+def load_training_data(m: Manifest, progress, processes: int = 1) -> TrainingData:
+    """Run the manifest's source (and any transforms) over all its samples, keep images + labels.
+
+    With processes > 1 the batches are read in that many processes; every sample derives from
+    (seed, index) alone, so the images are the same, in the same order, for any count."""
+    n, b = m.dataset.num_samples, m.run.batch_size
+    chunks = [list(range(start, min(start + b, n))) for start in range(0, n, b)]
+    if processes > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: a forked copy of a process that holds threads (tqdm, torch) can hang
+        pool = ProcessPoolExecutor(min(processes, len(chunks)), mp_context=multiprocessing.get_context("spawn"), initializer=_reader_setup, initargs=(str(m.path), m.text))
+        with pool:
+            results = pool.map(_reader_batch, chunks)
+            return _collect(results, chunks, n, progress)
     from synth.pipeline import Pipeline
 
     pipe = Pipeline(m)
     pipe.setup()
+
+    def one(indices):
+        batch = pipe.run_batch(indices)
+        return batch.images, [r.get("class") for r in batch.records], [f"{d.stage}: {d.reason}" for d in batch.dropped]
+
+    return _collect(map(one, chunks), chunks, n, progress)
+
+
+def _collect(results, chunks, n: int, progress) -> TrainingData:
     images, labels, skipped = [], [], {}
-    n, b = m.dataset.num_samples, m.run.batch_size
-    for start in range(0, n, b):
-        batch = pipe.run_batch(list(range(start, min(start + b, n))))
-        images.append(batch.images)
-        labels += [r.get("class") for r in batch.records]
-        for d in batch.dropped:
-            skipped[f"{d.stage}: {d.reason}"] = skipped.get(f"{d.stage}: {d.reason}", 0) + 1
-        progress(min(start + b, n), n)
+    for indices, (imgs, labs, dropped) in zip(chunks, results):
+        images.append(imgs)
+        labels += labs
+        for reason in dropped:
+            skipped[reason] = skipped.get(reason, 0) + 1
+        progress(min(indices[-1] + 1, n), n)
     kept = [im for im in images if len(im)]
     if not kept:
         raise RunError("fit: the source produced no usable images")
@@ -75,7 +121,7 @@ def load_training_data(m: Manifest, progress) -> TrainingData:
 def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
     # What decides the weights: the data (manifest identity), the recipe and the starting weights,
     # not where the output or the starting weights live, nor how long a session runs.
-    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads"}
+    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads", "read_processes"}
     recipe = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps({"data": m.hash, "recipe": recipe, "init": init and init["sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -424,7 +470,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
             (out / name).unlink(missing_ok=True)
 
     bar = progress_bar(m.dataset.num_samples, "fit: reading images", "image", disable=not show_progress)
-    data = load_training_data(m, lambda done, total: bar.update(done - bar.n))
+    data = load_training_data(m, lambda done, total: bar.update(done - bar.n), _read_processes(m, cfg))
     bar.close()
     trainer = Trainer(m, cfg, out, data)
     ckpt = trainer.latest_checkpoint()

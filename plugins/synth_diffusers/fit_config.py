@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -50,6 +50,11 @@ class FitConfig(PluginConfig):
     channels_last: bool = Field(False, description="Channels-last memory format (faster convolutions on some CPUs and GPUs)")
     max_minutes: float | None = Field(None, gt=0, description="Stop (and save) after this much training time")
     threads: int | None = Field(None, ge=1, description="torch threads (default: cores minus the machine's load; see synth.threads)")
+    read_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Processes that read the training images (the source and transforms); auto: up to 8 "
+        "(one per core) from 10,000 images, else 1. The images are the same for any count",
+    )
     # Checkpoints and progress
     checkpoint_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
