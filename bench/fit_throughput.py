@@ -7,6 +7,7 @@ also says how many steps fit in that much training: plan `steps` so that a cosin
 anneals before `max_minutes` stops the run, rather than stopping it at a high learning rate.
 
     python bench/fit_throughput.py MANIFEST [--batch-sizes 128,256,512] [--steps 40] [--minutes 7]
+        [--profile 10]
 
 Last line, for scripts:
 `best batch <b>: <r> steps/s, <s> samples/s; <n> steps in <m> min`
@@ -26,7 +27,36 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def measure(manifest: Path, batch_sizes: list[int], steps: int, warmup: int) -> list[dict]:
+def profile_steps(trainer, steps: int) -> dict:
+    """Where a step's time goes: torch.profiler over `steps` steps; prints the top operators and
+    returns the share of wall time the device was busy (low: launch- or host-bound, not compute)."""
+    torch = trainer.torch
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts, acc_events=True) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    # torch renamed the cuda_* fields device_*; read whichever this version has
+    key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+    print(events.table(sort_by=key if cuda else "self_cpu_time_total", row_limit=15), file=sys.stderr, flush=True)
+    out = {"profiled_ms_per_step": round(1000 * wall / steps, 1)}
+    if cuda:
+        # device-side events only (kernels, copies), as torch's own "Self CUDA time total" counts:
+        # an operator's row repeats its kernels' time, and a user annotation spans other kernels
+        cpu = torch.autograd.DeviceType.CPU
+        busy = sum(getattr(e, key, 0) or 0 for e in events if e.device_type != cpu and not getattr(e, "is_user_annotation", False)) / 1e6
+        out["device_busy_share"] = round(busy / wall, 3)
+    return out
+
+
+def measure(manifest: Path, batch_sizes: list[int], steps: int, warmup: int, profile: int = 0) -> list[dict]:
     from synth.manifest import load_manifest
     from synth_diffusers.fit import Trainer, load_training_data, read_fit_config
 
@@ -50,6 +80,8 @@ def measure(manifest: Path, batch_sizes: list[int], steps: int, warmup: int) -> 
                 trainer.torch.cuda.synchronize()
             rate = steps / (time.perf_counter() - t0)
             rows.append({"batch": b, "steps_per_s": round(rate, 2), "samples_per_s": round(rate * b, 1), "device": str(trainer.device)})
+            if profile:
+                rows[-1].update(profile_steps(trainer, profile))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             del trainer
     return rows
@@ -69,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=40, help="timed steps per batch size")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first (allocation, kernel choice)")
     ap.add_argument("--minutes", type=float, default=None, help="plan the steps that fit in this much training")
+    ap.add_argument("--profile", type=int, default=0, help="then profile this many steps per batch size (top operators, device busy share)")
     ap.add_argument("--keep", type=float, default=0.9, help="take the largest batch within this share of the best samples/s")
     args = ap.parse_args(argv)
     if args.batch_sizes:
@@ -78,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         from synth_diffusers.fit import read_fit_config
 
         sizes = [read_fit_config(load_manifest(args.manifest)).batch_size]
-    rows = measure(args.manifest, sizes, args.steps, args.warmup)
+    rows = measure(args.manifest, sizes, args.steps, args.warmup, args.profile)
     print(f"{'batch':>6} {'steps/s':>8} {'samples/s':>10}  device")
     for r in rows:
         print(f"{r['batch']:>6} {r['steps_per_s']:>8} {r['samples_per_s']:>10}  {r['device']}")

@@ -14,19 +14,9 @@ BATCHES=${BATCHES:-128,256,512}
 MANIFEST=${MANIFEST:-manifests/fit-shapes-32-gpu.toml}
 OUT=${OUT:-out/gpu-fit}
 mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/session.log") 2>&1
 
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-if ! python3 -c "import synth_shapes" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site .
-  export PYTHONPATH=/tmp/site
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import torch, diffusers, pydantic, synth_shapes; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__)"
+source bench/gpu_env.sh
 python3 -m synth fit --help >/dev/null
 
 python3 bench/fit_throughput.py "$MANIFEST" --batch-sizes "$BATCHES" --steps 40 --minutes "$MINUTES" | tee "$OUT/throughput.txt"
