@@ -26,10 +26,10 @@ def test_shipped_model_is_small_safetensors_with_a_card():
 
 
 def test_every_shipped_shapes_model_is_safetensors_with_its_recipe():
-    """shapes-32-wide (the stronger, slower one) ships beside shapes-32 under the same rules."""
+    """shapes-32-wide and shapes-32-gpu (stronger, slower) ship beside shapes-32 under the same rules."""
     reg = load_registry()
-    assert {"shapes-32", "shapes-32-wide"} <= set(reg.models)
-    for name in ("shapes-32", "shapes-32-wide"):
+    assert {"shapes-32", "shapes-32-wide", "shapes-32-gpu"} <= set(reg.models)
+    for name in ("shapes-32", "shapes-32-wide", "shapes-32-gpu"):
         folder = Path(reg.resolve_model(f"builtin:{name}"))
         unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
         assert unet.is_file() and unet.stat().st_size <= 20 * 2**20, name
@@ -37,6 +37,22 @@ def test_every_shipped_shapes_model_is_safetensors_with_its_recipe():
         info = json.loads((folder / "fit.json").read_text())
         assert info["finished"] and info["recipe_sha256"], name
         assert "[fit]" in (folder / "README.md").read_text(), name
+
+
+def test_half_precision_weights_load_as_float32_on_cpus():
+    """shapes-32-gpu's weights are stored in fp16 (half the bytes); the generator computes in fp32."""
+    import torch
+    from safetensors import safe_open
+
+    from synth_diffusers.config import DiffusersConfig
+    from synth_diffusers.loading import load_pipeline
+
+    folder = Path(load_registry().resolve_model("builtin:shapes-32-gpu"))
+    with safe_open(folder / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    pipe = load_pipeline(str(folder), DiffusersConfig(model=str(folder)), torch.float32)
+    assert {p.dtype for p in pipe.unet.parameters()} == {torch.float32}
+    assert sum(p.numel() for p in pipe.unet.parameters()) == json.loads((folder / "fit.json").read_text())["parameters"]
 
 
 def test_quickstart_style_run_on_the_shipped_model(tmp_path):
