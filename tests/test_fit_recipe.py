@@ -143,3 +143,33 @@ read_processes = 2
     assert np.array_equal(parallel.images, serial.images)
     assert seen == [16, 32, 48, 64, 80, 90]  # progress counts every image once, in order
     assert len(np.unique(parallel.images.reshape(90, -1), axis=0)) == 90  # 90 different scenes, not one repeated
+
+
+def test_a_stage_failing_in_a_reading_process_is_one_line(tmp_path, example_plugin):
+    """The failure crosses the process boundary as the same one-line error, exit 1, no traceback."""
+    from conftest import synth, write_manifest
+
+    m = write_manifest(tmp_path, """
+[dataset]
+num_samples = 90
+[run]
+batch_size = 16
+[[stage]]
+name = "shapes"
+size = 16
+[[stage]]
+name = "boom"
+at_index = 50
+[fit]
+output = "model"
+read_processes = 2
+block_out_channels = [8, 16]
+attention_levels = [1]
+norm_num_groups = 4
+""")
+    res = synth("fit", m, env=example_plugin)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert "Traceback" not in res.stderr and len(lines) == 1, res.stderr
+    assert "stage[1] 'boom'" in lines[0] and "kaboom at index 50" in lines[0] and "s00000048..s00000063" in lines[0], lines[0]
+    assert not (tmp_path / "model" / "unet").exists()

@@ -47,12 +47,16 @@ def read_fit_config(m: Manifest) -> FitConfig:
     return cfg
 
 
-def _read_processes(m: Manifest, cfg: FitConfig | None) -> int:
-    asked = cfg.read_processes if cfg is not None else 1
-    if asked != "auto":
-        return asked
+def _read_processes(m: Manifest, cfg: FitConfig) -> int:
+    if cfg.read_processes != "auto":
+        return cfg.read_processes
     # Processes cost a second or two each to start; worth it only for many images.
     return 1 if m.dataset.num_samples < 10_000 else max(1, min(8, os.cpu_count() or 1))
+
+
+def _rows(batch) -> tuple[np.ndarray, list, list[str]]:
+    """What training keeps of a batch: images, class labels, and why samples were dropped."""
+    return batch.images, [r.get("class") for r in batch.records], [f"{d.stage}: {d.reason}" for d in batch.dropped]
 
 
 # One pipeline per reading process, set up once by _reader_setup (a ProcessPoolExecutor initializer).
@@ -68,8 +72,8 @@ def _reader_setup(path: str, text: str) -> None:
 
 
 def _reader_batch(indices: list[int]):
-    batch = _READER.run_batch(indices)
-    return batch.images, [r.get("class") for r in batch.records], [f"{d.stage}: {d.reason}" for d in batch.dropped]
+    # A stage's failure arrives as a one-line SynthError (Pipeline._guard), re-raised in the parent.
+    return _rows(_READER.run_batch(indices))
 
 
 def load_training_data(m: Manifest, progress, processes: int = 1) -> TrainingData:
@@ -77,27 +81,22 @@ def load_training_data(m: Manifest, progress, processes: int = 1) -> TrainingDat
 
     With processes > 1 the batches are read in that many processes; every sample derives from
     (seed, index) alone, so the images are the same, in the same order, for any count."""
+    from synth.pipeline import Pipeline
+
     n, b = m.dataset.num_samples, m.run.batch_size
     chunks = [list(range(start, min(start + b, n))) for start in range(0, n, b)]
+    # Set up here in every case: a set-up error is then the same one line, not a broken pool.
+    pipe = Pipeline(m)
+    pipe.setup()
     if processes > 1 and len(chunks) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: a forked copy of a process that holds threads (tqdm, torch) can hang
-        pool = ProcessPoolExecutor(min(processes, len(chunks)), mp_context=multiprocessing.get_context("spawn"), initializer=_reader_setup, initargs=(str(m.path), m.text))
-        with pool:
-            results = pool.map(_reader_batch, chunks)
-            return _collect(results, chunks, n, progress)
-    from synth.pipeline import Pipeline
-
-    pipe = Pipeline(m)
-    pipe.setup()
-
-    def one(indices):
-        batch = pipe.run_batch(indices)
-        return batch.images, [r.get("class") for r in batch.records], [f"{d.stage}: {d.reason}" for d in batch.dropped]
-
-    return _collect(map(one, chunks), chunks, n, progress)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(processes, len(chunks)), mp_context=ctx, initializer=_reader_setup, initargs=(str(m.path), m.text)) as pool:
+            return _collect(pool.map(_reader_batch, chunks), chunks, n, progress)
+    return _collect((_rows(pipe.run_batch(c)) for c in chunks), chunks, n, progress)
 
 
 def _collect(results, chunks, n: int, progress) -> TrainingData:
