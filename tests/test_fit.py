@@ -151,3 +151,29 @@ def test_fit_continues_from_a_trained_pipeline(tmp_path):
     res = synth("fit", "-q", write_manifest(tmp_path, wider, "wide.toml"))
     assert res.returncode == 2
     assert "fit.init_from:" in res.stderr and "has a different architecture" in res.stderr.strip().splitlines()[-1]
+
+
+def test_save_dtype_halves_the_saved_weights_and_the_generator_still_runs(tmp_path):
+    from safetensors import safe_open
+
+    full = _fit_manifest(tmp_path, output="full", steps=3, every=3, name="full.toml")
+    half = _fit_manifest(tmp_path, output="half", steps=3, every=3, name="half.toml")
+    half.write_text(half.read_text().replace("grid_steps = 2", "grid_steps = 2\nsave_dtype = \"fp16\""))
+    for m in (full, half):
+        res = synth("fit", "-q", m)
+        assert res.returncode == 0, res.stderr
+    weights = {name: tmp_path / name / "unet" / "diffusion_pytorch_model.safetensors" for name in ("full", "half")}
+    with safe_open(weights["half"], "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+        half_w = {k: f.get_tensor(k) for k in f.keys()}
+    with safe_open(weights["full"], "pt") as f:
+        # the same training (save_dtype is not part of the recipe), only rounded on the way out
+        for k in f.keys():
+            assert (f.get_tensor(k).half() == half_w[k]).all(), k
+    assert weights["half"].stat().st_size < 0.6 * weights["full"].stat().st_size
+    info = json.loads((tmp_path / "half" / "fit.json").read_text())
+    assert info["saved_dtype"] == "fp16" and "weights saved in fp16" in (tmp_path / "half" / "README.md").read_text()
+    assert info["recipe_sha256"] == json.loads((tmp_path / "full" / "fit.json").read_text())["recipe_sha256"]
+    run = write_manifest(tmp_path, '[dataset]\nname = "g"\noutput = "gen"\nnum_samples = 2\n[generator]\nname = "diffusers"\nmodel = "half"\nsteps = 2\n', "gen.toml")
+    res = synth("run", "-q", run)
+    assert res.returncode == 0, res.stderr

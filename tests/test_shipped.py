@@ -122,3 +122,14 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
     assert head.head_source == "bundled"
     assert len(head.info["calibration"]["label_uncertainty"]) == 1024
     assert not (tmp_path / "empty-cache").exists()  # nothing copied, nothing trained
+
+
+def test_the_gpu_manifest_is_the_recipe_of_the_shipped_gpu_model():
+    """manifests/fit-shapes-32-gpu.toml reruns exactly the recipe that made builtin:shapes-32-gpu."""
+    from synth.manifest import load_manifest
+    from synth_diffusers.fit import _recipe_hash, read_fit_config
+
+    m = load_manifest(Path(__file__).resolve().parents[1] / "manifests" / "fit-shapes-32-gpu.toml")
+    info = json.loads((Path(load_registry().resolve_model("builtin:shapes-32-gpu")) / "fit.json").read_text())
+    assert info["init_from"] is None
+    assert _recipe_hash(m, read_fit_config(m)) == info["recipe_sha256"]

@@ -120,7 +120,7 @@ def _collect(results, chunks, n: int, progress) -> TrainingData:
 def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
     # What decides the weights: the data (manifest identity), the recipe and the starting weights,
     # not where the output or the starting weights live, nor how long a session runs.
-    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads", "read_processes"}
+    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads", "read_processes", "save_dtype"}
     recipe = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps({"data": m.hash, "recipe": recipe, "init": init and init["sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -356,7 +356,8 @@ class Trainer:
         from diffusers import DDPMPipeline
 
         model = self.ema if self.ema is not None else self.unet
-        model = copy.deepcopy(model).to("cpu").float()
+        dtype = {"fp32": self.torch.float32, "fp16": self.torch.float16, "bf16": self.torch.bfloat16}[self.cfg.save_dtype]
+        model = copy.deepcopy(model).to("cpu", dtype)
         pipe = DDPMPipeline(unet=model, scheduler=self.sched)
         tmp = self.out / f".pipeline.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -392,6 +393,7 @@ class Trainer:
             "num_classes": self.num_classes,
             "recipe_sha256": self.recipe,
             "init_from": self.init_from,
+            "saved_dtype": self.cfg.save_dtype,
             "machine": {
                 "platform": platform.platform(),
                 "processor": platform.processor() or platform.machine(),
@@ -433,7 +435,7 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 - Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, {cfg.prediction_type} prediction
 - Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}; {trend_line(info.get('loss_trend'))}
 {_init_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
-- Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}
+- Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}; weights saved in {info['saved_dtype']}
 - Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
 
 ![samples](samples.png)

@@ -61,6 +61,11 @@ class FitConfig(PluginConfig):
     grid_samples: int = Field(64, ge=1, le=256)
     grid_steps: int = Field(25, ge=1, le=1000, description="DDIM steps for the sample grid")
     license: str = Field("apache-2.0", description="Licence written into the model card")
+    save_dtype: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32",
+        description="Precision of the saved pipeline's weights (fp16: half the bytes, for shipping); "
+        "training and checkpoints stay fp32, and the generator loads any of them in the dtype it runs",
+    )
 
     @model_validator(mode="after")
     def _combinations(self):
