@@ -22,6 +22,27 @@ def write_manifest(folder: Path, body: str, name: str = "manifest.toml") -> Path
     return path
 
 
+def tiny_fit_manifest(folder: Path, num_samples: int, batch_size: int, fit: str = "", stages: str = "") -> Path:
+    """A `synth fit` manifest on 16x16 shapes scenes with a tiny UNet; `fit` adds [fit] lines,
+    `stages` adds [[stage]] tables after the shapes source."""
+    return write_manifest(folder, f"""
+[dataset]
+num_samples = {num_samples}
+[run]
+batch_size = {batch_size}
+[[stage]]
+name = "shapes"
+size = 16
+{stages}
+[fit]
+output = "model"
+block_out_channels = [8, 16]
+attention_levels = [1]
+norm_num_groups = 4
+{fit}
+""")
+
+
 def synth(*args, env=None, cwd=None, timeout=300):
     """Run the real CLI in a subprocess; returns CompletedProcess (text)."""
     full_env = {**os.environ, **(env or {})}

@@ -52,23 +52,11 @@ def test_the_training_loss_applies_the_weights(tmp_path):
     """One step of the real trainer, recomputed by hand from the same noise and timesteps."""
     import torch
 
-    from conftest import write_manifest
+    from conftest import tiny_fit_manifest
     from synth.manifest import load_manifest
     from synth_diffusers.fit import Trainer, load_training_data, read_fit_config
 
-    m = load_manifest(write_manifest(tmp_path, """
-[dataset]
-num_samples = 8
-[run]
-batch_size = 8
-[[stage]]
-name = "shapes"
-size = 16
-[fit]
-output = "model"
-block_out_channels = [8, 16]
-attention_levels = [1]
-norm_num_groups = 4
+    m = load_manifest(tiny_fit_manifest(tmp_path, 8, 8, fit="""
 batch_size = 4
 prediction_type = "epsilon"
 loss_weighting = "min_snr"
@@ -120,22 +108,11 @@ def test_loss_trend_tells_a_plateau_from_a_fall():
 
 def test_reading_in_processes_gives_the_same_images_in_the_same_order(tmp_path):
     """fit.read_processes splits the reading across processes; the training set must not change."""
-    from conftest import write_manifest
+    from conftest import tiny_fit_manifest
     from synth.manifest import load_manifest
     from synth_diffusers.fit import _read_processes, load_training_data, read_fit_config
 
-    m = load_manifest(write_manifest(tmp_path, """
-[dataset]
-num_samples = 90
-[run]
-batch_size = 16
-[[stage]]
-name = "shapes"
-size = 16
-[fit]
-output = "model"
-read_processes = 2
-"""))
+    m = load_manifest(tiny_fit_manifest(tmp_path, 90, 16, fit="read_processes = 2"))
     seen = []
     serial = load_training_data(m, lambda d, t: None)
     parallel = load_training_data(m, lambda d, t: seen.append(d), processes=_read_processes(m, read_fit_config(m)))
@@ -147,26 +124,9 @@ read_processes = 2
 
 def test_a_stage_failing_in_a_reading_process_is_one_line(tmp_path, example_plugin):
     """The failure crosses the process boundary as the same one-line error, exit 1, no traceback."""
-    from conftest import synth, write_manifest
+    from conftest import synth, tiny_fit_manifest
 
-    m = write_manifest(tmp_path, """
-[dataset]
-num_samples = 90
-[run]
-batch_size = 16
-[[stage]]
-name = "shapes"
-size = 16
-[[stage]]
-name = "boom"
-at_index = 50
-[fit]
-output = "model"
-read_processes = 2
-block_out_channels = [8, 16]
-attention_levels = [1]
-norm_num_groups = 4
-""")
+    m = tiny_fit_manifest(tmp_path, 90, 16, fit="read_processes = 2", stages='[[stage]]\nname = "boom"\nat_index = 50')
     res = synth("fit", m, env=example_plugin)
     assert res.returncode == 1, res.stderr
     lines = res.stderr.strip().splitlines()

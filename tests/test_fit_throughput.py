@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_manifest
+from conftest import tiny_fit_manifest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "fit_throughput.py"
 
@@ -33,20 +33,7 @@ def test_the_largest_batch_within_the_share_of_the_best_throughput_wins():
 
 @pytest.mark.slow
 def test_the_probe_runs_the_real_trainer_and_plans_steps(tmp_path):
-    manifest = write_manifest(tmp_path, """
-    [dataset]
-    num_samples = 16
-    [run]
-    batch_size = 8
-    [[stage]]
-    name = "shapes"
-    size = 16
-    [fit]
-    output = "model"
-    block_out_channels = [8, 16]
-    attention_levels = [1]
-    norm_num_groups = 4
-    """)
+    manifest = tiny_fit_manifest(tmp_path, 16, 8)
     r = subprocess.run([sys.executable, str(SCRIPT), str(manifest), "--batch-sizes", "2,4", "--steps", "3", "--warmup", "1", "--minutes", "2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
