@@ -63,12 +63,12 @@ def _rows(batch) -> tuple[np.ndarray, list, list[str]]:
 _READER = None
 
 
-def _reader_setup(path: str, text: str) -> None:
+def _reader_setup(path: str, text: str, shared: dict) -> None:
     global _READER
     from synth.pipeline import Pipeline
 
     _READER = Pipeline(load_manifest(path, text=text), quiet=True, threads=1)
-    _READER.setup()
+    _READER.setup(shared)  # adopts what the parent's set-up computed, as Ray's actors do
 
 
 def _reader_batch(indices: list[int]):
@@ -85,7 +85,8 @@ def load_training_data(m: Manifest, progress, processes: int = 1) -> TrainingDat
 
     n, b = m.dataset.num_samples, m.run.batch_size
     chunks = [list(range(start, min(start + b, n))) for start in range(0, n, b)]
-    # Set up here in every case: a set-up error is then the same one line, not a broken pool.
+    # Set up here in every case: a set-up error is then the same one line, not a broken pool,
+    # and reading processes adopt the result (Pipeline.shared_state) instead of recomputing it.
     pipe = Pipeline(m)
     pipe.setup()
     if processes > 1 and len(chunks) > 1:
@@ -94,7 +95,7 @@ def load_training_data(m: Manifest, progress, processes: int = 1) -> TrainingDat
 
         # spawn, not fork: a forked copy of a process that holds threads (tqdm, torch) can hang
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(processes, len(chunks)), mp_context=ctx, initializer=_reader_setup, initargs=(str(m.path), m.text)) as pool:
+        with ProcessPoolExecutor(min(processes, len(chunks)), mp_context=ctx, initializer=_reader_setup, initargs=(str(m.path), m.text, pipe.shared_state())) as pool:
             return _collect(pool.map(_reader_batch, chunks), chunks, n, progress)
     return _collect((_rows(pipe.run_batch(c)) for c in chunks), chunks, n, progress)
 
@@ -106,7 +107,7 @@ def _collect(results, chunks, n: int, progress) -> TrainingData:
         labels += labs
         for reason in dropped:
             skipped[reason] = skipped.get(reason, 0) + 1
-        progress(min(indices[-1] + 1, n), n)
+        progress(indices[-1] + 1, n)
     kept = [im for im in images if len(im)]
     if not kept:
         raise RunError("fit: the source produced no usable images")
