@@ -177,3 +177,14 @@ def test_save_dtype_halves_the_saved_weights_and_the_generator_still_runs(tmp_pa
     run = write_manifest(tmp_path, '[dataset]\nname = "g"\noutput = "gen"\nnum_samples = 2\n[generator]\nname = "diffusers"\nmodel = "half"\nsteps = 2\n', "gen.toml")
     res = synth("run", "-q", run)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_fit_thread_count_holds_over_the_reading_pipelines(tmp_path):
+    """--threads wins over [run] threads, which the reading pipeline's set-up would otherwise
+    apply (and which a loaded machine's default could hide): checkpoints record what ran."""
+    m = _fit_manifest(tmp_path, steps=3, every=3)
+    m.write_text(m.read_text().replace("batch_size = 32", "batch_size = 32\nthreads = 2"))
+    res = synth("fit", "-q", "--threads", "1", m)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "model" / "checkpoints" / "step-0000003" / "state.json").read_text())["threads"] == 1
+    assert json.loads((tmp_path / "model" / "fit.json").read_text())["machine"]["threads"] == 1

@@ -76,18 +76,19 @@ def _reader_batch(indices: list[int]):
     return _rows(_READER.run_batch(indices))
 
 
-def load_training_data(m: Manifest, progress, processes: int = 1) -> TrainingData:
+def load_training_data(m: Manifest, progress, processes: int = 1, threads: int | None = None) -> TrainingData:
     """Run the manifest's source (and any transforms) over all its samples, keep images + labels.
 
     With processes > 1 the batches are read in that many processes; every sample derives from
-    (seed, index) alone, so the images are the same, in the same order, for any count."""
+    (seed, index) alone, so the images are the same, in the same order, for any count. threads:
+    the torch threads the fit runs with (else the pipeline's set-up applies [run] threads)."""
     from synth.pipeline import Pipeline
 
     n, b = m.dataset.num_samples, m.run.batch_size
     chunks = [list(range(start, min(start + b, n))) for start in range(0, n, b)]
     # Set up here in every case: a set-up error is then the same one line, not a broken pool,
     # and reading processes adopt the result (Pipeline.shared_state) instead of recomputing it.
-    pipe = Pipeline(m)
+    pipe = Pipeline(m, threads=threads)
     pipe.setup()
     if processes > 1 and len(chunks) > 1:
         import multiprocessing
@@ -458,7 +459,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     m = load_manifest(manifest_path)
     cfg = read_fit_config(m)
     asked_threads = threads or cfg.threads
-    apply_threads(asked_threads)
+    fit_threads = apply_threads(asked_threads)
     out = m.folder / cfg.output if not Path(cfg.output).is_absolute() else Path(cfg.output)
     out = out.resolve()
     try:
@@ -472,7 +473,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
             (out / name).unlink(missing_ok=True)
 
     bar = progress_bar(m.dataset.num_samples, "fit: reading images", "image", disable=not show_progress)
-    data = load_training_data(m, lambda done, total: bar.update(done - bar.n), _read_processes(m, cfg))
+    data = load_training_data(m, lambda done, total: bar.update(done - bar.n), _read_processes(m, cfg), fit_threads)
     bar.close()
     trainer = Trainer(m, cfg, out, data)
     ckpt = trainer.latest_checkpoint()
