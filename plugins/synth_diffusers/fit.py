@@ -358,8 +358,10 @@ class Trainer:
         from diffusers import DDPMPipeline
 
         model = self.ema if self.ema is not None else self.unet
-        dtype = {"fp32": self.torch.float32, "fp16": self.torch.float16, "bf16": self.torch.bfloat16}[self.cfg.save_dtype]
-        model = copy.deepcopy(model).to("cpu", dtype)
+        model = copy.deepcopy(model).to("cpu")
+        # float()/half()/bfloat16(), not to(dtype): diffusers' to(dtype) warns about fp32-only
+        # modules even when a model has none
+        model = {"fp32": model.float, "fp16": model.half, "bf16": model.bfloat16}[self.cfg.save_dtype]()
         pipe = DDPMPipeline(unet=model, scheduler=self.sched)
         tmp = self.out / f".pipeline.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
