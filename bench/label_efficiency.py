@@ -74,8 +74,9 @@ def generate(gen, n: int, seed: int, batch: int = 64) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
 
 
-def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=None, batch: int = 64):
-    """Labels and per-image uncertainty; ``latents`` (generated images) for trajectory features."""
+def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=None, seed: int = 0, batch: int = 64):
+    """Labels and per-image uncertainty; ``latents`` (generated images: sample index = row,
+    decoded with ``seed``) for trajectory features."""
     from synth_pixelhead.extraction import feature_groups
     from synth_pixelhead.head import image_uncertainty
 
@@ -84,7 +85,8 @@ def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=No
     for start in range(0, n, batch):
         rows = np.arange(start, min(start + batch, n))
         z = None if latents is None else list(latents[rows])
-        for group, pyramid in feature_groups(gen, spec, images[rows], [{}] * len(rows), z):
+        decode = [{"index": int(i), "seed": seed} for i in rows]
+        for group, pyramid in feature_groups(gen, spec, images[rows], [{}] * len(rows), z, decode):
             lab, js = ensemble.predict(pyramid, (h, w))
             labels[rows[group]], scores[rows[group]] = lab, image_uncertainty(js, top)
     return labels, scores
@@ -249,7 +251,7 @@ def main() -> None:
             per_class = " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
             print(f"  K={kk}: head mIoU {rows[-1]['head']:.3f} ({per_class}; {rows[-1]['seconds']:.0f} s)", flush=True)
             continue
-        gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction, gen_latents)
+        gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction, gen_latents, args.seed)
         keep = np.argsort(unc, kind="stable")[: int(round(len(unc) * (1 - args.drop)))]
         syn_x, syn_y = gen_x[keep], gen_y[keep]
         real = (pool_x[:kk], pool_y[:kk])

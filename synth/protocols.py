@@ -161,12 +161,16 @@ class Generator:
         ``options`` are the generator's own (e.g. method, steps)."""
         raise NotImplementedError(f"generator {self.name!r} cannot invert images")
 
-    def features(self, images: np.ndarray, conditions: list[dict], spec: Any, latents: np.ndarray | None = None) -> list[Any]:
+    def features(
+        self, images: np.ndarray, conditions: list[dict], spec: Any, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None
+    ) -> list[Any]:
         """Per-pixel features of images (B, H, W, 3) uint8, real or generated, as a pyramid:
         one (B, C_i, h_i, w_i) map per feature source, upsampled by the consumer. ``spec`` says
         which (the generator's own spec type, built by ``feature_spec``). ``latents``: the
         samples' initial latents when they are generated, for specs that read a sample's own
-        denoising path; None for real images."""
+        denoising path; None for real images. ``decode``: with latents, each sample's
+        {"index", "seed"} as it was decoded (its record's "decode"), so a sampler that adds
+        fresh noise at every step can be replayed with the same noise."""
         raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
 
     def feature_spec(self, options: dict[str, Any]) -> Any:

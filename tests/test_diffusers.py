@@ -3,11 +3,13 @@
 import json
 
 import numpy as np
+import pytest
 
 from conftest import diffusers_manifest, synth, write_manifest
 from synth.manifest import load_manifest
 from synth.pipeline import Pipeline
 from synth.reading import iter_samples
+from synth_diffusers.config import SCHEDULERS
 
 
 def _manifest(tmp_path, model, extra_dataset="", extra_gen="", n=6, shard=4, batch=3, name="m.toml"):
@@ -48,6 +50,23 @@ def test_latents_and_images_depend_only_on_seed_and_index(tmp_path, models):
     np.testing.assert_array_equal(x.latents[1], y.latents[1])
     # DDIM with eta=0 decodes a latent the same way whatever else is in the batch (up to float noise).
     assert np.abs(x.images[2].astype(int) - y.images[0].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_every_listed_scheduler_decodes_from_seed_and_index_alone(tmp_path, models, scheduler):
+    """pndm and unipc take no noise generator, ancestral samplers take one per sample: each decodes
+    a sample the same whatever else is in its batch."""
+    m = diffusers_manifest(tmp_path, models["ddpm"], generator=f'scheduler = "{scheduler}"', steps=4)
+    gen = Pipeline(load_manifest(m)).generator
+    gen.setup()
+    z = gen.sample_latents([0, 1, 2], 0)
+    images = gen.decode(z, [{}] * 3, [0, 1, 2], 0)
+    assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
+    alone = gen.decode(z[2:], [{}], [2], 0)
+    assert np.abs(alone[0].astype(int) - images[2].astype(int)).max() <= 1
+    if scheduler == "pndm":
+        res = synth("validate", diffusers_manifest(tmp_path, models["ddpm"], generator='scheduler = "pndm"', steps=3, name="few.toml"))
+        assert res.returncode == 2 and "scheduler 'pndm' needs steps >= 4 (got 3)" in res.stdout + res.stderr
 
 
 def test_class_conditional_unet_uses_class_labels(tmp_path, models):

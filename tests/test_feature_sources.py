@@ -92,15 +92,63 @@ def test_mixed_rows_give_each_row_its_own_features(tmp_path, models):
     np.testing.assert_allclose(groups[1][1][0][0].numpy(), inverted[0][0].numpy(), rtol=1e-4, atol=1e-5)
 
 
-def test_trajectory_needs_a_deterministic_sampler(tmp_path, models):
-    from synth.errors import UsageError
+@pytest.mark.parametrize("sampler", ['scheduler = "euler_a"', 'scheduler = "ddpm"', "eta = 0.7"])
+def test_a_stochastic_samplers_trajectory_is_replayed_with_each_samples_own_noise(tmp_path, models, sampler):
+    import torch
 
-    gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra='scheduler = "ddpm"'))
-    with pytest.raises(UsageError, match="scheduler 'ddpm' .* adds fresh noise"):
-        gen.feature_spec({"timesteps": [5], "source": "trajectory"})
-    gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra="eta = 0.5"))
-    with pytest.raises(UsageError, match="ddim with eta 0.5 adds fresh noise"):
-        gen.feature_spec({"timesteps": [5], "source": "trajectory"})
+    from synth.errors import UsageError
+    from synth.seeding import sample_seed
+    from synth_diffusers.features import BlockHooks, nearest_steps
+
+    gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra=sampler, steps=4))
+    spec = gen.feature_spec({"blocks": ["mid", "up1"], "timesteps": [10, 60], "source": "trajectory"})
+    idx, seed = [5, 6, 7], 3
+    latents = gen.sample_latents(idx, seed)
+    images = gen.decode(latents, [{}] * 3, idx, seed)
+    decode = [{"index": i, "seed": seed} for i in idx]
+
+    # by hand: the sampling loop with each sample's own noise generators, inputs recorded
+    sched = type(gen.pipe.scheduler).from_config(gen.pipe.scheduler.config)
+    sched.set_timesteps(4)
+    mapping = nearest_steps(sched.timesteps.tolist(), spec.timesteps)
+    gens = [torch.Generator().manual_seed(sample_seed(seed, i, "denoise")) for i in idx]
+    kw = {"eta": 0.7} if "eta" in sampler else {}
+    x, inputs = torch.from_numpy(latents) * sched.init_noise_sigma, {}
+    with torch.inference_mode():
+        for t in sched.timesteps:
+            inputs[int(t)] = sched.scale_model_input(x, t).clone()
+            x = sched.step(gen.pipe.unet(inputs[int(t)], t).sample, t, x, generator=gens, **kw).prev_sample
+        expected = []
+        for t in spec.timesteps:
+            with BlockHooks(gen.pipe.unet, spec.blocks) as hooks:
+                gen.pipe.unet(inputs[mapping[t]], mapping[t])
+                expected += [hooks.outputs[b] for b in spec.blocks]
+    # the path ends where decode ended: the replay follows the sample's own noise
+    np.testing.assert_allclose(((x / 2 + 0.5).clamp(0, 1) * 255).permute(0, 2, 3, 1).numpy(), images, atol=1.0)
+
+    got = gen.features(images, [{}] * 3, spec, latents=latents, decode=decode)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    alone = gen.features(images[1:2], [{}], spec, latents=latents[1:2], decode=decode[1:2])
+    np.testing.assert_allclose(alone[0][0].numpy(), got[0][1].numpy(), rtol=1e-4, atol=1e-5)
+    # another decode seed is another path: the noise is the sample's, not the replay's own
+    other = gen.features(images, [{}] * 3, spec, latents=latents, decode=[{"index": i, "seed": seed + 1} for i in idx])
+    assert not np.allclose(other[0].numpy(), got[0].numpy())
+    with pytest.raises(UsageError, match="adds fresh noise at every step; replaying a sample's path needs its decode index and seed"):
+        gen.features(images, [{}] * 3, spec, latents=latents)
+
+
+def test_stochastic_trajectory_labels_end_to_end(tmp_path, models):
+    """euler_a samples labelled from their own paths: annotations read from earlier shards carry
+    their records' decode, calibration its own, and the run's records theirs."""
+    _generated_annotations(tmp_path, models["ddpm"], gen_extra='scheduler = "euler_a"')
+    ann = '{ shards = "gen", masks = "masks" }'
+    m = _manifest(tmp_path, models["ddpm"], _head(ann, extra='features_from = "trajectory"\nsave_to = "myhead"'), gen_extra='scheduler = "euler_a"')
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads((tmp_path / "myhead" / "head.json").read_text())["calibration"]["label_uncertainty"]) == 8
+    samples = _samples(tmp_path / "out")
+    assert len(samples) == 8 and all("seg.png" in s for s in samples)
     res = synth("validate", _manifest(tmp_path, models["ddpm"], '[[stage]]\nname = "pixelhead"\nhead = "h"\nfeatures_from = "dreams"\n', name="bad.toml"))
     assert res.returncode == 2 and "features_from" in res.stdout + res.stderr
 

@@ -235,11 +235,11 @@ def test_pixelhead_labels_every_sample_and_a_second_run_uses_the_cache(tmp_path,
     assert [s["seg.png"] for s in _samples(tmp_path / "out")] == [s["seg.png"] for s in samples]
 
 
-def _generated_annotations(tmp_path, model) -> None:
+def _generated_annotations(tmp_path, model, gen_extra="") -> None:
     """A first run into gen/ and masks/ drawn on two of its samples (class 1 and class 2 squares)."""
     from PIL import Image
 
-    first = _manifest(tmp_path, model, name="gen.toml", output="gen")
+    first = _manifest(tmp_path, model, name="gen.toml", output="gen", gen_extra=gen_extra)
     assert synth("run", first).returncode == 0
     masks = tmp_path / "masks"
     masks.mkdir()

@@ -44,6 +44,13 @@ class DiffusersConfig(PluginConfig):
     width: int | None = Field(None, ge=8, multiple_of=8)
 
     @model_validator(mode="after")
+    def _pndm_steps(self):
+        # PNDM's warm-up (Runge-Kutta) steps need at least 4; fewer fail inside diffusers
+        if self.scheduler == "pndm" and self.steps < 4:
+            raise ValueError(f"scheduler 'pndm' needs steps >= 4 (got {self.steps})")
+        return self
+
+    @model_validator(mode="after")
     def _one_prompt_source(self):
         given = [n for n in ("prompts", "prompts_file", "templates") if getattr(self, n) is not None]
         if len(given) > 1:

@@ -252,10 +252,10 @@ class DiffusersGenerator(Generator):
         labels = None
         if self.num_class_embeds:
             labels = torch.tensor([c["class"] for c in conditions], device=self.device)
-        step_kwargs = {"eta": self.config.eta} if "eta" in _step_params(sched) else {}
+        kw = self._step_kwargs(sched, gens)
         for t in sched.timesteps:
             eps = unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
-            x = sched.step(eps, t, x, generator=gens, **step_kwargs).prev_sample
+            x = sched.step(eps, t, x, **kw).prev_sample
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
 
@@ -300,21 +300,26 @@ class DiffusersGenerator(Generator):
             inversion_steps=int(options.get("inversion_steps") or 20),
         )
         problems = check_spec(unet, self._train_schedule().config.num_train_timesteps, spec)
-        if spec.source == "trajectory":
-            problems += self._stochastic_sampler()
         if problems:
             raise UsageError(f"features of {self.config.model}: " + "; ".join(problems))
         return spec
 
-    def _stochastic_sampler(self) -> list[str]:
-        """Why the configured sampler cannot replay a sample's trajectory from its latent alone."""
+    def _step_kwargs(self, sched, gens) -> dict:
+        """What sched.step takes of (generator, eta): pndm and unipc take neither (and need none)."""
+        params = _step_params(sched)
+        kw = {"generator": gens} if "generator" in params else {}
+        if "eta" in params:
+            kw["eta"] = self.config.eta
+        return kw
+
+    def _stochastic_sampler(self) -> bool:
+        """Whether the configured sampler adds fresh noise at every step (then a trajectory is
+        replayed with each sample's own noise generators, as decode seeded them)."""
         sched = self.pipe.scheduler
         name = type(sched).__name__
         if name in ("DDPMScheduler", "EulerAncestralDiscreteScheduler") or "sde" in str(sched.config.get("algorithm_type", "")):
-            return [f"trajectory features replay the sampler from each latent; scheduler {self.config.scheduler!r} ({name}) adds fresh noise at every step (use ddim, dpm++, unipc, pndm or euler)"]
-        if name == "DDIMScheduler" and self.config.eta > 0:
-            return [f"trajectory features replay the sampler from each latent; ddim with eta {self.config.eta} adds fresh noise (set eta = 0)"]
-        return []
+            return True
+        return name == "DDIMScheduler" and self.config.eta > 0
 
     def _train_schedule(self):
         from diffusers import DDPMScheduler
@@ -372,18 +377,25 @@ class DiffusersGenerator(Generator):
             return [self.torch.cat([o[i] for o in outs]) for i in range(len(outs[0]))]
         return np.concatenate(outs)
 
-    def features(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None) -> list:
+    def features(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None) -> list:
         """Feature pyramid of images; with spec.source "trajectory" and the samples' initial
-        ``latents``, read from their own denoising paths instead (see features.py)."""
-        return self._grouped(lambda im, z, conds: self._features_group(im, conds, spec, z), [images, latents], list(conditions))
+        ``latents``, read from their own denoising paths instead (see features.py); a stochastic
+        sampler's path also needs each sample's ``decode`` {"index", "seed"}."""
+        if spec.source == "trajectory" and latents is not None and self._stochastic_sampler():
+            if decode is None or any(not isinstance(d, dict) or "index" not in d or "seed" not in d for d in decode):
+                raise UsageError(
+                    f"features: scheduler {self.config.scheduler!r} adds fresh noise at every step; replaying a sample's path needs its decode index and seed"
+                )
+        rows = None if decode is None else np.array([(int(d["index"]), int(d["seed"])) for d in decode], dtype=np.int64).reshape(-1, 2)
+        return self._grouped(lambda im, z, dec, conds: self._features_group(im, conds, spec, z, dec), [images, latents, rows], list(conditions))
 
-    def _features_group(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None) -> list:
+    def _features_group(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None, decode: np.ndarray | None = None) -> list:
         from .features import extract, extract_inverted
 
         torch = self.torch
         with torch.inference_mode():
             if spec.source == "trajectory" and latents is not None:
-                return self._trajectory_features(latents, conditions, spec)
+                return self._trajectory_features(latents, conditions, spec, decode)
             x0, kwargs = self._model_space(images, conditions)
             alphas = self._train_schedule().alphas_cumprod
             if spec.source == "noised":
@@ -396,27 +408,33 @@ class DiffusersGenerator(Generator):
         sched.set_timesteps(self.config.steps)
         return sched
 
-    def _trajectory_features(self, latents: np.ndarray, conditions: list[dict], spec) -> list:
+    def _trajectory_features(self, latents: np.ndarray, conditions: list[dict], spec, decode: np.ndarray | None = None) -> list:
         from .features import TrajectoryCapture, nearest_steps
 
         torch = self.torch
         z = torch.from_numpy(np.asarray(latents, dtype=np.float32)).to(self.device, self.dtype)
         sched = self._fresh_scheduler()
         mapping = nearest_steps(sched.timesteps.tolist(), spec.timesteps)
+        # a stochastic sampler draws each step's noise from the sample's own generator, seeded as
+        # decode seeds it: the replay walks the same path (deterministic samplers ignore them)
+        gens = None
+        if decode is not None and self._stochastic_sampler():
+            gens = [torch.Generator("cpu").manual_seed(sample_seed(int(seed), int(index), "denoise")) for index, seed in decode]
         with TrajectoryCapture(self.pipe.unet, spec.blocks, set(mapping.values()), len(z)) as cap:
             if self.kind == "unet2d":
                 x = z * sched.init_noise_sigma
                 labels = self._class_labels(conditions)
+                kw = self._step_kwargs(sched, gens)
                 for t in sched.timesteps:
                     out = self.pipe.unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
                     if cap.done():  # the rest of the path is not needed
                         break
-                    x = sched.step(out, t, x).prev_sample
+                    x = sched.step(out, t, x, **kw).prev_sample
             else:
-                self._run_text2image(z, conditions, cap)
+                self._run_text2image(z, conditions, cap, gens)
         return cap.pyramid(mapping, spec.timesteps)
 
-    def _run_text2image(self, z, conditions, cap) -> None:
+    def _run_text2image(self, z, conditions, cap, gens=None) -> None:
         """Replay the pipeline's own loop (guidance included) until every wanted step is seen."""
 
         def stop_when_done(pipe, i, t, kwargs):
@@ -424,7 +442,8 @@ class DiffusersGenerator(Generator):
                 pipe._interrupt = True
             return kwargs
 
-        self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done)
+        kwargs = {"eta": self.config.eta} if "eta" in _call_params(self.pipe) else {}
+        self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens, **kwargs)
 
     def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:
         """Initial latents that the deterministic sampler (ddim, eta 0) decodes back to about
@@ -478,14 +497,14 @@ class DiffusersGenerator(Generator):
         labels = self._class_labels(conditions) if self.num_class_embeds else None
         gens_a = self._generators(indices, seed, "denoise")
         gens = self._generators(indices, seed, "compose-denoise")
-        kw = {"eta": self.config.eta} if "eta" in _step_params(sched) else {}
+        kw_a, kw = self._step_kwargs(sched_a, gens_a), self._step_kwargs(sched, gens)
         steps = len(sched.timesteps)
         with torch.inference_mode():
             for i, t in enumerate(sched.timesteps):
                 eps_a = unet(sched_a.scale_model_input(xa, t), t, class_labels=labels).sample
-                xa = sched_a.step(eps_a, t, xa, generator=gens_a, **kw).prev_sample
+                xa = sched_a.step(eps_a, t, xa, **kw_a).prev_sample
                 eps = unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
-                x = sched.step(eps, t, x, generator=gens, **kw).prev_sample
+                x = sched.step(eps, t, x, **kw).prev_sample
                 if i < blend_until * steps:
                     x = m * xa + (1 - m) * x
         x = (x.float() / 2 + 0.5).clamp(0, 1)

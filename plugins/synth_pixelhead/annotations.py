@@ -34,6 +34,7 @@ class Examples:
     keys: list[str]
     kind: str  # "real" | "generated"
     latents: list | None = None  # per example: its initial latent when it is an untouched generated sample
+    decode: list | None = None  # per example: its record's decode {"index", "seed"} (a stochastic sampler's noise)
 
     def __post_init__(self):
         self.conditions = list(self.conditions)
@@ -46,6 +47,8 @@ class Examples:
         h.update(json.dumps(self.conditions, sort_keys=True, default=str).encode())
         for z in self.latents or []:
             h.update(b"-" if z is None else np.ascontiguousarray(z, dtype=np.float32).tobytes())
+        for d in self.decode or []:
+            h.update(json.dumps(d, sort_keys=True).encode())
         return h.hexdigest()
 
 
@@ -134,14 +137,14 @@ def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> 
             if record.get("class") is not None:
                 cond["class"] = record["class"]
             latent = _latent(sample, f"{shard.name}: sample {key}") if replayable(record) else None
-            found[key] = (image, cond, latent)
+            found[key] = (image, cond, latent, record.get("decode"))
     missing = sorted(set(masks) - set(found))
     if missing:
         raise UsageError(f"{where}.masks: {masks[missing[0]].name} names sample {missing[0]}, which is not in {cfg.shards}")
-    images, segs, conds, keys, latents = [], [], [], [], []
+    images, segs, conds, keys, latents, decode = [], [], [], [], [], []
     k = len(context.classes)
     for key in sorted(masks):
-        image, cond, latent = found[key]
+        image, cond, latent, how = found[key]
         m = _open(masks[key], f"{where}.masks: {masks[key].name}")
         if m.mode not in MASK_MODES:
             raise UsageError(f"{where}.masks: {masks[key].name} must be single-channel class ids, got mode {m.mode}")
@@ -156,7 +159,8 @@ def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> 
         conds.append(cond)
         keys.append(key)
         latents.append(latent)
-    return Examples(np.stack(images), np.stack(segs), conds, keys, "generated", latents)
+        decode.append(how)
+    return Examples(np.stack(images), np.stack(segs), conds, keys, "generated", latents, decode)
 
 
 def _latent(sample: dict, what: str) -> np.ndarray | None:

@@ -19,10 +19,13 @@ def replayable(record: dict) -> bool:
     return ops == ["generate"]
 
 
-def feature_groups(generator, spec, images: np.ndarray, conditions: Sequence[dict], latents: Sequence | None) -> Iterator[tuple[np.ndarray, list]]:
+def feature_groups(
+    generator, spec, images: np.ndarray, conditions: Sequence[dict], latents: Sequence | None, decode: Sequence | None = None
+) -> Iterator[tuple[np.ndarray, list]]:
     """Yield (row indices, feature pyramid of those rows), together covering every row once.
 
-    ``latents[i]`` is row i's initial latent, or None when it has none worth replaying.
+    ``latents[i]`` is row i's initial latent, or None when it has none worth replaying;
+    ``decode[i]`` how it was decoded ({"index", "seed"}: a stochastic sampler's noise).
     """
     n = len(images)
     if getattr(spec, "source", "noised") != "trajectory" or latents is None:
@@ -32,6 +35,7 @@ def feature_groups(generator, spec, images: np.ndarray, conditions: Sequence[dic
     without = np.array([i for i in range(n) if latents[i] is None], dtype=np.int64)
     if len(with_latent):
         z = np.stack([latents[i] for i in with_latent])
-        yield with_latent, generator.features(images[with_latent], [conditions[i] for i in with_latent], spec, latents=z)
+        how = None if decode is None else [decode[i] for i in with_latent]
+        yield with_latent, generator.features(images[with_latent], [conditions[i] for i in with_latent], spec, latents=z, decode=how)
     if len(without):
         yield without, generator.features(images[without], [conditions[i] for i in without], spec)

@@ -153,7 +153,8 @@ class PixelHead(Stage):
             latents = None
             if batch.latents is not None:
                 latents = [batch.latents[i] if replayable(r) else None for i, r in zip(rows, records)]
-            for group, pyramid in feature_groups(gen, self.spec, batch.images[rows], conds, latents):
+            decode = [r.get("decode") for r in records]
+            for group, pyramid in feature_groups(gen, self.spec, batch.images[rows], conds, latents, decode):
                 lab, js = self.ensemble.predict(pyramid, (h, w))
                 labels[rows[group]] = lab
                 scores[rows[group]] = image_uncertainty(js, self.top_fraction)

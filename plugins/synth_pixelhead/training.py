@@ -88,8 +88,9 @@ def fill_bank(generator, spec, examples: Examples, cfg: PixelHeadConfig, seed: i
     for start in range(0, n, cfg.feature_batch):
         rows = np.arange(start, min(start + cfg.feature_batch, n))
         latents = None if examples.latents is None else [examples.latents[i] for i in rows]
+        decode = None if examples.decode is None else [examples.decode[i] for i in rows]
         conds = [examples.conditions[i] for i in rows]
-        for group, pyramid in feature_groups(generator, spec, examples.images[rows], conds, latents):
+        for group, pyramid in feature_groups(generator, spec, examples.images[rows], conds, latents, decode):
             if bank is None:
                 bank = PixelBank(channels(pyramid), n, h * w, cfg.bank_mb * 2**20)
             for j, i in enumerate(rows[group]):
@@ -153,7 +154,8 @@ def calibrate(generator, ensemble: Ensemble, spec, cfg: PixelHeadConfig, seed: i
         latents = generator.sample_latents(idx, cal_seed)
         images = generator.decode(latents, conds, idx, cal_seed)
         chunk = np.empty(len(idx))
-        for group, pyramid in feature_groups(generator, spec, images, conds, list(latents)):
+        decode = [{"index": i, "seed": cal_seed} for i in idx]
+        for group, pyramid in feature_groups(generator, spec, images, conds, list(latents), decode):
             _, js = ensemble.predict(pyramid, images.shape[1:3])
             chunk[group] = image_uncertainty(js, cfg.top_fraction)
         scores += chunk.tolist()
