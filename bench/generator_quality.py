@@ -40,7 +40,7 @@ name = "generate"
 name = "pixelhead"
 ensemble = 5
 steps = 300
-calibration_samples = 1024
+calibration_samples = 0  # nothing is dropped here: skip the quickstart's 1,024 calibration samples
 annotations = {{ source = {{ name = "shapes", split = "train", size = 32, difficulty = 0.5 }}, count = {k} }}
 """
 
