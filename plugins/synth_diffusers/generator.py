@@ -381,12 +381,13 @@ class DiffusersGenerator(Generator):
         """Feature pyramid of images; with spec.source "trajectory" and the samples' initial
         ``latents``, read from their own denoising paths instead (see features.py); a stochastic
         sampler's path also needs each sample's ``decode`` {"index", "seed"}."""
+        rows = None  # (index, seed) per row: only a stochastic sampler's replay needs them
         if spec.source == "trajectory" and latents is not None and self._stochastic_sampler():
             if decode is None or any(not isinstance(d, dict) or "index" not in d or "seed" not in d for d in decode):
                 raise UsageError(
                     f"features: scheduler {self.config.scheduler!r} adds fresh noise at every step; replaying a sample's path needs its decode index and seed"
                 )
-        rows = None if decode is None else np.array([(int(d["index"]), int(d["seed"])) for d in decode], dtype=np.int64).reshape(-1, 2)
+            rows = np.array([(int(d["index"]), int(d["seed"])) for d in decode], dtype=object).reshape(-1, 2)
         return self._grouped(lambda im, z, dec, conds: self._features_group(im, conds, spec, z, dec), [images, latents, rows], list(conditions))
 
     def _features_group(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None, decode: np.ndarray | None = None) -> list:
@@ -418,7 +419,7 @@ class DiffusersGenerator(Generator):
         # a stochastic sampler draws each step's noise from the sample's own generator, seeded as
         # decode seeds it: the replay walks the same path (deterministic samplers ignore them)
         gens = None
-        if decode is not None and self._stochastic_sampler():
+        if decode is not None:
             gens = [torch.Generator("cpu").manual_seed(sample_seed(int(seed), int(index), "denoise")) for index, seed in decode]
         with TrajectoryCapture(self.pipe.unet, spec.blocks, set(mapping.values()), len(z)) as cap:
             if self.kind == "unet2d":
