@@ -15,33 +15,38 @@ def _hooks(unet):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in unet.modules())
 
 
-def test_trajectory_features_are_the_blocks_at_the_samples_own_steps(tmp_path, models):
+def _path_by_hand(gen, spec, latents, steps, **step_kw):
+    """The real sampling loop written out: the UNet's input at every step recorded, then the
+    spec's blocks at the steps nearest its timesteps. Returns (steps, mapping, blocks, final x)."""
     import torch
 
     from synth_diffusers.features import BlockHooks, nearest_steps
 
+    sched = type(gen.pipe.scheduler).from_config(gen.pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    mapping = nearest_steps(sched.timesteps.tolist(), spec.timesteps)
+    x, inputs = torch.from_numpy(latents) * sched.init_noise_sigma, {}
+    with torch.inference_mode():
+        for t in sched.timesteps:
+            inputs[int(t)] = sched.scale_model_input(x, t).clone()
+            x = sched.step(gen.pipe.unet(inputs[int(t)], t).sample, t, x, **step_kw).prev_sample
+        expected = []
+        for t in spec.timesteps:
+            with BlockHooks(gen.pipe.unet, spec.blocks) as hooks:
+                gen.pipe.unet(inputs[mapping[t]], mapping[t])
+                expected += [hooks.outputs[b] for b in spec.blocks]
+    return sched.timesteps.tolist(), mapping, expected, x
+
+
+def test_trajectory_features_are_the_blocks_at_the_samples_own_steps(tmp_path, models):
     gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra='scheduler = "ddim"', steps=4))
     spec = gen.feature_spec({"blocks": ["mid", "up1"], "timesteps": [10, 60], "source": "trajectory"})
     idx = [0, 1, 2]
     latents = gen.sample_latents(idx, 0)
     images = gen.decode(latents, [{}] * 3, idx, 0)
 
-    # record, by hand, the UNet's input at every step of the real sampling loop
-    sched = type(gen.pipe.scheduler).from_config(gen.pipe.scheduler.config)
-    sched.set_timesteps(4)
-    steps = sched.timesteps.tolist()
-    mapping = nearest_steps(steps, spec.timesteps)
+    steps, mapping, expected, _ = _path_by_hand(gen, spec, latents, 4)
     assert mapping == {10: min(steps, key=lambda s: abs(s - 10)), 60: min(steps, key=lambda s: abs(s - 60))}
-    x, inputs = torch.from_numpy(latents), {}
-    with torch.inference_mode():
-        for t in sched.timesteps:
-            inputs[int(t)] = x.clone()
-            x = sched.step(gen.pipe.unet(x, t).sample, t, x).prev_sample
-        expected = []
-        for t in spec.timesteps:
-            with BlockHooks(gen.pipe.unet, spec.blocks) as hooks:
-                gen.pipe.unet(inputs[mapping[t]], mapping[t])
-                expected += [hooks.outputs[b] for b in spec.blocks]
 
     got = gen.features(images, [{}] * 3, spec, latents=latents)
     assert [tuple(f.shape) for f in got] == [tuple(f.shape) for f in expected]
@@ -101,7 +106,6 @@ def test_a_stochastic_samplers_trajectory_is_replayed_with_each_samples_own_nois
 
     from synth.errors import UsageError
     from synth.seeding import sample_seed
-    from synth_diffusers.features import BlockHooks, nearest_steps
 
     gen = _pipeline(_manifest(tmp_path, models["ddpm"], gen_extra=sampler, steps=4))
     spec = gen.feature_spec({"blocks": ["mid", "up1"], "timesteps": [10, 60], "source": "trajectory"})
@@ -110,22 +114,10 @@ def test_a_stochastic_samplers_trajectory_is_replayed_with_each_samples_own_nois
     images = gen.decode(latents, [{}] * 3, idx, seed)
     decode = [{"index": i, "seed": seed} for i in idx]
 
-    # by hand: the sampling loop with each sample's own noise generators, inputs recorded
-    sched = type(gen.pipe.scheduler).from_config(gen.pipe.scheduler.config)
-    sched.set_timesteps(4)
-    mapping = nearest_steps(sched.timesteps.tolist(), spec.timesteps)
+    # by hand: the sampling loop with each sample's own noise generators
     gens = [torch.Generator().manual_seed(sample_seed(seed, i, "denoise")) for i in idx]
     kw = {"eta": 0.7} if "eta" in sampler else {}
-    x, inputs = torch.from_numpy(latents) * sched.init_noise_sigma, {}
-    with torch.inference_mode():
-        for t in sched.timesteps:
-            inputs[int(t)] = sched.scale_model_input(x, t).clone()
-            x = sched.step(gen.pipe.unet(inputs[int(t)], t).sample, t, x, generator=gens, **kw).prev_sample
-        expected = []
-        for t in spec.timesteps:
-            with BlockHooks(gen.pipe.unet, spec.blocks) as hooks:
-                gen.pipe.unet(inputs[mapping[t]], mapping[t])
-                expected += [hooks.outputs[b] for b in spec.blocks]
+    _, _, expected, x = _path_by_hand(gen, spec, latents, 4, generator=gens, **kw)
     # the path ends where decode ended: the replay follows the sample's own noise
     np.testing.assert_allclose(((x / 2 + 0.5).clamp(0, 1) * 255).permute(0, 2, 3, 1).numpy(), images, atol=1.0)
 

@@ -14,6 +14,9 @@ from synth.seeding import sample_seed
 from .config import SCHEDULERS, DiffusersConfig
 from .loading import load_pipeline, local_problems, model_license, pick_device_dtype, resolve_model_ref, train_timesteps, unet_blocks
 
+# the op a sample's sampler noise derives from: decode draws it, a trajectory replay draws it again
+DENOISE = "denoise"
+
 
 class DiffusersGenerator(Generator):
     """Any diffusers pipeline: UNet2DModel (unconditional or class-conditional) or Stable Diffusion."""
@@ -205,7 +208,11 @@ class DiffusersGenerator(Generator):
         return (unet.config.in_channels, h // scale, w // scale)
 
     def _generators(self, indices: Sequence[int], seed: int, op: str):
-        return [self.torch.Generator("cpu").manual_seed(sample_seed(seed, i, op)) for i in indices]
+        return self._row_generators([(i, seed) for i in indices], op)
+
+    def _row_generators(self, rows, op: str):
+        """One CPU generator per (index, seed) row, seeded from (seed, index, op) alone."""
+        return [self.torch.Generator("cpu").manual_seed(sample_seed(int(seed), int(index), op)) for index, seed in rows]
 
     def sample_latents(self, indices: Sequence[int], seed: int) -> np.ndarray:
         # Drawn on the CPU per sample, so a latent depends on (seed, index) only, not the device or batch.
@@ -238,7 +245,7 @@ class DiffusersGenerator(Generator):
     def _decode_group(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
         torch = self.torch
         z = torch.from_numpy(latents).to(self.device, self.dtype)
-        gens = self._generators(indices, seed, "denoise")
+        gens = self._generators(indices, seed, DENOISE)
         with torch.inference_mode():
             if self.kind == "unet2d":
                 return self._decode_unet2d(z, conditions, gens)
@@ -266,6 +273,8 @@ class DiffusersGenerator(Generator):
         scale = self.pipe.vae_scale_factor
         if cfg.negative_prompt:
             kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
+        if "eta" in _call_params(self.pipe):
+            kwargs["eta"] = cfg.eta
         return self.pipe(
             prompt=[c["prompt"] for c in conditions],
             latents=z,
@@ -277,8 +286,7 @@ class DiffusersGenerator(Generator):
         )
 
     def _decode_text2image(self, z, conditions, gens) -> np.ndarray:
-        kwargs = {"eta": self.config.eta} if "eta" in _call_params(self.pipe) else {}
-        out = self._call_text2image(z, conditions, generator=gens, output_type="np", **kwargs)
+        out = self._call_text2image(z, conditions, generator=gens, output_type="np")
         flags = getattr(out, "nsfw_content_detected", None)
         if flags is not None:
             for c, flag in zip(conditions, flags):
@@ -418,9 +426,7 @@ class DiffusersGenerator(Generator):
         mapping = nearest_steps(sched.timesteps.tolist(), spec.timesteps)
         # a stochastic sampler draws each step's noise from the sample's own generator, seeded as
         # decode seeds it: the replay walks the same path (deterministic samplers ignore them)
-        gens = None
-        if decode is not None:
-            gens = [torch.Generator("cpu").manual_seed(sample_seed(int(seed), int(index), "denoise")) for index, seed in decode]
+        gens = None if decode is None else self._row_generators(decode, DENOISE)
         with TrajectoryCapture(self.pipe.unet, spec.blocks, set(mapping.values()), len(z)) as cap:
             if self.kind == "unet2d":
                 x = z * sched.init_noise_sigma
@@ -443,8 +449,7 @@ class DiffusersGenerator(Generator):
                 pipe._interrupt = True
             return kwargs
 
-        kwargs = {"eta": self.config.eta} if "eta" in _call_params(self.pipe) else {}
-        self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens, **kwargs)
+        self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens)
 
     def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:
         """Initial latents that the deterministic sampler (ddim, eta 0) decodes back to about
@@ -496,7 +501,7 @@ class DiffusersGenerator(Generator):
         xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
         m = to(masks)[:, None]
         labels = self._class_labels(conditions) if self.num_class_embeds else None
-        gens_a = self._generators(indices, seed, "denoise")
+        gens_a = self._generators(indices, seed, DENOISE)
         gens = self._generators(indices, seed, "compose-denoise")
         kw_a, kw = self._step_kwargs(sched_a, gens_a), self._step_kwargs(sched, gens)
         steps = len(sched.timesteps)
