@@ -7,7 +7,7 @@ bend the comparison), and is measured every few minutes on samples of its EMA we
 recall (the shipped feature network). Writes a table and a PNG curve.
 
     python bench/fit_curve.py [--minutes 20] [--every 4] [--recipes old minsnr minsnr-v]
-        [--samples 200] [--out bench-out/fit_curve]
+        [--samples 200] [--seed 0] [--parallel] [--out bench-out/fit_curve]
 
 Last line, for scripts:
 `old: fidelity <f> at <m> min; best <name>: fidelity <f2> at <m> min, old's final reached at <m3> min (<x>x faster)`
@@ -38,10 +38,10 @@ RECIPES = {
 }
 
 
-def manifest(folder: Path, recipe: dict, images: int, minutes: float) -> Path:
+def manifest(folder: Path, recipe: dict, images: int, minutes: float, seed: int = 0) -> Path:
     fit = {**ARCH, **recipe, "output": str(folder / "model"), "steps": 10**7, "batch_size": 32, "lr_schedule": "constant", "hflip": True}
     lines = [f"{k} = {json.dumps(v)}" for k, v in fit.items()]
-    text = f'[dataset]\nnum_samples = {images}\nshard_size = {images}\nseed = 0\n[run]\nbatch_size = 256\n[[stage]]\nname = "shapes"\nsize = 32\ndifficulty = 0.5\nsplit = "train"\n[fit]\n' + "\n".join(lines) + "\n"
+    text = f'[dataset]\nnum_samples = {images}\nshard_size = {images}\nseed = {seed}\n[run]\nbatch_size = 256\n[[stage]]\nname = "shapes"\nsize = 32\ndifficulty = 0.5\nsplit = "train"\n[fit]\n' + "\n".join(lines) + "\n"
     path = folder / "fit.toml"
     path.write_text(text)
     return path
@@ -66,7 +66,7 @@ def run_recipe(name: str, recipe: dict, args, oracle, featnet, real_images, real
 
     torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp(prefix=f"synth-fitcurve-{name}-"))
-    m = load_manifest(manifest(folder, recipe, args.images, args.minutes))
+    m = load_manifest(manifest(folder, recipe, args.images, args.minutes, args.seed))
     cfg = read_fit_config(m)
     trainer = Trainer(m, cfg, folder / "model", load_training_data(m, lambda d, t: None))
     curve, cpu, next_eval = [], 0.0, 0.0
@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=["old", "minsnr", "minsnr-v"], choices=sorted(RECIPES))
     ap.add_argument("--images", type=int, default=20000, help="training scenes")
     ap.add_argument("--samples", type=int, default=200, help="generated samples per evaluation")
+    ap.add_argument("--seed", type=int, default=0, help="the fit's seed (scenes, initial weights, batches): a second seed tells a real gap from noise")
     ap.add_argument("--out", type=Path, default=Path("bench-out/fit_curve"))
     ap.add_argument("--parallel", action="store_true", help="each recipe in its own process at once (budgets are CPU time, one thread each)")
     args = ap.parse_args()
