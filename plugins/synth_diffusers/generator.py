@@ -252,19 +252,24 @@ class DiffusersGenerator(Generator):
             return self._decode_text2image(z, conditions, gens)
 
     def _decode_unet2d(self, z, conditions, gens) -> np.ndarray:
-        torch, unet = self.torch, self.pipe.unet
         sched = self.pipe.scheduler
         sched.set_timesteps(self.config.steps)
-        x = z * sched.init_noise_sigma
-        labels = None
-        if self.num_class_embeds:
-            labels = torch.tensor([c["class"] for c in conditions], device=self.device)
-        kw = self._step_kwargs(sched, gens)
-        for t in sched.timesteps:
-            eps = unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
-            x = sched.step(eps, t, x, **kw).prev_sample
+        x = self._sample_unet2d(sched, z, conditions, gens)
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
+
+    def _sample_unet2d(self, sched, z, conditions, gens, stop=None):
+        """The pixel-space sampling loop, shared by decode and the trajectory replay so that the
+        two cannot drift apart; ``stop()``, asked after each UNet call, ends it early."""
+        x = z * sched.init_noise_sigma
+        labels = self._class_labels(conditions)
+        kw = self._step_kwargs(sched, gens)
+        for t in sched.timesteps:
+            out = self.pipe.unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
+            if stop is not None and stop():
+                break
+            x = sched.step(out, t, x, **kw).prev_sample
+        return x
 
     def _call_text2image(self, z, conditions, **kwargs):
         """The pipeline on these latents and conditions with the manifest's settings."""
@@ -425,18 +430,12 @@ class DiffusersGenerator(Generator):
         sched = self._fresh_scheduler()
         mapping = nearest_steps(sched.timesteps.tolist(), spec.timesteps)
         # a stochastic sampler draws each step's noise from the sample's own generator, seeded as
-        # decode seeds it: the replay walks the same path (deterministic samplers ignore them)
+        # decode seeds it: the replay walks the same path (features() passes no rows for a
+        # deterministic sampler)
         gens = None if decode is None else self._row_generators(decode, DENOISE)
         with TrajectoryCapture(self.pipe.unet, spec.blocks, set(mapping.values()), len(z)) as cap:
             if self.kind == "unet2d":
-                x = z * sched.init_noise_sigma
-                labels = self._class_labels(conditions)
-                kw = self._step_kwargs(sched, gens)
-                for t in sched.timesteps:
-                    out = self.pipe.unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
-                    if cap.done():  # the rest of the path is not needed
-                        break
-                    x = sched.step(out, t, x, **kw).prev_sample
+                self._sample_unet2d(sched, z, conditions, gens, stop=cap.done)  # the rest of the path is not needed
             else:
                 self._run_text2image(z, conditions, cap, gens)
         return cap.pyramid(mapping, spec.timesteps)
@@ -500,7 +499,7 @@ class DiffusersGenerator(Generator):
         sched_a, sched = self._fresh_scheduler(), self._fresh_scheduler()
         xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
         m = to(masks)[:, None]
-        labels = self._class_labels(conditions) if self.num_class_embeds else None
+        labels = self._class_labels(conditions)
         gens_a = self._generators(indices, seed, DENOISE)
         gens = self._generators(indices, seed, "compose-denoise")
         kw_a, kw = self._step_kwargs(sched_a, gens_a), self._step_kwargs(sched, gens)
