@@ -68,7 +68,10 @@ def run_recipe(name: str, recipe: dict, args, oracle, featnet, real_images, real
     folder = Path(tempfile.mkdtemp(prefix=f"synth-fitcurve-{name}-"))
     m = load_manifest(manifest(folder, recipe, args.images, args.minutes, args.seed))
     cfg = read_fit_config(m)
-    trainer = Trainer(m, cfg, folder / "model", load_training_data(m, lambda d, t: None))
+    # threads=1 here too: the reading pipeline would otherwise apply [run] threads (the machine's
+    # free cores) and the budget, CPU time of all threads, would buy fewer steps under load
+    trainer = Trainer(m, cfg, folder / "model", load_training_data(m, lambda d, t: None, threads=1))
+    assert torch.get_num_threads() == 1, torch.get_num_threads()
     curve, cpu, next_eval = [], 0.0, 0.0
     while True:
         if cpu >= next_eval * 60:
