@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ARCH = dict(block_out_channels=[32, 64, 96], layers_per_block=1, attention_levels=[2], norm_num_groups=8)
