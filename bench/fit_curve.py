@@ -62,12 +62,11 @@ def run_recipe(name: str, recipe: dict, args, oracle, featnet, real_images, real
     from synth.manifest import load_manifest
     from synth_diffusers.fit import Trainer, load_training_data, read_fit_config
 
-    torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp(prefix=f"synth-fitcurve-{name}-"))
     m = load_manifest(manifest(folder, recipe, args.images, args.minutes, args.seed))
     cfg = read_fit_config(m)
-    # threads=1 here too: the reading pipeline would otherwise apply [run] threads (the machine's
-    # free cores) and the budget, CPU time of all threads, would buy fewer steps under load
+    # one thread (recipe_job set it; threads=1 keeps the reading pipeline from applying [run]
+    # threads, the machine's free cores): the budget is CPU time of all the process's threads
     trainer = Trainer(m, cfg, folder / "model", load_training_data(m, lambda d, t: None, threads=1))
     assert torch.get_num_threads() == 1, torch.get_num_threads()
     curve, cpu, next_eval = [], 0.0, 0.0

@@ -39,9 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CLASSES = ["background", "circle", "square", "triangle"]
 
 
-def load_generator(model: str, scheduler: str, steps: int, seed: int, threads: int | None = None):
-    """The real generator plugin, loaded through a manifest as `synth run` would; ``threads``
-    torch threads (None: the pipeline's default, the machine's free cores)."""
+def load_generator(model: str, scheduler: str, steps: int, seed: int):
+    """The real generator plugin, loaded through a manifest as `synth run` would."""
     from synth.manifest import load_manifest
     from synth.pipeline import Pipeline
 
@@ -61,7 +60,7 @@ def load_generator(model: str, scheduler: str, steps: int, seed: int, threads: i
             """
         ).replace("'", '"')
     )
-    pipe = Pipeline(load_manifest(path), threads=threads)
+    pipe = Pipeline(load_manifest(path))
     pipe.generator.setup()
     return pipe.generator
 
@@ -190,7 +189,7 @@ def main() -> None:
     ap.add_argument("--features-from", default="noised", choices=["noised", "inverted", "trajectory"])
     ap.add_argument("--inversion-steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the machine's free cores, as synth run)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
     ap.add_argument("--baselines-only", action="store_true", help="only (ii) and (iv): how strong is the U-Net at this width and step count?")
     args = ap.parse_args()
@@ -202,13 +201,12 @@ def main() -> None:
     from synth_pixelhead.training import train_head
     from synth_shapes.world import render_many
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
     k_max = max(args.ks)
     test_x, test_y = render_many(args.seed, range(args.test), args.size, args.difficulty, "test")
     pool_x, pool_y = render_many(args.seed, range(10 * k_max), args.size, args.difficulty, "val")
-    gen = load_generator(args.model, args.scheduler, args.steps, args.seed, args.threads)  # --threads holds
+    gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
     spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps, "source": args.features_from, "inversion_steps": args.inversion_steps})
     t0 = time.perf_counter()
     n_gen = 0 if args.head_only or args.baselines_only else args.generated
