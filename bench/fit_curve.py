@@ -7,7 +7,7 @@ bend the comparison), and is measured every few minutes on samples of its EMA we
 recall (the shipped feature network). Writes a table and a PNG curve.
 
     python bench/fit_curve.py [--minutes 20] [--every 4] [--recipes old minsnr minsnr-v]
-        [--samples 200] [--seed 0] [--parallel] [--out bench-out/fit_curve]
+        [--samples 200] [--seed 0] [--parallel] [--baseline EARLIER/fit_curve.json] [--out bench-out/fit_curve]
 
 Last line, for scripts:
 `old: fidelity <f> at <m> min; best <name>: fidelity <f2> at <m> min, old's final reached at <m3> min (<x>x faster)`
@@ -32,7 +32,10 @@ RECIPES = {
     "minsnr": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="min_snr", timestep_sampling="uniform"),
     "minsnr-logsnr": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="min_snr", timestep_sampling="logsnr"),
     "minsnr-v": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+    # the learning rate on its own, so that a faster recipe is not credited with what lr buys
+    "old-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
     "minsnr-v-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+    "minsnr-v-lr2e-3": dict(lr=2e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
 }
 
 
@@ -106,6 +109,26 @@ def reach(curve: list[dict], target: float) -> float | None:
     return None
 
 
+def summary_line(curves: dict[str, list[dict]]) -> str | None:
+    """The last line: the old recipe's final fidelity and which other recipe reached it soonest
+    (staying there); if none did, the one highest at its own end. Curves may differ in length
+    (--baseline), so the longest curve is not preferred for being long."""
+    old = curves.get("old")
+    others = {k: v for k, v in curves.items() if k != "old"}
+    if not old or not others:
+        return None
+    target = old[-1]["fidelity"]
+    hits = {k: reach(c, target) for k, c in others.items()}
+    reached = [k for k, h in hits.items() if h is not None]
+    best = min(reached, key=hits.get) if reached else max(others, key=lambda k: others[k][-1]["fidelity"])
+    hit = hits[best]
+    speed = f"{old[-1]['minutes'] / hit:.1f}x faster" if hit else "never"
+    return (
+        f"old: fidelity {target:.3f} at {old[-1]['minutes']:.0f} min; best {best}: fidelity {others[best][-1]['fidelity']:.3f} at "
+        f"{others[best][-1]['minutes']:.0f} min, old's final reached at {hit if hit is not None else 'never'} min ({speed})"
+    )
+
+
 def plot(curves: dict[str, list[dict]], path: Path) -> None:
     from PIL import Image, ImageDraw
 
@@ -144,6 +167,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=200, help="generated samples per evaluation")
     ap.add_argument("--seed", type=int, default=0, help="the fit's seed (scenes, initial weights, batches): a second seed tells a real gap from noise")
     ap.add_argument("--out", type=Path, default=Path("bench-out/fit_curve"))
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="fit_curve.json of an earlier run with the same --seed, --images and --samples: its curves (e.g. the old recipe's 75 minutes) "
+        "join this run's for the comparison, without training them again",
+    )
     ap.add_argument("--parallel", action="store_true", help="each recipe in its own process at once (budgets are CPU time, one thread each)")
     args = ap.parse_args()
 
@@ -160,23 +189,20 @@ def main() -> None:
         curves = {name: recipe_job(name, args) for name in args.recipes}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fit_curve.json").write_text(json.dumps(curves, indent=1))
-    plot(curves, args.out / "fit_curve.png")
     print("\n| recipe | " + " | ".join(f"{r['minutes']:.0f} min" for r in curves[args.recipes[0]]) + " |")
     print("| --- |" + " --- |" * len(curves[args.recipes[0]]))
     for name, c in curves.items():
         print(f"| {name} | " + " | ".join(f"{r['fidelity']:.2f} ({r['precision']:.2f}/{r['recall']:.2f})" for r in c) + " |")
     print("(fidelity (precision/recall) against CPU minutes of training, one thread)")
-    old = curves.get("old")
-    others = {k: v for k, v in curves.items() if k != "old"}
-    if old and others:
-        target = old[-1]["fidelity"]
-        best = max(others, key=lambda k: others[k][-1]["fidelity"])
-        hit = reach(others[best], target)
-        speed = f"{old[-1]['minutes'] / hit:.1f}x faster" if hit else "never"
-        print(
-            f"old: fidelity {target:.3f} at {old[-1]['minutes']:.0f} min; best {best}: fidelity {others[best][-1]['fidelity']:.3f} at "
-            f"{others[best][-1]['minutes']:.0f} min, old's final reached at {hit if hit is not None else 'never'} min ({speed})"
-        )
+    if args.baseline:
+        earlier = {k: v for k, v in json.loads(args.baseline.read_text()).items() if k not in curves}
+        for name, c in earlier.items():
+            print(f"{name} ({args.baseline}): " + ", ".join(f"{r['minutes']:.0f} min {r['fidelity']:.2f} ({r['precision']:.2f}/{r['recall']:.2f})" for r in c))
+        curves = {**earlier, **curves}
+    plot(curves, args.out / "fit_curve.png")
+    line = summary_line(curves)
+    if line:
+        print(line)
 
 
 if __name__ == "__main__":
