@@ -1,6 +1,9 @@
 """bench/fit_curve.py's verdict: which recipe reached the old recipe's final fidelity, and when."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "fit_curve.py"
@@ -39,3 +42,16 @@ def test_the_soonest_recipe_wins_not_the_longest_curve():
     line = summary_line(slow)
     assert "best b: fidelity 0.550" in line and "reached at never min (never)" in line
     assert summary_line({"a": curves["short"]}) is None  # no old recipe, no verdict
+
+
+def test_fit_compare_scores_a_model_against_a_world():
+    script = SCRIPT.parent / "fit_compare.py"
+    res = subprocess.run(
+        [sys.executable, str(script), "builtin:shapes-32", "--world", "cells", "--n", "24", "--steps", "2", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    last = res.stdout.strip().splitlines()[-1]
+    # a shapes model against cells scenes: a real, bad score in the line scripts read
+    assert last.startswith("best FID builtin:shapes-32: precision ") and "; recall " in last and "; FID " in last
+    assert float(last.rsplit("FID ", 1)[1]) > 0
