@@ -16,6 +16,19 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 
 
+BENCH = TESTS.parent / "bench"
+
+
+def bench_module(name: str):
+    """A bench script (bench/NAME.py) imported as a module, for testing its pieces."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def write_manifest(folder: Path, body: str, name: str = "manifest.toml") -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(body))

@@ -1,19 +1,13 @@
 """bench/fit_curve.py's verdict: which recipe reached the old recipe's final fidelity, and when."""
 
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "fit_curve.py"
+from conftest import BENCH, bench_module
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("fit_curve", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("fit_curve")
 
 
 def _curve(points):
@@ -45,7 +39,7 @@ def test_the_soonest_recipe_wins_not_the_longest_curve():
 
 
 def test_fit_compare_scores_a_model_against_a_world():
-    script = SCRIPT.parent / "fit_compare.py"
+    script = BENCH / "fit_compare.py"
     res = subprocess.run(
         [sys.executable, str(script), "builtin:shapes-32", "--world", "cells", "--n", "24", "--steps", "2", "--threads", "1"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},

@@ -1,6 +1,5 @@
 """bench/fit_throughput.py: the probe that plans a time-boxed fit (steps that anneal in N minutes)."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -8,16 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_fit_manifest
+from conftest import bench_module, tiny_fit_manifest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "fit_throughput.py"
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("fit_throughput", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_module("fit_throughput")
 
 
 def test_the_largest_batch_within_the_share_of_the_best_throughput_wins():
