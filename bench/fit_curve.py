@@ -175,6 +175,12 @@ def main() -> None:
     )
     ap.add_argument("--parallel", action="store_true", help="each recipe in its own process at once (budgets are CPU time, one thread each)")
     args = ap.parse_args()
+    earlier = {}
+    if args.baseline:  # read before training, so that a wrong path fails now rather than after the run
+        try:
+            earlier = json.loads(args.baseline.read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--baseline {args.baseline}: {e}")
 
     curves = {}
     for name in args.recipes:
@@ -194,8 +200,8 @@ def main() -> None:
     for name, c in curves.items():
         print(f"| {name} | " + " | ".join(f"{r['fidelity']:.2f} ({r['precision']:.2f}/{r['recall']:.2f})" for r in c) + " |")
     print("(fidelity (precision/recall) against CPU minutes of training, one thread)")
-    if args.baseline:
-        earlier = {k: v for k, v in json.loads(args.baseline.read_text()).items() if k not in curves}
+    if earlier:
+        earlier = {k: v for k, v in earlier.items() if k not in curves}
         for name, c in earlier.items():
             print(f"{name} ({args.baseline}): " + ", ".join(f"{r['minutes']:.0f} min {r['fidelity']:.2f} ({r['precision']:.2f}/{r['recall']:.2f})" for r in c))
         curves = {**earlier, **curves}
