@@ -4,10 +4,13 @@ Each recipe trains the same UNet2DModel on the same shapes-world scenes for the 
 (minutes of this process's CPU time, with one torch thread, so other load on the machine does not
 bend the comparison), and is measured every few minutes on samples of its EMA weights (DDIM,
 20 steps): shape fidelity against real test scenes (the shipped oracle segmenter) and precision /
-recall (the shipped feature network). Writes a table and a PNG curve.
+recall (the shipped feature network). Writes a table and a PNG curve. A --baseline run made on a
+machine with another step rate is compared on its clock: this run's minutes become steps over the
+baseline's steps per minute (on_baseline_clock).
 
     python bench/fit_curve.py [--minutes 20] [--every 4] [--recipes old minsnr minsnr-v]
         [--samples 200] [--seed 0] [--parallel] [--baseline EARLIER/fit_curve.json] [--out bench-out/fit_curve]
+    python bench/fit_curve.py --curves RUN/fit_curve.json [--baseline ...]   (report a finished run again)
 
 Last line, for scripts:
 `old: fidelity <f> at <m> min; best <name>: fidelity <f2> at <m> min, old's final reached at <m3> min (<x>x faster)`
@@ -36,6 +39,7 @@ RECIPES = {
     "old-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
     "minsnr-v-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
     "minsnr-v-lr2e-3": dict(lr=2e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+    "minsnr-v-lr3e-3": dict(lr=3e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
 }
 
 
@@ -109,6 +113,30 @@ def reach(curve: list[dict], target: float) -> float | None:
     return None
 
 
+def steps_per_minute(curves: dict[str, list[dict]]) -> float:
+    """Training steps per CPU minute over a run's curves (every recipe trains the same UNet at the
+    same batch, so one rate serves them all)."""
+    last = [c[-1] for c in curves.values() if c and c[-1]["minutes"] > 0]
+    return sum(r["steps"] for r in last) / sum(r["minutes"] for r in last)
+
+
+def on_baseline_clock(curves: dict[str, list[dict]], earlier: dict[str, list[dict]], tolerance: float = 0.1) -> tuple[dict, str | None]:
+    """This run's curves with minutes on the baseline run's clock. A CPU minute buys different
+    numbers of steps on different machines (1.5x between two hosts of this project's VMs), so
+    minutes from two runs compare only at the same step rate: where the rates differ by more than
+    ``tolerance``, a point's minutes become its steps over the baseline's steps per minute (the
+    compute the baseline's machine needed for them); ``cpu_minutes`` keeps the measured value."""
+    ours, theirs = steps_per_minute(curves), steps_per_minute(earlier)
+    if abs(ours / theirs - 1) <= tolerance:
+        return curves, None
+    moved = {name: [{**r, "cpu_minutes": r["minutes"], "minutes": round(r["steps"] / theirs, 2)} for r in c] for name, c in curves.items()}
+    note = (
+        f"this run trained {ours:.1f} steps per CPU minute, the baseline {theirs:.1f} ({ours / theirs:.2f}x): "
+        f"this run's minutes below are on the baseline's clock (steps / {theirs:.1f})"
+    )
+    return moved, note
+
+
 def summary_line(curves: dict[str, list[dict]]) -> str | None:
     """The last line: the old recipe's final fidelity and which other recipe reached it soonest
     (staying there); if none did, the one highest at its own end. Curves may differ in length
@@ -158,6 +186,18 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     img.save(path)
 
 
+def train_all(args) -> dict[str, list[dict]]:
+    for name in args.recipes:
+        print(f"{name}: {RECIPES[name]}", flush=True)
+    if not args.parallel:
+        return {name: recipe_job(name, args) for name in args.recipes}
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=len(args.recipes)) as pool:
+        jobs = {name: pool.submit(recipe_job, name, args) for name in args.recipes}
+        return {name: job.result() for name, job in jobs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0, help="CPU minutes of training per recipe (one thread)")
@@ -173,6 +213,7 @@ def main() -> None:
         help="fit_curve.json of an earlier run with the same --seed, --images and --samples: its curves (e.g. the old recipe's 75 minutes) "
         "join this run's for the comparison, without training them again",
     )
+    ap.add_argument("--curves", type=Path, help="report a finished run's fit_curve.json (table, curve, last line) instead of training")
     ap.add_argument("--parallel", action="store_true", help="each recipe in its own process at once (budgets are CPU time, one thread each)")
     args = ap.parse_args()
     earlier = {}
@@ -182,26 +223,28 @@ def main() -> None:
         except (OSError, ValueError) as e:
             ap.error(f"--baseline {args.baseline}: {e}")
 
-    curves = {}
-    for name in args.recipes:
-        print(f"{name}: {RECIPES[name]}", flush=True)
-    if args.parallel:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=len(args.recipes)) as pool:
-            jobs = {name: pool.submit(recipe_job, name, args) for name in args.recipes}
-            curves = {name: job.result() for name, job in jobs.items()}
+    if args.curves:
+        try:
+            curves = json.loads(args.curves.read_text())
+        except (OSError, ValueError) as e:
+            ap.error(f"--curves {args.curves}: {e}")
     else:
-        curves = {name: recipe_job(name, args) for name in args.recipes}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fit_curve.json").write_text(json.dumps(curves, indent=1))
-    print("\n| recipe | " + " | ".join(f"{r['minutes']:.0f} min" for r in curves[args.recipes[0]]) + " |")
-    print("| --- |" + " --- |" * len(curves[args.recipes[0]]))
+        curves = train_all(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "fit_curve.json").write_text(json.dumps(curves, indent=1))
+    first = next(iter(curves.values()))
+    print("\n| recipe | " + " | ".join(f"{r['minutes']:.0f} min" for r in first) + " |")
+    print("| --- |" + " --- |" * len(first))
     for name, c in curves.items():
         print(f"| {name} | " + " | ".join(f"{r['fidelity']:.2f} ({r['precision']:.2f}/{r['recall']:.2f})" for r in c) + " |")
     print("(fidelity (precision/recall) against CPU minutes of training, one thread)")
     if earlier:
         earlier = {k: v for k, v in earlier.items() if k not in curves}
+        curves, note = on_baseline_clock(curves, earlier)
+        if note:
+            print(note)
+            for name, c in curves.items():
+                print(f"{name} (baseline clock): " + ", ".join(f"{r['minutes']:.1f} min {r['fidelity']:.2f}" for r in c))
         for name, c in earlier.items():
             print(f"{name} ({args.baseline}): " + ", ".join(f"{r['minutes']:.0f} min {r['fidelity']:.2f} ({r['precision']:.2f}/{r['recall']:.2f})" for r in c))
         curves = {**earlier, **curves}

@@ -38,6 +38,41 @@ def test_the_soonest_recipe_wins_not_the_longest_curve():
     assert summary_line({"a": curves["short"]}) is None  # no old recipe, no verdict
 
 
+def _timed(points, rate):
+    return [{"minutes": m, "steps": round(m * rate), "fidelity": f, "precision": 0.9, "recall": 0.9} for m, f in points]
+
+
+def test_a_faster_machine_is_put_on_the_baseline_clock():
+    on_baseline_clock = _module().on_baseline_clock
+    baseline = {"old": _timed([(0, 0.25), (75, 0.59)], rate=90)}
+    # 1.5x the baseline's steps per CPU minute: 20 minutes here are 30 of the baseline's
+    fast = {"new": _timed([(0, 0.25), (10, 0.5), (20, 0.6)], rate=135)}
+    moved, note = on_baseline_clock(fast, baseline)
+    assert [r["minutes"] for r in moved["new"]] == [0, 15, 30]
+    assert [r["cpu_minutes"] for r in moved["new"]] == [0, 10, 20]
+    assert "1.50x" in note
+    # the same step rate (within 10%): minutes are left as measured
+    same = {"new": _timed([(0, 0.25), (20, 0.6)], rate=95)}
+    assert on_baseline_clock(same, baseline) == (same, None)
+
+
+def test_a_finished_run_is_reported_again_on_the_baseline_clock(tmp_path):
+    import json
+
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"old": _timed([(0, 0.25), (75, 0.59)], rate=90)}))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"new": _timed([(0, 0.25), (10, 0.5), (20, 0.6), (30, 0.65)], rate=135)}))
+    cmd = [sys.executable, str(BENCH / "fit_curve.py"), "--curves", str(run), "--baseline", str(baseline), "--out", str(tmp_path / "out")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    # 20 CPU minutes at 1.5x the baseline's step rate are 30 of its minutes: 2.5x, not 3.75x
+    assert res.stdout.strip().splitlines()[-1].endswith("old's final reached at 30.0 min (2.5x faster)")
+    assert (tmp_path / "out" / "fit_curve.png").stat().st_size > 0
+    missing = subprocess.run(cmd[:3] + [str(tmp_path / "nope.json")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "--curves" in missing.stderr.splitlines()[-1]
+
+
 def test_fit_compare_scores_a_model_against_a_world():
     script = BENCH / "fit_compare.py"
     res = subprocess.run(
