@@ -113,11 +113,11 @@ def reach(curve: list[dict], target: float) -> float | None:
     return None
 
 
-def steps_per_minute(curves: dict[str, list[dict]]) -> float:
+def steps_per_minute(curves: dict[str, list[dict]]) -> float | None:
     """Training steps per CPU minute over a run's curves (every recipe trains the same UNet at the
-    same batch, so one rate serves them all)."""
-    last = [c[-1] for c in curves.values() if c and c[-1]["minutes"] > 0]
-    return sum(r["steps"] for r in last) / sum(r["minutes"] for r in last)
+    same batch, so one rate serves them all); None where no point past 0 minutes records its steps."""
+    last = [c[-1] for c in curves.values() if c and c[-1]["minutes"] > 0 and "steps" in c[-1]]
+    return sum(r["steps"] for r in last) / sum(r["minutes"] for r in last) if last else None
 
 
 def on_baseline_clock(curves: dict[str, list[dict]], earlier: dict[str, list[dict]], tolerance: float = 0.1) -> tuple[dict, str | None]:
@@ -127,6 +127,8 @@ def on_baseline_clock(curves: dict[str, list[dict]], earlier: dict[str, list[dic
     ``tolerance``, a point's minutes become its steps over the baseline's steps per minute (the
     compute the baseline's machine needed for them); ``cpu_minutes`` keeps the measured value."""
     ours, theirs = steps_per_minute(curves), steps_per_minute(earlier)
+    if ours is None or theirs is None:
+        return curves, "steps per minute unknown for one of the runs: minutes compared as measured"
     if abs(ours / theirs - 1) <= tolerance:
         return curves, None
     moved = {name: [{**r, "cpu_minutes": r["minutes"], "minutes": round(r["steps"] / theirs, 2)} for r in c] for name, c in curves.items()}
@@ -228,6 +230,8 @@ def main() -> None:
             curves = json.loads(args.curves.read_text())
         except (OSError, ValueError) as e:
             ap.error(f"--curves {args.curves}: {e}")
+        if not isinstance(curves, dict) or not curves or not all(isinstance(c, list) and c for c in curves.values()):
+            ap.error(f"--curves {args.curves}: not a fit_curve.json (recipe names, each with a list of points)")
     else:
         curves = train_all(args)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -243,6 +247,7 @@ def main() -> None:
         curves, note = on_baseline_clock(curves, earlier)
         if note:
             print(note)
+        if any("cpu_minutes" in r for c in curves.values() for r in c):
             for name, c in curves.items():
                 print(f"{name} (baseline clock): " + ", ".join(f"{r['minutes']:.1f} min {r['fidelity']:.2f}" for r in c))
         for name, c in earlier.items():

@@ -54,6 +54,10 @@ def test_a_faster_machine_is_put_on_the_baseline_clock():
     # the same step rate (within 10%): minutes are left as measured
     same = {"new": _timed([(0, 0.25), (20, 0.6)], rate=95)}
     assert on_baseline_clock(same, baseline) == (same, None)
+    # a run that recorded no steps cannot be moved: left as measured, and said
+    untimed = {"new": _curve([(0, 0.25), (20, 0.6)])}
+    moved, note = on_baseline_clock(untimed, baseline)
+    assert moved == untimed and "unknown" in note
 
 
 def test_a_finished_run_is_reported_again_on_the_baseline_clock(tmp_path):
@@ -71,6 +75,9 @@ def test_a_finished_run_is_reported_again_on_the_baseline_clock(tmp_path):
     assert (tmp_path / "out" / "fit_curve.png").stat().st_size > 0
     missing = subprocess.run(cmd[:3] + [str(tmp_path / "nope.json")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "--curves" in missing.stderr.splitlines()[-1]
+    (tmp_path / "list.json").write_text("[1, 2]")
+    wrong = subprocess.run(cmd[:3] + [str(tmp_path / "list.json")], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "not a fit_curve.json" in wrong.stderr.splitlines()[-1]
 
 
 def test_fit_compare_scores_a_model_against_a_world():
