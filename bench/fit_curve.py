@@ -39,6 +39,7 @@ RECIPES = {
     "old-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
     "minsnr-v-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
     "minsnr-v-lr2e-3": dict(lr=2e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+    "old-lr2e-3": dict(lr=2e-3, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
     "minsnr-v-lr3e-3": dict(lr=3e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
 }
 
