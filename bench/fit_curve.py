@@ -29,18 +29,21 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ARCH = dict(block_out_channels=[32, 64, 96], layers_per_block=1, attention_levels=[2], norm_num_groups=8)
+# every recipe warms up 200 steps and keeps an EMA at 0.999; they differ in the loss and the lr
+EPSILON = dict(warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform")
+V_MINSNR = {**EPSILON, "prediction_type": "v_prediction", "loss_weighting": "min_snr"}
 RECIPES = {
     # the recipe of the shipped shapes-32 (stage 1)
-    "old": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
-    "minsnr": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="min_snr", timestep_sampling="uniform"),
-    "minsnr-logsnr": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="min_snr", timestep_sampling="logsnr"),
-    "minsnr-v": dict(lr=3e-4, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+    "old": {**EPSILON, "lr": 3e-4},
+    "minsnr": {**EPSILON, "lr": 3e-4, "loss_weighting": "min_snr"},
+    "minsnr-logsnr": {**EPSILON, "lr": 3e-4, "loss_weighting": "min_snr", "timestep_sampling": "logsnr"},
+    "minsnr-v": {**V_MINSNR, "lr": 3e-4},
     # the learning rate on its own, so that a faster recipe is not credited with what lr buys
-    "old-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
-    "minsnr-v-lr1e-3": dict(lr=1e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
-    "minsnr-v-lr2e-3": dict(lr=2e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
-    "old-lr2e-3": dict(lr=2e-3, warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform"),
-    "minsnr-v-lr3e-3": dict(lr=3e-3, warmup_steps=200, ema_decay=0.999, prediction_type="v_prediction", loss_weighting="min_snr", timestep_sampling="uniform"),
+    "old-lr1e-3": {**EPSILON, "lr": 1e-3},
+    "old-lr2e-3": {**EPSILON, "lr": 2e-3},
+    "minsnr-v-lr1e-3": {**V_MINSNR, "lr": 1e-3},
+    "minsnr-v-lr2e-3": {**V_MINSNR, "lr": 2e-3},
+    "minsnr-v-lr3e-3": {**V_MINSNR, "lr": 3e-3},
 }
 
 
