@@ -436,7 +436,7 @@ A diffusers `UNet2DModel` ({info['parameters'] / 1e6:.2f} M parameters, {info['i
 trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, is below).
 
 - Training: {info['steps_done']} steps ({status}), batch {cfg.batch_size}, AdamW lr {cfg.lr} ({cfg.lr_schedule}, {cfg.warmup_steps} warm-up steps), EMA {cfg.ema_decay}
-- Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, {cfg.prediction_type} prediction
+- Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, prediction type {cfg.prediction_type}
 - Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}; {trend_line(info.get('loss_trend'))}
 {_init_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
 - Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}; weights saved in {info['saved_dtype']}
