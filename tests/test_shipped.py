@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import synth, write_manifest
 from synth.plugins import load_registry
@@ -99,8 +100,6 @@ def test_feature_network_recognises_real_scenes():
 def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
     """A fresh machine (empty cache) finds the quickstart's head bundled with shapes-32 under the
     same key training would give, so `make demo` labels at once instead of training first."""
-    import pytest
-
     from synth.manifest import load_manifest
     from synth.pipeline import Pipeline
     import synth_pixelhead.stages as stages
@@ -124,12 +123,13 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
     assert not (tmp_path / "empty-cache").exists()  # nothing copied, nothing trained
 
 
-def test_the_gpu_manifest_is_the_recipe_of_the_shipped_gpu_model():
-    """manifests/fit-shapes-32-gpu.toml reruns exactly the recipe that made builtin:shapes-32-gpu."""
+@pytest.mark.parametrize("manifest, model", [("fit-shapes-32.toml", "shapes-32"), ("fit-shapes-32-gpu.toml", "shapes-32-gpu")])
+def test_the_fit_manifest_is_the_recipe_of_the_shipped_model(manifest, model):
+    """manifests/<manifest> reruns exactly the recipe that made builtin:<model>, from scratch."""
     from synth.manifest import load_manifest
     from synth_diffusers.fit import _recipe_hash, read_fit_config
 
-    m = load_manifest(Path(__file__).resolve().parents[1] / "manifests" / "fit-shapes-32-gpu.toml")
-    info = json.loads((Path(load_registry().resolve_model("builtin:shapes-32-gpu")) / "fit.json").read_text())
+    m = load_manifest(Path(__file__).resolve().parents[1] / "manifests" / manifest)
+    info = json.loads((Path(load_registry().resolve_model(f"builtin:{model}")) / "fit.json").read_text())
     assert info["init_from"] is None
     assert _recipe_hash(m, read_fit_config(m)) == info["recipe_sha256"]
