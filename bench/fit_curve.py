@@ -33,7 +33,7 @@ ARCH = dict(block_out_channels=[32, 64, 96], layers_per_block=1, attention_level
 EPSILON = dict(warmup_steps=200, ema_decay=0.999, prediction_type="epsilon", loss_weighting="uniform", timestep_sampling="uniform")
 V_MINSNR = {**EPSILON, "prediction_type": "v_prediction", "loss_weighting": "min_snr"}
 RECIPES = {
-    # the recipe of the shipped shapes-32 (stage 1)
+    # the recipe of the first shipped shapes-32 (its stage 1; refitted since with the defaults)
     "old": {**EPSILON, "lr": 3e-4},
     "minsnr": {**EPSILON, "lr": 3e-4, "loss_weighting": "min_snr"},
     "minsnr-logsnr": {**EPSILON, "lr": 3e-4, "loss_weighting": "min_snr", "timestep_sampling": "logsnr"},
@@ -204,6 +204,17 @@ def train_all(args) -> dict[str, list[dict]]:
         return {name: job.result() for name, job in jobs.items()}
 
 
+def read_curves(ap: argparse.ArgumentParser, flag: str, path: Path) -> dict[str, list[dict]]:
+    """A fit_curve.json named on the command line; anything else is one argparse line, exit 2."""
+    try:
+        curves = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        ap.error(f"{flag} {path}: {e}")
+    if not isinstance(curves, dict) or not curves or not all(isinstance(c, list) and c for c in curves.values()):
+        ap.error(f"{flag} {path}: not a fit_curve.json (recipe names, each with a list of points)")
+    return curves
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0, help="CPU minutes of training per recipe (one thread)")
@@ -222,20 +233,10 @@ def main() -> None:
     ap.add_argument("--curves", type=Path, help="report a finished run's fit_curve.json (table, curve, last line) instead of training")
     ap.add_argument("--parallel", action="store_true", help="each recipe in its own process at once (budgets are CPU time, one thread each)")
     args = ap.parse_args()
-    earlier = {}
-    if args.baseline:  # read before training, so that a wrong path fails now rather than after the run
-        try:
-            earlier = json.loads(args.baseline.read_text())
-        except (OSError, ValueError) as e:
-            ap.error(f"--baseline {args.baseline}: {e}")
-
+    # read before training, so that a wrong --baseline fails now rather than after the run
+    earlier = read_curves(ap, "--baseline", args.baseline) if args.baseline else {}
     if args.curves:
-        try:
-            curves = json.loads(args.curves.read_text())
-        except (OSError, ValueError) as e:
-            ap.error(f"--curves {args.curves}: {e}")
-        if not isinstance(curves, dict) or not curves or not all(isinstance(c, list) and c for c in curves.values()):
-            ap.error(f"--curves {args.curves}: not a fit_curve.json (recipe names, each with a list of points)")
+        curves = read_curves(ap, "--curves", args.curves)
     else:
         curves = train_all(args)
         args.out.mkdir(parents=True, exist_ok=True)
