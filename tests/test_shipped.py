@@ -133,3 +133,14 @@ def test_the_fit_manifest_is_the_recipe_of_the_shipped_model(manifest, model):
     info = json.loads((Path(load_registry().resolve_model(f"builtin:{model}")) / "fit.json").read_text())
     assert info["init_from"] is None
     assert _recipe_hash(m, read_fit_config(m)) == info["recipe_sha256"]
+
+
+@pytest.mark.parametrize("manifest", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "manifests").glob("fit-*.toml")))
+def test_every_fit_manifest_validates(manifest):
+    """The fit manifests no test runs (the prepared GPU leases among them) still load and validate,
+    so a lease is not lost to a misspelt key."""
+    from synth.manifest import load_manifest
+    from synth_diffusers.fit import read_fit_config
+
+    m = load_manifest(Path(__file__).resolve().parents[1] / "manifests" / manifest)
+    assert read_fit_config(m).steps > 0
