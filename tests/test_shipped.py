@@ -123,16 +123,27 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
     assert not (tmp_path / "empty-cache").exists()  # nothing copied, nothing trained
 
 
-@pytest.mark.parametrize("manifest, model", [("fit-shapes-32.toml", "shapes-32"), ("fit-shapes-32-gpu.toml", "shapes-32-gpu")])
-def test_the_fit_manifest_is_the_recipe_of_the_shipped_model(manifest, model):
-    """manifests/<manifest> reruns exactly the recipe that made builtin:<model>, from scratch."""
+@pytest.mark.parametrize(
+    "manifest, model, stage1",
+    [("fit-shapes-32-stage2.toml", "shapes-32", "fit-shapes-32.toml"), ("fit-shapes-32-gpu.toml", "shapes-32-gpu", None)],
+)
+def test_the_fit_manifest_is_the_recipe_of_the_shipped_model(manifest, model, stage1):
+    """manifests/<manifest> reruns exactly the recipe that made builtin:<model>: from scratch, or
+    (shapes-32) from the weights of a first stage whose manifest runs as many steps as it recorded."""
     from synth.manifest import load_manifest
     from synth_diffusers.fit import _recipe_hash, read_fit_config
 
-    m = load_manifest(Path(__file__).resolve().parents[1] / "manifests" / manifest)
+    manifests = Path(__file__).resolve().parents[1] / "manifests"
+    m = load_manifest(manifests / manifest)
+    cfg = read_fit_config(m)
     info = json.loads((Path(load_registry().resolve_model(f"builtin:{model}")) / "fit.json").read_text())
-    assert info["init_from"] is None
-    assert _recipe_hash(m, read_fit_config(m)) == info["recipe_sha256"]
+    assert _recipe_hash(m, cfg, info["init_from"]) == info["recipe_sha256"]
+    if stage1 is None:
+        assert info["init_from"] is None and cfg.init_from is None
+    else:
+        first = read_fit_config(load_manifest(manifests / stage1))
+        assert Path(cfg.init_from).name == Path(first.output).name == Path(info["init_from"]["path"]).name
+        assert info["init_from"]["steps"] == first.steps
 
 
 @pytest.mark.parametrize("manifest", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "manifests").glob("fit-*.toml")))
