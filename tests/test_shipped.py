@@ -9,6 +9,9 @@ import pytest
 from conftest import synth, write_manifest
 from synth.plugins import load_registry
 
+ROOT = Path(__file__).resolve().parents[1]
+MANIFESTS = ROOT / "manifests"
+
 
 def test_shipped_model_is_small_safetensors_with_a_card():
     reg = load_registry()
@@ -105,15 +108,14 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
     import synth_pixelhead.stages as stages
 
     monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "empty-cache"))
-    root = Path(__file__).resolve().parents[1]
-    bundled = list((root / "plugins/synth_shapes/models/shapes-32/pixelheads").glob("*/head.json"))
+    bundled = list((ROOT / "plugins/synth_shapes/models/shapes-32/pixelheads").glob("*/head.json"))
     assert len(bundled) == 1
     made_with = json.loads(json.loads(bundled[0].read_text())["generator"])["diffusers"]
     import diffusers
 
     if made_with != diffusers.__version__:
         pytest.skip(f"the bundled head was made with diffusers {made_with}, this is {diffusers.__version__}: the key differs, the quickstart trains")
-    pipe = Pipeline(load_manifest(root / "manifests" / "quickstart.toml"))
+    pipe = Pipeline(load_manifest(MANIFESTS / "quickstart.toml"))
     pipe.generator.setup()
     step, head = next((s, st) for s, st in pipe.steps if s.name == "pixelhead")
     monkeypatch.setattr(stages.PixelHead, "_train", lambda *a: pytest.fail("trained instead of using the bundled head"))
@@ -133,25 +135,24 @@ def test_the_fit_manifest_is_the_recipe_of_the_shipped_model(manifest, model, st
     from synth.manifest import load_manifest
     from synth_diffusers.fit import _recipe_hash, read_fit_config
 
-    manifests = Path(__file__).resolve().parents[1] / "manifests"
-    m = load_manifest(manifests / manifest)
+    m = load_manifest(MANIFESTS / manifest)
     cfg = read_fit_config(m)
     info = json.loads((Path(load_registry().resolve_model(f"builtin:{model}")) / "fit.json").read_text())
     assert _recipe_hash(m, cfg, info["init_from"]) == info["recipe_sha256"]
     if stage1 is None:
         assert info["init_from"] is None and cfg.init_from is None
     else:
-        first = read_fit_config(load_manifest(manifests / stage1))
+        first = read_fit_config(load_manifest(MANIFESTS / stage1))
         assert Path(cfg.init_from).name == Path(first.output).name == Path(info["init_from"]["path"]).name
         assert info["init_from"]["steps"] == first.steps
 
 
-@pytest.mark.parametrize("manifest", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "manifests").glob("fit-*.toml")))
+@pytest.mark.parametrize("manifest", sorted(p.name for p in MANIFESTS.glob("fit-*.toml")))
 def test_every_fit_manifest_validates(manifest):
     """The fit manifests no test runs (the prepared GPU leases among them) still load and validate,
     so a lease is not lost to a misspelt key."""
     from synth.manifest import load_manifest
     from synth_diffusers.fit import read_fit_config
 
-    m = load_manifest(Path(__file__).resolve().parents[1] / "manifests" / manifest)
+    m = load_manifest(MANIFESTS / manifest)
     assert read_fit_config(m).steps > 0
