@@ -100,7 +100,7 @@ def main() -> None:
 
     from synth.metrics import prdc
     from synth_shapes.featurenet import FeatureNet, confident
-    from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity
+    from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity, worst_confusions
     from synth_shapes.world import render_many
 
     net = FeatureNet()
@@ -129,6 +129,8 @@ def main() -> None:
             flush=True,
         )
         print(f"{'':10s}  colour {colour_stats(fake)}", flush=True)
+        if agree:
+            print(f"{'':10s}  the head's largest mistakes against the oracle: {worst_confusions(agree['taken_for'])}", flush=True)
     best = max(rows, key=lambda r: r[2]["precision"] + r[2]["recall"])
     m = best[2]
     print(f"best precision+recall: {best[0]}; goals fidelity >= 0.9: {'met' if m['fidelity'] >= 0.9 else 'NOT met'}, "

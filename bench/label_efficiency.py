@@ -221,7 +221,7 @@ def main() -> None:
     print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
     print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
     if len(gen_x):
-        from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity
+        from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity, worst_confusions
 
         oracle = Oracle()
         fid = shape_fidelity(oracle, gen_x, test_x)
@@ -256,7 +256,14 @@ def main() -> None:
         syn_x, syn_y = gen_x[keep], gen_y[keep]
         real = (pool_x[:kk], pool_y[:kk])
         seed = args.seed + kk
-        r = {"K": kk, "head": miou(head_test, test_y, k), "agreement": label_agreement(oracle, gen_x, gen_y)["miou"]}
+        agree = label_agreement(oracle, gen_x, gen_y)
+        r = {"K": kk, "head": miou(head_test, test_y, k), "agreement": agree["miou"]}
+        print(
+            f"  K={kk}: head on real per class " + " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
+            + "; agreement per class " + " ".join(f"{c} {v:.2f}" for c, v in agree["iou"].items())
+            + f"; largest mistakes against the oracle: {worst_confusions(agree['taken_for'])}",
+            flush=True,
+        )
         r["real K"] = miou(segment(torch, train_segmenter(torch, [(*real, 1.0)], args.seg_steps, seed, width=args.width), test_x), test_y, k)
         syn = train_segmenter(torch, [(syn_x, syn_y, 1.0)], args.seg_steps, seed, width=args.width)
         r["syn"] = miou(segment(torch, syn, test_x), test_y, k)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from synth_shapes.oracle import WEIGHTS, Oracle, label_agreement, shape_fidelity  # noqa: E402
+from synth_shapes.oracle import WEIGHTS, Oracle, label_agreement, shape_fidelity, worst_confusions  # noqa: E402
 from synth_shapes.world import render_many  # noqa: E402
 
 
@@ -46,3 +46,14 @@ def test_fidelity_is_one_for_real_scenes_and_lower_for_blurred_or_deformed_ones(
     blur = shape_fidelity(oracle, blurred, real)["fidelity"]
     deform = shape_fidelity(oracle, np.stack(deformed), real)["fidelity"]
     assert blur < same - 0.1 and deform < same - 0.1, (same, blur, deform)
+
+
+def test_label_agreement_says_which_class_a_labeller_takes_for_which(oracle):
+    images, _ = render_many(0, range(60), 32, 0.5, "test")
+    labels, _ = oracle.predict(images)
+    labels[labels == 2] = 1  # a labeller that calls every square a circle
+    got = label_agreement(oracle, images, labels)
+    assert got["taken_for"]["square"]["circle"] == 1.0 and got["taken_for"]["square"]["square"] == 0.0
+    assert got["taken_for"]["circle"]["circle"] == 1.0 and got["iou"]["triangle"] == 1.0
+    assert got["iou"]["square"] == 0.0
+    assert worst_confusions(got["taken_for"]) == "square as circle 1.00"

@@ -111,12 +111,23 @@ def shape_fidelity(oracle: Oracle, generated: np.ndarray, real: np.ndarray, thre
 
 
 def label_agreement(oracle: Oracle, images: np.ndarray, labels: np.ndarray) -> dict:
-    """mIoU (and per class) between a labeller's labels and the oracle's, on the same images."""
-    from synth.segmetrics import class_ious, mean_iou
+    """mIoU (and per class) between a labeller's labels and the oracle's, on the same images, and
+    ``taken_for``: per oracle class, the share of its pixels the labeller gives each class (rows
+    sum to 1), which says why a class agrees poorly (its shapes read as another, or as background)."""
+    from synth.segmetrics import class_ious_from, confusion, mean_iou
 
     ref, _ = oracle.predict(images)
-    ious = class_ious(labels, ref, len(CLASSES))
-    return {"miou": mean_iou(ious), "iou": dict(zip(CLASSES, ious))}
+    conf = confusion(labels, ref, len(CLASSES))
+    ious = class_ious_from(conf)
+    shares = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    taken_for = {c: dict(zip(CLASSES, row.tolist())) for c, row in zip(CLASSES, shares)}
+    return {"miou": mean_iou(ious), "iou": dict(zip(CLASSES, ious)), "taken_for": taken_for}
+
+
+def worst_confusions(taken_for: dict, top: int = 3, least: float = 0.05) -> str:
+    """The labeller's largest mistakes, e.g. "square as circle 0.60, square as triangle 0.29"."""
+    mistakes = [(share, truth, label) for truth, row in taken_for.items() for label, share in row.items() if label != truth and share >= least]
+    return ", ".join(f"{truth} as {label} {share:.2f}" for share, truth, label in sorted(mistakes, reverse=True)[:top]) or "none"
 
 
 # -- the recipe ------------------------------------------------------------------------------------
