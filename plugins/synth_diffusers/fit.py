@@ -28,6 +28,7 @@ from synth.seeding import sample_rng, sample_seed
 
 from .fit_config import FitConfig
 from .fit_recipe import ema_decay, loss_trend, loss_weights, snr, timestep_probs, trend_line
+from .fit_watch import Watch, check_extractor, verdict
 from .loading import pick_device_dtype
 from .plots import image_grid, loss_curve
 
@@ -122,7 +123,7 @@ def _collect(results, chunks, n: int, progress) -> TrainingData:
 def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
     # What decides the weights: the data (manifest identity), the recipe and the starting weights,
     # not where the output or the starting weights live, nor how long a session runs.
-    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads", "read_processes", "save_dtype"}
+    exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads", "read_processes", "save_dtype", "watch"}
     recipe = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps({"data": m.hash, "recipe": recipe, "init": init and init["sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -199,6 +200,7 @@ class Trainer:
         self.losses: list[float] = []
         self.seconds = 0.0
         self.recipe = _recipe_hash(m, cfg, self.init_from)
+        self.watch = None  # fit_watch.Watch, when [fit].watch is set
 
     def _load_init(self, m: Manifest, cfg: FitConfig) -> dict:
         """Continue from a trained pipeline: its UNet weights, checked against our architecture."""
@@ -299,6 +301,8 @@ class Trainer:
             self.torch.save(self.scaler.state_dict(), tmp / "scaler.pt")
         # threads too: torch's CPU results depend on the thread count, so a resume reuses it
         state = {"step": self.step, "losses": self.losses, "seconds": self.seconds, "recipe": self.recipe, "num_classes": self.num_classes, "threads": self.torch.get_num_threads()}
+        if self.watch is not None:
+            state["watch"] = self.watch.history
         (tmp / "state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -324,25 +328,32 @@ class Trainer:
         if self.scaler is not None and (ckpt / "scaler.pt").exists():
             self.scaler.load_state_dict(self.torch.load(ckpt / "scaler.pt", weights_only=True))
         self.step, self.losses, self.seconds = state["step"], list(state["losses"]), float(state["seconds"])
+        if self.watch is not None:
+            self.watch.history = list(state.get("watch", []))
 
     # -- pictures and the final pipeline -----------------------------------------------------
-    def sample(self, n: int, steps: int) -> np.ndarray:
+    def sample(self, n: int, steps: int, op: str = "fit-grid", batch: int = 256) -> np.ndarray:
+        """n images from the EMA weights by DDIM; image i's noise from (seed, i, op)."""
         from diffusers import DDIMScheduler
 
         torch = self.torch
         model = self.ema if self.ema is not None else self.unet
         sched = DDIMScheduler.from_config(self.sched.config)
         sched.set_timesteps(steps)
-        gens = [torch.Generator().manual_seed(sample_seed(self.seed, i, "fit-grid")) for i in range(n)]
-        x = torch.stack([torch.randn((3, self.size, self.size), generator=g) for g in gens]).to(self.device)
-        labels = None if self.num_classes is None else torch.arange(n, device=self.device) % self.num_classes
         was_training = model.training
         model.eval()
-        with torch.inference_mode():
-            for t in sched.timesteps:
-                x = sched.step(model(x, t, class_labels=labels).sample, t, x).prev_sample
+        out = []
+        for start in range(0, n, batch):
+            rows = range(start, min(start + batch, n))
+            gens = [torch.Generator().manual_seed(sample_seed(self.seed, i, op)) for i in rows]
+            x = torch.stack([torch.randn((3, self.size, self.size), generator=g) for g in gens]).to(self.device)
+            labels = None if self.num_classes is None else torch.tensor(list(rows), device=self.device) % self.num_classes
+            with torch.inference_mode():
+                for t in sched.timesteps:
+                    x = sched.step(model(x, t, class_labels=labels).sample, t, x).prev_sample
+            out.append(((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8))
         model.train(was_training)
-        return ((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        return np.concatenate(out)
 
     def save_progress_pictures(self) -> None:
         prog = self.out / "progress"
@@ -397,6 +408,7 @@ class Trainer:
             "num_classes": self.num_classes,
             "recipe_sha256": self.recipe,
             "init_from": self.init_from,
+            "watch": self.watch.summary() if self.watch is not None else None,
             "saved_dtype": self.cfg.save_dtype,
             "machine": {
                 "platform": platform.platform(),
@@ -415,6 +427,11 @@ def _init_line(info: dict) -> str:
         return ""
     before = f"{init['steps']} steps, {init['training_seconds']:.0f} s" if init.get("steps") else "its own recipe"
     return f"- Continued from `{Path(init['path']).name}` ({before}; the numbers here count this run only)\n"
+
+
+def _watch_line(info: dict) -> str:
+    line = verdict(info.get("watch"))
+    return f"- Watched: {line}\n" if line else ""
 
 
 def model_card(m: Manifest, cfg: FitConfig, info: dict) -> str:
@@ -438,7 +455,7 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 - Training: {info['steps_done']} steps ({status}), batch {cfg.batch_size}, AdamW lr {cfg.lr} ({cfg.lr_schedule}, {cfg.warmup_steps} warm-up steps), EMA {cfg.ema_decay}
 - Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, prediction type {cfg.prediction_type}
 - Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}; {trend_line(info.get('loss_trend'))}
-{_init_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
+{_init_line(info)}{_watch_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
 - Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}; weights saved in {info['saved_dtype']}
 - Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
 
@@ -460,6 +477,8 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
 
     m = load_manifest(manifest_path)
     cfg = read_fit_config(m)
+    if cfg.watch is not None:
+        check_extractor(m, cfg.watch)
     asked_threads = threads or cfg.threads
     fit_threads = apply_threads(asked_threads)
     out = m.folder / cfg.output if not Path(cfg.output).is_absolute() else Path(cfg.output)
@@ -478,6 +497,8 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     data = load_training_data(m, lambda done, total: bar.update(done - bar.n), _read_processes(m, cfg), fit_threads)
     bar.close()
     trainer = Trainer(m, cfg, out, data)
+    if cfg.watch is not None:
+        trainer.watch = Watch(m, cfg.watch, data.images, cfg.checkpoint_every)
     ckpt = trainer.latest_checkpoint()
     resumed_from = None
     if ckpt is not None:
@@ -494,6 +515,13 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     session_start = time.perf_counter()
     finished = True
     said_plateau = False
+    watch = trainer.watch
+
+    def watch_now() -> None:
+        point = watch.measure(trainer.step, lambda n, steps: trainer.sample(n, steps, op="fit-watch"))
+        if show_progress:
+            print(f"synth fit: {watch.line(point)}", file=sys.stderr, flush=True)
+
     try:
         while trainer.step < cfg.steps:
             t0 = time.perf_counter()
@@ -502,6 +530,8 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
             bar.update(1)
             if trainer.step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(trainer.losses[-50:]):.4f}", refresh=False)
+            if watch is not None and watch.due(trainer.step) and trainer.step < cfg.steps:
+                watch_now()
             if trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
                 trainer.save_checkpoint()
                 trend = loss_trend(trainer.losses, window=min(1000, max(50, len(trainer.losses) // 5)))
@@ -516,6 +546,8 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
         trainer.save_checkpoint()
         raise RunError(f"fit interrupted at step {trainer.step}; checkpoint saved, rerun to resume") from None
     bar.close()
+    if watch is not None and not (watch.history and watch.history[-1]["step"] == trainer.step):
+        watch_now()  # the saved weights are always measured
     trainer.save_checkpoint()
     trainer.save_pipeline(finished)
     return {**trainer.summary(finished), "output": str(out), "resumed_from": resumed_from}

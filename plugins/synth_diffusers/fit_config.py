@@ -9,6 +9,17 @@ from pydantic import Field, model_validator
 from synth.protocols import PluginConfig
 
 
+class FitWatchConfig(PluginConfig):
+    """[fit].watch: measure the samples while fitting (fit_watch.py)."""
+
+    extractor: str | dict = Field(description='A feature extractor table: "shapes", or e.g. {name = "dinov2", model = "facebook/dinov2-small"}')
+    samples: int = Field(256, ge=16, le=4096, description="Samples drawn from the EMA weights, and training images compared with them, at each watch")
+    steps: int = Field(20, ge=1, le=1000, description="DDIM steps per sample")
+    every: int | None = Field(None, ge=1, description="Steps between watches (default: checkpoint_every)")
+    min_gain: float = Field(0.02, ge=0, description="A watch improves when precision + recall beats the best so far by this much")
+    patience: int = Field(3, ge=1, description="Say the samples have stopped improving after this many watches without one")
+
+
 class FitConfig(PluginConfig):
     output: str = Field(description="Folder for the trained pipeline, checkpoints and progress images")
     # Architecture (a diffusers UNet2DModel)
@@ -67,6 +78,7 @@ class FitConfig(PluginConfig):
     keep_checkpoints: int = Field(2, ge=1)
     grid_samples: int = Field(64, ge=1, le=256)
     grid_steps: int = Field(25, ge=1, le=1000, description="DDIM steps for the sample grid")
+    watch: FitWatchConfig | None = Field(None, description="Measure the samples against the training images through a feature extractor as the fit goes")
     license: str = Field("apache-2.0", description="Licence written into the model card")
     save_dtype: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32",

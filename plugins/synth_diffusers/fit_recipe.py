@@ -68,8 +68,8 @@ def ema_decay(step: int, decay: float, warmup: bool) -> float:
 
 def loss_trend(losses, window: int = 500, min_gain: float = 0.01) -> dict | None:
     """Whether training still pays: the mean loss of the last ``window`` steps against the window
-    before. A relative fall under ``min_gain`` is a plateau (more steps of this recipe change
-    little; a wider model, another recipe or more data might). None until two windows exist."""
+    before. A relative fall under ``min_gain`` is a plateau of the loss, which is not one of the
+    samples (see trend_line). None until two windows exist."""
     x = np.asarray(losses, np.float64)
     if len(x) < 2 * window:
         return None
@@ -83,6 +83,9 @@ def trend_line(trend: dict | None) -> str:
         return "loss trend: too few steps to tell"
     pct = -100 * trend["relative_change"]
     if trend["plateau"]:
+        # Not "stop": a diffusion loss flattens long before its samples stop improving (shapes-32's
+        # second stage: loss flat from step 1,000, shape fidelity 0.79 -> 0.86 over 17,000 steps).
         return (f"loss has plateaued ({trend['last']:.4f} over the last {trend['window']} steps vs {trend['previous']:.4f} before, "
-                f"{pct:+.1f}%): more steps of this recipe will change little; check samples.png, and try a wider model or more data")
+                f"{pct:+.1f}%); a diffusion loss flattens long before the samples stop improving, so judge by the sample grids "
+                "(progress/), or set [fit].watch to measure them")
     return f"loss still falling ({pct:.1f}% over the last {trend['window']} steps): more steps should help"

@@ -41,5 +41,8 @@ def register_commands(cli):
             err=True,
         )
         from .fit_recipe import trend_line
+        from .fit_watch import verdict
 
         click.echo(trend_line(info.get("loss_trend")) + f" (samples: {info['output']}/samples.png)", err=True)
+        if verdict(info.get("watch")):
+            click.echo(verdict(info["watch"]), err=True)
