@@ -8,7 +8,8 @@ the share of images the feature network gives a confident scene label, and what 
 - shape fidelity: the share of foreground pixels the oracle labels with confidence >= 0.9 on the
   generated samples, over the same share on real scenes (1.0: as recognisable as real);
 - label agreement: mIoU between the pixel head's labels (trained on K = 8 real scenes, the
-  quickstart's head settings) and the oracle's, on the generated samples.
+  quickstart's head settings) and the oracle's, on the generated samples, per class, with the
+  head's largest mistakes (which class it takes the oracle's for).
 Goals for the shipped model: fidelity >= 0.9, agreement >= 0.7 (issue 9).
 
 Usage: python bench/generator_quality.py [--model builtin:shapes-32] [--n 1000]

@@ -10,7 +10,8 @@ For K labelled real images (shapes world, split "val"), mIoU on real test images
   (iv)   the U-Net trained on 10*K real labelled images.
 Also, through the shapes world's oracle segmenter (synth_shapes.oracle): the generated samples'
 shape fidelity (1.0: as recognisable as real) and, per K, the label agreement (mIoU between the
-head's labels and the oracle's on the generated samples).
+head's labels and the oracle's on the generated samples; per class, with the head's largest
+mistakes).
 Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts nothing.
 
     python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
