@@ -126,25 +126,29 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "manifest, model, stage1",
-    [("fit-shapes-32-stage2.toml", "shapes-32", "fit-shapes-32.toml"), ("fit-shapes-32-gpu.toml", "shapes-32-gpu", None)],
+    "model, stages",
+    [("shapes-32", ["fit-shapes-32.toml", "fit-shapes-32-stage2.toml", "fit-shapes-32-stage3.toml"]), ("shapes-32-gpu", ["fit-shapes-32-gpu.toml"])],
 )
-def test_the_fit_manifest_is_the_recipe_of_the_shipped_model(manifest, model, stage1):
-    """manifests/<manifest> reruns exactly the recipe that made builtin:<model>: from scratch, or
-    (shapes-32) from the weights of a first stage whose manifest runs as many steps as it recorded."""
+def test_the_fit_manifests_are_the_recipe_of_the_shipped_model(model, stages):
+    """manifests/<stages> rerun exactly the recipe that made builtin:<model>: the last stage's
+    recipe hash (its starting weights' sha256 included) is the one the model recorded, each stage
+    starts from the folder the one before writes, after as many steps as that one runs."""
     from synth.manifest import load_manifest
     from synth_diffusers.fit import _recipe_hash, read_fit_config
 
-    m = load_manifest(MANIFESTS / manifest)
-    cfg = read_fit_config(m)
-    info = json.loads((Path(load_registry().resolve_model(f"builtin:{model}")) / "fit.json").read_text())
-    assert _recipe_hash(m, cfg, info["init_from"]) == info["recipe_sha256"]
-    if stage1 is None:
-        assert info["init_from"] is None and cfg.init_from is None
-    else:
-        first = read_fit_config(load_manifest(MANIFESTS / stage1))
-        assert Path(cfg.init_from).name == Path(first.output).name == Path(info["init_from"]["path"]).name
-        assert info["init_from"]["steps"] == first.steps
+    manifests = [load_manifest(MANIFESTS / name) for name in stages]
+    cfgs = [read_fit_config(m) for m in manifests]
+    folder = Path(load_registry().resolve_model(f"builtin:{model}"))
+    info = json.loads((folder / "fit.json").read_text())
+    assert _recipe_hash(manifests[-1], cfgs[-1], info["init_from"]) == info["recipe_sha256"]
+    assert cfgs[0].init_from is None
+    if len(stages) == 1:
+        assert info["init_from"] is None
+    for before, after in zip(cfgs, cfgs[1:]):
+        assert Path(after.init_from).name == Path(before.output).name
+    if len(stages) > 1:
+        assert Path(info["init_from"]["path"]).name == Path(cfgs[-2].output).name
+        assert info["init_from"]["steps"] == cfgs[-2].steps
 
 
 @pytest.mark.parametrize("manifest", sorted(p.name for p in MANIFESTS.glob("fit-*.toml")))
