@@ -132,7 +132,8 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
 def test_the_fit_manifests_are_the_recipe_of_the_shipped_model(model, stages):
     """manifests/<stages> rerun exactly the recipe that made builtin:<model>: the last stage's
     recipe hash (its starting weights' sha256 included) is the one the model recorded, each stage
-    starts from the folder the one before writes, after as many steps as that one runs."""
+    starts from the folder the one before writes, and the last started after as many steps as
+    the one before it runs."""
     from synth.manifest import load_manifest
     from synth_diffusers.fit import _recipe_hash, read_fit_config
 
