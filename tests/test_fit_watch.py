@@ -83,3 +83,11 @@ def test_a_stall_is_told_from_a_slow_climb():
     assert w.stalled() == 0
     w.history = _history([1.0, 1.5, 1.51, 1.45])
     assert w.stalled() == 2
+
+
+def test_a_watch_extractor_that_cannot_load_stops_the_fit_before_reading_images(tmp_path):
+    m = _manifest(tmp_path, "noload", "")
+    m.write_text(m.read_text().replace('extractor = "shapes"', 'extractor = { name = "dinov2", model = "./no-such-folder" }'))
+    res = synth("fit", m, env={"HF_HUB_OFFLINE": "1"})
+    assert res.returncode != 0 and "extractor 'dinov2': cannot load" in res.stderr and "Traceback" not in res.stderr
+    assert "reading images" not in res.stderr and not (tmp_path / "noload" / "checkpoints").exists()

@@ -493,12 +493,14 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
         for name in ("model_index.json", "fit.json", "README.md", "samples.png", "loss.png"):
             (out / name).unlink(missing_ok=True)
 
+    watch = Watch(m, cfg.watch, cfg.checkpoint_every) if cfg.watch is not None else None
     bar = progress_bar(m.dataset.num_samples, "fit: reading images", "image", disable=not show_progress)
     data = load_training_data(m, lambda done, total: bar.update(done - bar.n), _read_processes(m, cfg), fit_threads)
     bar.close()
     trainer = Trainer(m, cfg, out, data)
-    if cfg.watch is not None:
-        trainer.watch = Watch(m, cfg.watch, data.images, cfg.checkpoint_every)
+    if watch is not None:
+        watch.set_reference(data.images)
+        trainer.watch = watch
     ckpt = trainer.latest_checkpoint()
     resumed_from = None
     if ckpt is not None:
@@ -515,7 +517,6 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     session_start = time.perf_counter()
     finished = True
     said_plateau = False
-    watch = trainer.watch
 
     def watch_now() -> None:
         point = watch.measure(trainer.step, lambda n, steps: trainer.sample(n, steps, op="fit-watch"))

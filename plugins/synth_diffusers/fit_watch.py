@@ -39,17 +39,24 @@ def check_extractor(m, cfg: FitWatchConfig) -> None:
 
 
 class Watch:
-    def __init__(self, m, cfg: FitWatchConfig, images: np.ndarray, default_every: int):
+    def __init__(self, m, cfg: FitWatchConfig, default_every: int):
+        """Sets the extractor up: built before the training images are read, so a model it
+        cannot load stops the fit at once."""
         self.cfg = cfg
+        self.seed = m.dataset.seed
         self.every = cfg.every or default_every
         context = RunContext(seed=m.dataset.seed, manifest_dir=m.folder, classes=list(m.dataset.classes), registry=m.registry, quiet=True)
         self.extractor = extractors.get(context, cfg.extractor)
         self.name = extractors.as_table(cfg.extractor)["name"]
-        rng = sample_rng(m.dataset.seed, 0, "fit-watch-reference")
-        rows = np.sort(rng.choice(len(images), size=min(cfg.samples, len(images)), replace=False))
-        self.reference = self.embed(images[rows])
+        self.reference = None
         self.history: list[dict] = []
         self.said_stalled = False
+
+    def set_reference(self, images: np.ndarray) -> None:
+        """Features of a fixed subset of the training images, drawn from (seed, "fit-watch-reference")."""
+        rng = sample_rng(self.seed, 0, "fit-watch-reference")
+        rows = np.sort(rng.choice(len(images), size=min(self.cfg.samples, len(images)), replace=False))
+        self.reference = self.embed(images[rows])
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(self.extractor.embed(images[i : i + CHUNK]), np.float32) for i in range(0, len(images), CHUNK)])
