@@ -28,7 +28,7 @@ from synth.seeding import sample_rng, sample_seed
 
 from .fit_config import FitConfig
 from .fit_recipe import ema_decay, loss_trend, loss_weights, snr, timestep_probs, trend_line
-from .fit_watch import Watch, check_extractor, verdict
+from .fit_watch import Watch, verdict
 from .loading import pick_device_dtype
 from .plots import image_grid, loss_curve
 
@@ -477,10 +477,10 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
 
     m = load_manifest(manifest_path)
     cfg = read_fit_config(m)
-    if cfg.watch is not None:
-        check_extractor(m, cfg.watch)
     asked_threads = threads or cfg.threads
     fit_threads = apply_threads(asked_threads)
+    # before the output folder and the images: a bad extractor is one line and leaves nothing
+    watch = Watch(m, cfg.watch, cfg.checkpoint_every) if cfg.watch is not None else None
     out = m.folder / cfg.output if not Path(cfg.output).is_absolute() else Path(cfg.output)
     out = out.resolve()
     try:
@@ -493,7 +493,6 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
         for name in ("model_index.json", "fit.json", "README.md", "samples.png", "loss.png"):
             (out / name).unlink(missing_ok=True)
 
-    watch = Watch(m, cfg.watch, cfg.checkpoint_every) if cfg.watch is not None else None
     bar = progress_bar(m.dataset.num_samples, "fit: reading images", "image", disable=not show_progress)
     data = load_training_data(m, lambda done, total: bar.update(done - bar.n), _read_processes(m, cfg), fit_threads)
     bar.close()
@@ -531,7 +530,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
             bar.update(1)
             if trainer.step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(trainer.losses[-50:]):.4f}", refresh=False)
-            if watch is not None and watch.due(trainer.step) and trainer.step < cfg.steps:
+            if watch is not None and watch.due(trainer.step):
                 watch_now()
             if trainer.step % cfg.checkpoint_every == 0 and trainer.step < cfg.steps:
                 trainer.save_checkpoint()
@@ -547,7 +546,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
         trainer.save_checkpoint()
         raise RunError(f"fit interrupted at step {trainer.step}; checkpoint saved, rerun to resume") from None
     bar.close()
-    if watch is not None and not (watch.history and watch.history[-1]["step"] == trainer.step):
+    if watch is not None and not watch.measured(trainer.step):
         watch_now()  # the saved weights are always measured
     trainer.save_checkpoint()
     trainer.save_pipeline(finished)

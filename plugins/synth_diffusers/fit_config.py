@@ -16,7 +16,7 @@ class FitWatchConfig(PluginConfig):
     samples: int = Field(256, ge=16, le=4096, description="Samples drawn from the EMA weights, and training images compared with them, at each watch")
     steps: int = Field(20, ge=1, le=1000, description="DDIM steps per sample")
     every: int | None = Field(None, ge=1, description="Steps between watches (default: checkpoint_every)")
-    min_gain: float = Field(0.02, ge=0, description="A watch improves when precision + recall beats the best so far by this much")
+    min_gain: float = Field(0.02, ge=0, description="A watch improves when precision + recall beats by this much its level at the last watch that improved")
     patience: int = Field(3, ge=1, description="Say the samples have stopped improving after this many watches without one")
 
 

@@ -7,8 +7,8 @@ user to stop too early. With a watch, every ``every`` steps the fit draws ``samp
 its EMA weights (DDIM, the same seeds each time) and compares them with as many of its training
 images (a fixed subset) through a feature extractor (the extractor plugin kind):
 precision, recall, density and coverage (synth.metrics.prdc, k = 3). Once precision + recall has
-not beaten its best by ``min_gain`` for ``patience`` watches in a row, the log says the samples
-have stopped improving. The history rides in the checkpoints, so a resumed fit keeps it.
+not risen by ``min_gain`` for ``patience`` watches in a row (see Watch.stalled), the log says the
+samples have stopped improving. The history rides in the checkpoints, so a resumed fit keeps it.
 Drawing samples uses its own seeded generators and no gradient: the weights are the same with
 or without a watch.
 """
@@ -30,18 +30,26 @@ from .fit_config import FitWatchConfig
 CHUNK = 256  # images per extractor call
 
 
-def check_extractor(m, cfg: FitWatchConfig) -> None:
-    """An unknown or misconfigured extractor, as one line, before any image is read."""
-    problems: list[str] = []
-    extractors.validate(m.registry, cfg.extractor, "fit.watch.extractor", problems)
-    if problems:
-        raise UsageError(problems[0])
+def _score(point: dict) -> float:
+    return point["precision"] + point["recall"]
+
+
+def _best(points: list[dict]) -> dict:
+    return max(points, key=_score)
+
+
+def _scores_text(point: dict) -> str:
+    return f"precision {point['precision']:.3f} recall {point['recall']:.3f} density {point['density']:.3f} coverage {point['coverage']:.3f}"
 
 
 class Watch:
     def __init__(self, m, cfg: FitWatchConfig, default_every: int):
-        """Sets the extractor up: built before the training images are read, so a model it
-        cannot load stops the fit at once."""
+        """Checks the extractor table and sets the extractor up: built before the training images
+        are read, so an unknown extractor or a model it cannot load stops the fit at once."""
+        problems: list[str] = []
+        extractors.validate(m.registry, cfg.extractor, "fit.watch.extractor", problems)
+        if problems:
+            raise UsageError(problems[0])
         self.cfg = cfg
         self.seed = m.dataset.seed
         self.every = cfg.every or default_every
@@ -61,8 +69,11 @@ class Watch:
     def embed(self, images: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(self.extractor.embed(images[i : i + CHUNK]), np.float32) for i in range(0, len(images), CHUNK)])
 
+    def measured(self, step: int) -> bool:
+        return bool(self.history) and self.history[-1]["step"] == step
+
     def due(self, step: int) -> bool:
-        return step % self.every == 0 and not (self.history and self.history[-1]["step"] == step)
+        return step % self.every == 0 and not self.measured(step)
 
     def measure(self, step: int, sample) -> dict:
         """One watch: ``sample(n, steps)`` draws the images (the trainer's EMA weights)."""
@@ -78,7 +89,7 @@ class Watch:
         watch that did (so a slow climb still counts once it adds up to min_gain)."""
         level, since = -np.inf, 0
         for p in self.history:
-            score = p["precision"] + p["recall"]
+            score = _score(p)
             if score > level + self.cfg.min_gain:
                 level, since = score, 0
             else:
@@ -86,11 +97,10 @@ class Watch:
         return since
 
     def line(self, point: dict) -> str:
-        best = max(self.history, key=lambda p: p["precision"] + p["recall"])
+        best = _best(self.history)
         text = (
-            f"step {point['step']}: samples vs {len(self.reference)} training images ({self.name} features): "
-            f"precision {point['precision']:.3f} recall {point['recall']:.3f} density {point['density']:.3f} coverage {point['coverage']:.3f}"
-            f" (best precision + recall {best['precision'] + best['recall']:.3f} at step {best['step']})"
+            f"step {point['step']}: samples vs {len(self.reference)} training images ({self.name} features): {_scores_text(point)}"
+            f" (best precision + recall {_score(best):.3f} at step {best['step']})"
         )
         if self.stalled() >= self.cfg.patience and not self.said_stalled:
             self.said_stalled = True
@@ -117,7 +127,7 @@ def verdict(summary: dict | None) -> str:
     if not summary or not summary.get("points"):
         return ""
     last = summary["points"][-1]
-    best = max(summary["points"], key=lambda p: p["precision"] + p["recall"])
+    best = _best(summary["points"])
     name = extractors.as_table(summary["extractor"])["name"]
     state = (
         f"stopped improving ({summary['stalled_watches']} watches without a gain)"
@@ -125,7 +135,6 @@ def verdict(summary: dict | None) -> str:
         else "still improving or too few watches to tell"
     )
     return (
-        f"samples vs {summary['samples']} training images ({name} features) at step {last['step']}: precision {last['precision']:.3f} "
-        f"recall {last['recall']:.3f} density {last['density']:.3f} coverage {last['coverage']:.3f}; best precision + recall "
-        f"{best['precision'] + best['recall']:.3f} at step {best['step']}; {state}"
+        f"samples vs {summary['samples']} training images ({name} features) at step {last['step']}: {_scores_text(last)}; "
+        f"best precision + recall {_score(best):.3f} at step {best['step']}; {state}"
     )

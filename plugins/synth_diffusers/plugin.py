@@ -44,5 +44,6 @@ def register_commands(cli):
         from .fit_watch import verdict
 
         click.echo(trend_line(info.get("loss_trend")) + f" (samples: {info['output']}/samples.png)", err=True)
-        if verdict(info.get("watch")):
-            click.echo(verdict(info["watch"]), err=True)
+        watched = verdict(info.get("watch"))
+        if watched:
+            click.echo(watched, err=True)
