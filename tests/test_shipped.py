@@ -127,7 +127,7 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(
     "model, stages",
-    [("shapes-32", ["fit-shapes-32.toml", "fit-shapes-32-stage2.toml", "fit-shapes-32-stage3.toml"]), ("shapes-32-gpu", ["fit-shapes-32-gpu.toml"])],
+    [("shapes-32", ["fit-shapes-32.toml", "fit-shapes-32-stage2.toml", "fit-shapes-32-stage3.toml"]), ("shapes-32-gpu", ["fit-shapes-32-gpu.toml", "fit-shapes-32-gpu-2.toml"])],
 )
 def test_the_fit_manifests_are_the_recipe_of_the_shipped_model(model, stages):
     """manifests/<stages> rerun exactly the recipe that made builtin:<model>: the last stage's
