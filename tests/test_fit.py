@@ -189,4 +189,18 @@ def test_the_fit_thread_count_holds_over_the_reading_pipelines(tmp_path):
     res = synth("fit", "-q", "--threads", "1", m)
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "model" / "checkpoints" / "step-0000003" / "state.json").read_text())["threads"] == 1
-    assert json.loads((tmp_path / "model" / "fit.json").read_text())["machine"]["threads"] == 1
+    machine = json.loads((tmp_path / "model" / "fit.json").read_text())["machine"]
+    assert machine["threads"] == 1
+    assert machine["accelerator"] is None and machine["autocast"] is None  # a CPU fit in fp32
+    assert "on cpu (" in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_the_model_card_names_the_gpu_and_the_autocast_a_fit_ran_with():
+    """A fit's time means little without the accelerator: the card says which, and what it kept
+    before these were recorded (shipped fit.json files) still reads as it did."""
+    from synth_diffusers.fit import _machine_text
+
+    gpu = {"device": "cuda", "accelerator": "NVIDIA H200", "autocast": "bfloat16", "cpu_count": 16, "torch": "2.11.0", "threads": 16}
+    assert _machine_text(gpu) == "cuda (NVIDIA H200, 16 CPU cores, torch 2.11.0, 16 threads; bfloat16 autocast)"
+    old = {"device": "cpu", "cpu_count": 2, "torch": "2.14.1", "threads": 2}
+    assert _machine_text(old) == "cpu (2 CPU cores, torch 2.14.1, 2 threads)"

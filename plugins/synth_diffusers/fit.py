@@ -415,10 +415,22 @@ class Trainer:
                 "processor": platform.processor() or platform.machine(),
                 "cpu_count": os.cpu_count(),
                 "device": str(self.device),
+                # which GPU, and the autocast dtype: a fit's time means little without them
+                "accelerator": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                "autocast": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype is not None else None,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
             },
         }
+
+
+def _machine_text(machine: dict) -> str:
+    """'cuda (NVIDIA H200, 16 CPU cores, torch 2.11, 16 threads; bf16 autocast)'; fits recorded
+    before the accelerator and autocast were kept say only what they kept."""
+    parts = [machine["accelerator"]] if machine.get("accelerator") else []
+    parts += [f"{machine['cpu_count']} CPU cores", f"torch {machine['torch']}", f"{machine['threads']} threads"]
+    autocast = f"; {machine['autocast']} autocast" if machine.get("autocast") else ""
+    return f"{machine['device']} ({', '.join(parts)}{autocast})"
 
 
 def _init_line(info: dict) -> str:
@@ -455,7 +467,7 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 - Training: {info['steps_done']} steps ({status}), batch {cfg.batch_size}, AdamW lr {cfg.lr} ({cfg.lr_schedule}, {cfg.warmup_steps} warm-up steps), EMA {cfg.ema_decay}
 - Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, prediction type {cfg.prediction_type}
 - Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}; {trend_line(info.get('loss_trend'))}
-{_init_line(info)}{_watch_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {info['machine']['device']} ({info['machine']['cpu_count']} CPU cores, torch {info['machine']['torch']}, {info['machine']['threads']} threads)
+{_init_line(info)}{_watch_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {_machine_text(info['machine'])}
 - Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}; weights saved in {info['saved_dtype']}
 - Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
 
