@@ -79,6 +79,12 @@ def test_a_stall_is_told_from_a_slow_climb():
     w.cfg = FitWatchConfig(extractor="shapes", min_gain=0.02, patience=3)
     w.history = _history([1.0, 1.5, 1.51, 1.50, 1.515])  # three watches within 0.02 of 1.5
     assert w.stalled() == 3
+    # said once, and as what it is: the features stopped telling checkpoints apart, not a verdict
+    # that the samples cannot improve
+    w.name, w.reference, w.said_stalled = "shapes", np.zeros((256, 8)), False
+    said = w.line(w.history[-1])
+    assert "no gain of 0.02 in precision + recall for 3 watches" in said and "progress/" in said
+    assert "change little" not in said and "no gain" not in w.line(w.history[-1])
     w.history = _history([1.0, 1.5, 1.51, 1.52, 1.53])  # +0.01 a watch: adds up to a gain at 1.53
     assert w.stalled() == 0
     w.history = _history([1.0, 1.5, 1.51, 1.45])

@@ -17,7 +17,7 @@ class FitWatchConfig(PluginConfig):
     steps: int = Field(20, ge=1, le=1000, description="DDIM steps per sample")
     every: int | None = Field(None, ge=1, description="Steps between watches (default: checkpoint_every)")
     min_gain: float = Field(0.02, ge=0, description="A watch improves when precision + recall beats by this much its level at the last watch that improved")
-    patience: int = Field(3, ge=1, description="Say the samples have stopped improving after this many watches without one")
+    patience: int = Field(3, ge=1, description="Say so after this many watches in a row without a gain of min_gain")
 
 
 class FitConfig(PluginConfig):
