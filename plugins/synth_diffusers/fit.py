@@ -425,7 +425,7 @@ class Trainer:
 
 
 def _machine_text(machine: dict) -> str:
-    """'cuda (NVIDIA H200, 16 CPU cores, torch 2.11, 16 threads; bf16 autocast)'; fits recorded
+    """'cuda (NVIDIA H200, 16 CPU cores, torch 2.11, 16 threads; bfloat16 autocast)'; fits recorded
     before the accelerator and autocast were kept say only what they kept."""
     parts = [machine["accelerator"]] if machine.get("accelerator") else []
     parts += [f"{machine['cpu_count']} CPU cores", f"torch {machine['torch']}", f"{machine['threads']} threads"]

@@ -11,7 +11,7 @@ not risen by ``min_gain`` for ``patience`` watches in a row (see Watch.stalled),
 and no more: features that no longer tell two checkpoints apart do not prove the samples cannot
 improve. shapes-32-gpu's second stage logged no gain after step 1,128 of 4,512 (precision and
 recall near 0.93 in the shapes features), while the oracle's shape fidelity of its sample grids
-rose from 0.97 to 1.02 and its 1,000-sample fidelity ended at 0.97 against stage 1's 0.77.
+rose from 0.97 to 1.01 (bench/progress_fidelity.py) and its 1,000-sample fidelity ended at 0.97 against stage 1's 0.77.
 The history rides in the checkpoints, so a resumed fit keeps it.
 Drawing samples uses its own seeded generators and no gradient: the weights are the same with
 or without a watch.
