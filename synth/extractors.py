@@ -49,6 +49,19 @@ def validate(registry, spec, where: str, problems: list[str]) -> None:
         problems += format_errors(e, where)
 
 
+def check(plan, spec, where: str = "extractor") -> list[str]:
+    """A stage's check_plan for the extractor table it names: the table's own problems, then the
+    extractor's look at the whole plan (its model files, say), each prefixed with ``where``."""
+    problems: list[str] = []
+    validate(plan.registry, spec, where, problems)
+    if not problems:
+        table = as_table(spec)
+        cls = plan.registry.extractor(str(table["name"]), f"{where}.name")
+        config = cls.Config.model_validate({k: v for k, v in table.items() if k != "name"})
+        problems += [f"{where}.{p}" for p in cls.check_plan(config, plan)]
+    return problems
+
+
 def get(context, spec):
     """The extractor for this table, set up once per process."""
     cache = context.extra.setdefault("extractors", {})

@@ -324,7 +324,9 @@ class FeatureExtractor:
     Registered with ``register_extractors``; a stage names one with a table such as
     ``extractor = { name = "clip", model = "openai/clip-vit-base-patch32" }``, and asks
     ``synth.extractors.features(context, batch, table)``, which computes each sample's features
-    once per run. ``embed_text`` is for extractors that also embed text (CLIP: clip_score)."""
+    once per run; its ``check_plan`` returns ``synth.extractors.check(plan, table)`` so that
+    ``synth validate`` reports a misnamed extractor or a missing model file. ``embed_text`` is for
+    extractors that also embed text (CLIP: clip_score)."""
 
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig

@@ -20,16 +20,6 @@ from synth.reference import ReferenceConfig, reference_features
 Extractor = str | dict[str, Any]
 
 
-def _check_extractor(config, plan) -> list[str]:
-    problems: list[str] = []
-    extractors.validate(plan.registry, config.extractor, "extractor", problems)
-    if not problems:
-        table = extractors.as_table(config.extractor)
-        cls = plan.registry.extractor(table["name"], "extractor.name")
-        problems += [f"extractor.{p}" for p in cls.check_plan(cls.Config.model_validate({k: v for k, v in table.items() if k != "name"}), plan)]
-    return problems
-
-
 class _WithReference(Stage):
     @classmethod
     def nested_sources(cls, config) -> dict:
@@ -37,7 +27,7 @@ class _WithReference(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        return _check_extractor(config, plan)
+        return extractors.check(plan, config.extractor)
 
     def _reference(self) -> np.ndarray:
         gen = self.context.generator
@@ -127,7 +117,7 @@ class ClipScore(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        return _check_extractor(config, plan)
+        return extractors.check(plan, config.extractor)
 
     def process(self, batch: Batch) -> Batch:
         prompts = [(r.get("condition") or {}).get("prompt") for r in batch.records]
@@ -166,7 +156,7 @@ class Dedup(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        return _check_extractor(config, plan)
+        return extractors.check(plan, config.extractor)
 
     def select(self, table):
         f = table.features[extractors.extractor_id(self.config.extractor)].astype(np.float32)
@@ -226,7 +216,7 @@ class Select(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        return _check_extractor(config, plan) if config.method == "k_center" else []
+        return extractors.check(plan, config.extractor) if config.method == "k_center" else []
 
     def select(self, table):
         n = len(table)
