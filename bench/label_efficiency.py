@@ -16,6 +16,10 @@ Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts no
 
     python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
         [--generated 2000] [--seg-steps 600] [--width 16] [--ensemble 5] [--head-steps 300] [--mix]
+        [--pick first|k_center] [--pick-from 400]
+
+--pick k_center labels the K scenes the select stage's k-center would choose among --pick-from
+unlabelled val scenes (for the head and (ii)); (iv) stays the first 10K of the pool.
 
 The README's table: --features-from trajectory --width 32 --seg-steps 2000 (85 min on 2 cores).
 The defaults (width 16, 600 steps) take under half as long; their U-Net is undertrained, which
@@ -91,6 +95,31 @@ def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=No
             lab, js = ensemble.predict(pyramid, (h, w))
             labels[rows[group]], scores[rows[group]] = lab, image_uncertainty(js, top)
     return labels, scores
+
+
+def pick_k_center(args, ks, gen) -> dict:
+    """The K scenes to label, as a user would choose them before labelling anything: the select
+    stage's greedy k-center over features of args.pick_from unlabelled val scenes, either the
+    shapes feature network's (trained on the world's labels: the picker at its best) or the
+    generator's own, each pyramid level averaged over the image and standardised (what any user
+    of a generator has, with no other model)."""
+    from synth_filters.stages import k_center
+    from synth_shapes.world import render_many
+
+    images, _ = render_many(args.seed, range(args.pick_from), args.size, args.difficulty, "val")
+    if args.pick_features == "shapes":
+        from synth_shapes.featurenet import FeatureNet
+
+        feats = FeatureNet().embed(images)[0].astype(np.float32)
+    else:
+        spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps, "source": "noised", "inversion_steps": args.inversion_steps})
+        rows = []
+        for s in range(0, len(images), 64):
+            pyramid = gen.features(images[s : s + 64], [{}] * len(images[s : s + 64]), spec)
+            rows.append(np.concatenate([np.asarray(f, np.float32).mean(axis=(2, 3)) for f in pyramid], axis=1))
+        feats = np.concatenate(rows)
+        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+    return {kk: np.array(k_center(feats, np.arange(len(feats)), kk)) for kk in ks}
 
 
 # mIoU as `synth evaluate` computes it: one confusion matrix over all test pixels.
@@ -190,6 +219,9 @@ def main() -> None:
     ap.add_argument("--features-from", default="noised", choices=["noised", "inverted", "trajectory"])
     ap.add_argument("--inversion-steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pick", default="first", choices=["first", "k_center"], help="which K of the labelled pool to label: the first K, or the select stage's k-center on shapes features")
+    ap.add_argument("--pick-from", type=int, default=400, help="unlabelled val scenes that --pick k_center chooses from")
+    ap.add_argument("--pick-features", default="shapes", choices=["shapes", "generator"], help="k-center on the shapes feature network's features or on the generator's own (pooled)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
     ap.add_argument("--baselines-only", action="store_true", help="only (ii) and (iv): how strong is the U-Net at this width and step count?")
@@ -207,7 +239,16 @@ def main() -> None:
     k_max = max(args.ks)
     test_x, test_y = render_many(args.seed, range(args.test), args.size, args.difficulty, "test")
     pool_x, pool_y = render_many(args.seed, range(10 * k_max), args.size, args.difficulty, "val")
+    picks = {kk: np.arange(kk) for kk in args.ks}
     gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
+    if args.pick == "k_center":
+        picks = pick_k_center(args, args.ks, gen)
+    pick_x, pick_y = {}, {}
+    for kk in args.ks:
+        if args.pick == "first":
+            pick_x[kk], pick_y[kk] = pool_x[:kk], pool_y[:kk]
+        else:
+            pick_x[kk], pick_y[kk] = render_many(args.seed, [int(i) for i in picks[kk]], args.size, args.difficulty, "val")
     spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps, "source": args.features_from, "inversion_steps": args.inversion_steps})
     t0 = time.perf_counter()
     n_gen = 0 if args.head_only or args.baselines_only else args.generated
@@ -228,12 +269,14 @@ def main() -> None:
         fid = shape_fidelity(oracle, gen_x, test_x)
         print(f"  shape fidelity of the generated samples: {fid['fidelity']:.3f} (confident foreground {fid['generated_confident']:.3f} vs real {fid['real_confident']:.3f})")
     print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps, balance {args.balance}; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
+    if args.pick == "k_center":
+        print(f"  labelled: k-center picks among {args.pick_from} val scenes ({args.pick_features} features): " + "; ".join(f"K={kk} {list(map(int, picks[kk]))}" for kk in args.ks))
     k = len(CLASSES)
     rows = []
     if args.baselines_only:
         for kk in args.ks:
             t0 = time.perf_counter()
-            real = train_segmenter(torch, [(pool_x[:kk], pool_y[:kk], 1.0)], args.seg_steps, args.seed + kk, width=args.width)
+            real = train_segmenter(torch, [(pick_x[kk], pick_y[kk], 1.0)], args.seg_steps, args.seed + kk, width=args.width)
             ten = train_segmenter(torch, [(pool_x[: 10 * kk], pool_y[: 10 * kk], 1.0)], args.seg_steps, args.seed + kk, width=args.width)
             print(
                 f"  K={kk}: U-Net width {args.width}, {args.seg_steps} steps: real K {miou(segment(torch, real, test_x), test_y, k):.3f}, "
@@ -243,7 +286,8 @@ def main() -> None:
         return
     for kk in args.ks:
         t0 = time.perf_counter()
-        ex = Examples(pool_x[:kk], pool_y[:kk], [{}] * kk, [str(i) for i in range(kk)], "real")
+        lab_x, lab_y = pick_x[kk], pick_y[kk]
+        ex = Examples(lab_x, lab_y, [{}] * kk, [str(i) for i in picks[kk]], "real")
         cfg = PixelHeadConfig(annotations={"source": {"name": "shapes"}}, ensemble=args.ensemble, steps=args.head_steps, balance=args.balance, calibration_samples=0, feature_batch=64)
         ensemble, _ = train_head(gen, spec, ex, cfg, CLASSES, seed=args.seed)
         head_test, _ = head_predict(gen, ensemble, spec, test_x, cfg.top_fraction)
@@ -255,7 +299,7 @@ def main() -> None:
         gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction, gen_latents, args.seed)
         keep = np.argsort(unc, kind="stable")[: int(round(len(unc) * (1 - args.drop)))]
         syn_x, syn_y = gen_x[keep], gen_y[keep]
-        real = (pool_x[:kk], pool_y[:kk])
+        real = (lab_x, lab_y)
         seed = args.seed + kk
         agree = label_agreement(oracle, gen_x, gen_y)
         r = {"K": kk, "head": miou(head_test, test_y, k), "agreement": agree["miou"]}
