@@ -16,7 +16,7 @@ Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts no
 
     python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
         [--generated 2000] [--seg-steps 600] [--width 16] [--ensemble 5] [--head-steps 300] [--mix]
-        [--pick first|k_center] [--pick-from 400]
+        [--pick first|k_center] [--pick-from 400] [--pick-features shapes|generator]
 
 --pick k_center labels the K scenes the select stage's k-center would choose among --pick-from
 unlabelled val scenes (for the head and (ii)); (iv) stays the first 10K of the pool.
@@ -219,7 +219,7 @@ def main() -> None:
     ap.add_argument("--features-from", default="noised", choices=["noised", "inverted", "trajectory"])
     ap.add_argument("--inversion-steps", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pick", default="first", choices=["first", "k_center"], help="which K of the labelled pool to label: the first K, or the select stage's k-center on shapes features")
+    ap.add_argument("--pick", default="first", choices=["first", "k_center"], help="which K of the labelled pool to label: the first K, or the select stage's k-center (see --pick-features)")
     ap.add_argument("--pick-from", type=int, default=400, help="unlabelled val scenes that --pick k_center chooses from")
     ap.add_argument("--pick-features", default="shapes", choices=["shapes", "generator"], help="k-center on the shapes feature network's features or on the generator's own (pooled)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
