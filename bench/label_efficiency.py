@@ -97,16 +97,14 @@ def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=No
     return labels, scores
 
 
-def pick_k_center(args, ks, gen) -> dict:
+def pick_k_center(args, ks, gen, images: np.ndarray) -> dict:
     """The K scenes to label, as a user would choose them before labelling anything: the select
-    stage's greedy k-center over features of args.pick_from unlabelled val scenes, either the
-    shapes feature network's (trained on the world's labels: the picker at its best) or the
-    generator's own, each pyramid level averaged over the image and standardised (what any user
-    of a generator has, with no other model)."""
+    stage's greedy k-center over features of the unlabelled ``images``, either the shapes feature
+    network's (trained on the world's labels: the picker at its best) or the generator's own,
+    each pyramid level averaged over the image and standardised (what any user of a generator
+    has, with no other model)."""
     from synth_filters.stages import k_center
-    from synth_shapes.world import render_many
 
-    images, _ = render_many(args.seed, range(args.pick_from), args.size, args.difficulty, "val")
     if args.pick_features == "shapes":
         from synth_shapes.featurenet import FeatureNet
 
@@ -238,17 +236,15 @@ def main() -> None:
     t_all = time.perf_counter()
     k_max = max(args.ks)
     test_x, test_y = render_many(args.seed, range(args.test), args.size, args.difficulty, "test")
-    pool_x, pool_y = render_many(args.seed, range(10 * k_max), args.size, args.difficulty, "val")
-    picks = {kk: np.arange(kk) for kk in args.ks}
+    # the labelled pool: (iv) takes its first 10 K, --pick k_center chooses among its first --pick-from
+    n_pool = max(10 * k_max, args.pick_from if args.pick == "k_center" else 0)
+    pool_x, pool_y = render_many(args.seed, range(n_pool), args.size, args.difficulty, "val")
     gen = load_generator(args.model, args.scheduler, args.steps, args.seed)
     if args.pick == "k_center":
-        picks = pick_k_center(args, args.ks, gen)
-    pick_x, pick_y = {}, {}
-    for kk in args.ks:
-        if args.pick == "first":
-            pick_x[kk], pick_y[kk] = pool_x[:kk], pool_y[:kk]
-        else:
-            pick_x[kk], pick_y[kk] = render_many(args.seed, [int(i) for i in picks[kk]], args.size, args.difficulty, "val")
+        picks = pick_k_center(args, args.ks, gen, pool_x[: args.pick_from])
+    else:
+        picks = {kk: np.arange(kk) for kk in args.ks}
+    pick_x, pick_y = {kk: pool_x[picks[kk]] for kk in args.ks}, {kk: pool_y[picks[kk]] for kk in args.ks}
     spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps, "source": args.features_from, "inversion_steps": args.inversion_steps})
     t0 = time.perf_counter()
     n_gen = 0 if args.head_only or args.baselines_only else args.generated

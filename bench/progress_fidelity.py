@@ -42,13 +42,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from synth_shapes.oracle import CONFIDENT, Oracle
+    from synth_shapes.oracle import CONFIDENT, Oracle, confident_foreground
     from synth_shapes.world import render_many
 
     oracle = Oracle()
     real, _ = render_many(args.seed, range(args.real), 32, 0.5, "test")
-    labels, conf = oracle.predict(real)
-    ref = float((conf[labels != 0] >= CONFIDENT).mean())
+    ref = confident_foreground(*oracle.predict(real))
     rng = np.random.default_rng(args.seed)
     grids = list(args.grids) + sorted((args.model / "progress").glob("samples-step-*.png"))
     if not grids:

@@ -30,34 +30,41 @@ def extractor_id(spec: str | dict[str, Any]) -> str:
     return f"{table['name']}-{digest}"
 
 
-def validate(registry, spec, where: str, problems: list[str]) -> None:
-    """An extractor table's problems, for a stage's check_plan."""
+def _settings(table: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in table.items() if k != "name"}
+
+
+def _resolve(registry, spec, where: str, problems: list[str]):
+    """(extractor class, its validated config), or None with the table's problems added."""
     from pydantic import ValidationError
 
     from .manifest import format_errors
 
     table = as_table(spec)
-    name = table.get("name")
     try:
-        cls = registry.extractor(str(name), f"{where}.name")
+        cls = registry.extractor(str(table.get("name")), f"{where}.name")
     except UsageError as e:
         problems.append(str(e))
-        return
+        return None
     try:
-        cls.Config.model_validate({k: v for k, v in table.items() if k != "name"})
+        return cls, cls.Config.model_validate(_settings(table))
     except ValidationError as e:
         problems += format_errors(e, where)
+        return None
+
+
+def validate(registry, spec, where: str, problems: list[str]) -> None:
+    """An extractor table's problems (an unknown name, a bad setting), added to ``problems``."""
+    _resolve(registry, spec, where, problems)
 
 
 def check(plan, spec, where: str = "extractor") -> list[str]:
     """A stage's check_plan for the extractor table it names: the table's own problems, then the
     extractor's look at the whole plan (its model files, say), each prefixed with ``where``."""
     problems: list[str] = []
-    validate(plan.registry, spec, where, problems)
-    if not problems:
-        table = as_table(spec)
-        cls = plan.registry.extractor(str(table["name"]), f"{where}.name")
-        config = cls.Config.model_validate({k: v for k, v in table.items() if k != "name"})
+    found = _resolve(plan.registry, spec, where, problems)
+    if found is not None:
+        cls, config = found
         problems += [f"{where}.{p}" for p in cls.check_plan(config, plan)]
     return problems
 
@@ -69,7 +76,7 @@ def get(context, spec):
     if ident not in cache:
         table = as_table(spec)
         cls = context.registry.extractor(str(table["name"]), "extractor.name")
-        ex = cls(cls.Config.model_validate({k: v for k, v in table.items() if k != "name"}), context)
+        ex = cls(cls.Config.model_validate(_settings(table)), context)
         ex.setup()
         cache[ident] = ex
     return cache[ident]

@@ -143,11 +143,11 @@ def test_the_fit_manifests_are_the_recipe_of_the_shipped_model(model, stages):
     info = json.loads((folder / "fit.json").read_text())
     assert _recipe_hash(manifests[-1], cfgs[-1], info["init_from"]) == info["recipe_sha256"]
     assert cfgs[0].init_from is None
-    if len(stages) == 1:
-        assert info["init_from"] is None
     for before, after in zip(cfgs, cfgs[1:]):
         assert Path(after.init_from).name == Path(before.output).name
-    if len(stages) > 1:
+    if len(stages) == 1:
+        assert info["init_from"] is None
+    else:
         assert Path(info["init_from"]["path"]).name == Path(cfgs[-2].output).name
         assert info["init_from"]["steps"] == cfgs[-2].steps
 
