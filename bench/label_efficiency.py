@@ -100,9 +100,8 @@ def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=No
 def pick_k_center(args, ks, gen, images: np.ndarray) -> dict:
     """The K scenes to label, as a user would choose them before labelling anything: the select
     stage's greedy k-center over features of the unlabelled ``images``, either the shapes feature
-    network's (trained on the world's labels: the picker at its best) or the generator's own,
-    each pyramid level averaged over the image and standardised (what any user of a generator
-    has, with no other model)."""
+    network's (trained on the world's labels: the picker at its best) or the generator's own
+    through the `generator` extractor (what any user of a generator has, with no other model)."""
     from synth_filters.stages import k_center
 
     if args.pick_features == "shapes":
@@ -110,13 +109,11 @@ def pick_k_center(args, ks, gen, images: np.ndarray) -> dict:
 
         feats = FeatureNet().embed(images)[0].astype(np.float32)
     else:
-        spec = gen.feature_spec({"blocks": args.blocks, "timesteps": args.timesteps, "source": "noised", "inversion_steps": args.inversion_steps})
-        rows = []
-        for s in range(0, len(images), 64):
-            pyramid = gen.features(images[s : s + 64], [{}] * len(images[s : s + 64]), spec)
-            rows.append(np.concatenate([np.asarray(f, np.float32).mean(axis=(2, 3)) for f in pyramid], axis=1))
-        feats = np.concatenate(rows)
-        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+        from synth_filters.generator_features import GeneratorFeatures
+
+        extractor = GeneratorFeatures(GeneratorFeatures.Config(blocks=args.blocks, timesteps=args.timesteps), gen.context)
+        extractor.setup()
+        feats = extractor.embed(images)
     return {kk: np.array(k_center(feats, np.arange(len(feats)), kk)) for kk in ks}
 
 
@@ -219,7 +216,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pick", default="first", choices=["first", "k_center"], help="which K of the labelled pool to label: the first K, or the select stage's k-center (see --pick-features)")
     ap.add_argument("--pick-from", type=int, default=400, help="unlabelled val scenes that --pick k_center chooses from")
-    ap.add_argument("--pick-features", default="shapes", choices=["shapes", "generator"], help="k-center on the shapes feature network's features or on the generator's own (pooled)")
+    ap.add_argument("--pick-features", default="shapes", choices=["shapes", "generator"], help="k-center on the shapes feature network's features or on the generator's own (the generator extractor)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
     ap.add_argument("--baselines-only", action="store_true", help="only (ii) and (iv): how strong is the U-Net at this width and step count?")

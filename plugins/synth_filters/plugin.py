@@ -12,6 +12,7 @@ def register_stages(register):
 @hookimpl
 def register_extractors(register):
     from .extractors import ClipFeatures, DinoFeatures, InceptionFeatures
+    from .generator_features import GeneratorFeatures
 
-    for ex in (ClipFeatures, DinoFeatures, InceptionFeatures):
+    for ex in (ClipFeatures, DinoFeatures, InceptionFeatures, GeneratorFeatures):
         register(ex)
