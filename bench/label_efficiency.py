@@ -16,7 +16,7 @@ Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts no
 
     python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
         [--generated 2000] [--seg-steps 600] [--width 16] [--ensemble 5] [--head-steps 300] [--mix]
-        [--pick first|k_center] [--pick-from 400] [--pick-features shapes|generator]
+        [--pick first|k_center] [--pick-from 400] [--pick-features shapes|generator] [--region-vote TOL]
 
 --pick k_center labels the K scenes the select stage's k-center would choose among --pick-from
 unlabelled val scenes (for the head and (ii)); (iv) stays the first 10K of the pool.
@@ -115,6 +115,15 @@ def pick_k_center(args, ks, gen, images: np.ndarray) -> dict:
         extractor.setup()
         feats = extractor.embed(images)
     return {kk: np.array(k_center(feats, np.arange(len(feats)), kk)) for kk in ks}
+
+
+def region_vote(images: np.ndarray, labels: np.ndarray, tolerance: int | None) -> np.ndarray:
+    """The pixelhead stage's region_vote (background = class 0); None: the labels as they are."""
+    if tolerance is None:
+        return labels
+    from synth_pixelhead.regions import vote_in_regions
+
+    return np.stack([vote_in_regions(x, y, tolerance) for x, y in zip(images, labels)])
 
 
 # mIoU as `synth evaluate` computes it: one confusion matrix over all test pixels.
@@ -217,6 +226,7 @@ def main() -> None:
     ap.add_argument("--pick", default="first", choices=["first", "k_center"], help="which K of the labelled pool to label: the first K, or the select stage's k-center (see --pick-features)")
     ap.add_argument("--pick-from", type=int, default=400, help="unlabelled val scenes that --pick k_center chooses from")
     ap.add_argument("--pick-features", default="shapes", choices=["shapes", "generator"], help="k-center on the shapes feature network's features or on the generator's own (the generator extractor)")
+    ap.add_argument("--region-vote", type=int, default=None, metavar="TOL", help="the stage's region_vote at this colour tolerance, on every label the head makes")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
     ap.add_argument("--baselines-only", action="store_true", help="only (ii) and (iv): how strong is the U-Net at this width and step count?")
@@ -261,7 +271,7 @@ def main() -> None:
         oracle = Oracle()
         fid = shape_fidelity(oracle, gen_x, test_x)
         print(f"  shape fidelity of the generated samples: {fid['fidelity']:.3f} (confident foreground {fid['generated_confident']:.3f} vs real {fid['real_confident']:.3f})")
-    print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps, balance {args.balance}; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
+    print(f"  features: {spec.source}, blocks {list(spec.blocks)}, timesteps {list(spec.timesteps)}; head: {args.ensemble} MLPs x {args.head_steps} steps, balance {args.balance}{'' if args.region_vote is None else f', region vote at tolerance {args.region_vote}'}; U-Net (width {args.width}): {args.seg_steps} steps, batch 32")
     if args.pick == "k_center":
         print(f"  labelled: k-center picks among {args.pick_from} val scenes ({args.pick_features} features): " + "; ".join(f"K={kk} {list(map(int, picks[kk]))}" for kk in args.ks))
     k = len(CLASSES)
@@ -284,12 +294,16 @@ def main() -> None:
         cfg = PixelHeadConfig(annotations={"source": {"name": "shapes"}}, ensemble=args.ensemble, steps=args.head_steps, balance=args.balance, calibration_samples=0, feature_batch=64)
         ensemble, _ = train_head(gen, spec, ex, cfg, CLASSES, seed=args.seed)
         head_test, _ = head_predict(gen, ensemble, spec, test_x, cfg.top_fraction)
+        pixelwise = miou(head_test, test_y, k)
+        head_test = region_vote(test_x, head_test, args.region_vote)
+        voted = "" if args.region_vote is None else f"; head on real {pixelwise:.3f} without the region vote"
         if args.head_only:
             rows.append({"K": kk, "head": miou(head_test, test_y, k), "seconds": time.perf_counter() - t0})
             per_class = " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
-            print(f"  K={kk}: head mIoU {rows[-1]['head']:.3f} ({per_class}; {rows[-1]['seconds']:.0f} s)", flush=True)
+            print(f"  K={kk}: head mIoU {rows[-1]['head']:.3f} ({per_class}{voted}; {rows[-1]['seconds']:.0f} s)", flush=True)
             continue
         gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction, gen_latents, args.seed)
+        gen_y = region_vote(gen_x, gen_y, args.region_vote)
         keep = np.argsort(unc, kind="stable")[: int(round(len(unc) * (1 - args.drop)))]
         syn_x, syn_y = gen_x[keep], gen_y[keep]
         real = (lab_x, lab_y)
@@ -299,7 +313,7 @@ def main() -> None:
         print(
             f"  K={kk}: head on real per class " + " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
             + "; agreement per class " + " ".join(f"{c} {v:.2f}" for c, v in agree["iou"].items())
-            + f"; largest mistakes against the oracle: {worst_confusions(agree['taken_for'])}",
+            + f"; largest mistakes against the oracle: {worst_confusions(agree['taken_for'])}{voted}",
             flush=True,
         )
         r["real K"] = miou(segment(torch, train_segmenter(torch, [(*real, 1.0)], args.seg_steps, seed, width=args.width), test_x), test_y, k)

@@ -30,6 +30,13 @@ class AnnotationsConfig(PluginConfig):
         return self
 
 
+class RegionVoteConfig(PluginConfig):
+    """One class per colour region of the head's foreground (see regions.py)."""
+
+    tolerance: int = Field(25, ge=0, le=255, description="Neighbouring pixels join a region when no colour channel (0-255) differs by more")
+    background: str = Field("background", description="The class not voted on: its pixels bound the regions and keep their label")
+
+
 class PixelHeadConfig(PluginConfig):
     head: str | None = Field(None, description="A trained head folder (head.json + head.safetensors) to reuse")
     annotations: AnnotationsConfig | None = Field(None, description="Train a head from these (cached)")
@@ -53,6 +60,9 @@ class PixelHeadConfig(PluginConfig):
         512, ge=0, description="Generated samples scored after training to calibrate drop_uncertain (its drop share is within about 2/sqrt(n) of the fraction asked)"
     )
     feature_batch: int = Field(16, ge=1, description="Images per UNet pass when extracting features")
+    region_vote: RegionVoteConfig | None = Field(
+        None, description="Give each colour region of non-background pixels the class most of its pixels got (e.g. {} or {tolerance = 25})"
+    )
     cache_dir: str | None = Field(None, description="Where trained heads are cached (default $SYNTH_CACHE_DIR or ~/.cache/synth)")
     save_to: str | None = Field(None, description="Also copy the trained head to this folder, for `head = ...` elsewhere")
 

@@ -17,6 +17,7 @@ from .annotations import load_examples
 from .config import DropUncertainConfig, PixelHeadConfig
 from .extraction import feature_groups, replayable
 from .head import Ensemble, image_uncertainty
+from .regions import vote_in_regions
 from .training import cache_root, calibrate, head_key, load_head, save_head, train_head
 
 SCORE = "label_uncertainty"
@@ -47,6 +48,9 @@ class PixelHead(Stage):
     def check_context(cls, config: PixelHeadConfig, classes: list[str]) -> list[str]:
         if len(classes) < 2:
             return ["pixelhead needs [dataset].classes: the label names, class id = position (at least 2)"]
+        vote = config.region_vote
+        if vote is not None and vote.background not in classes:
+            return [f"region_vote.background: {vote.background!r} is not one of [dataset].classes {classes}"]
         return []
 
     @classmethod
@@ -146,6 +150,8 @@ class PixelHead(Stage):
         labels = np.empty((n, h, w), np.int64)
         scores = np.empty(n)
         step = self.config.feature_batch
+        vote = self.config.region_vote
+        background = self.context.classes.index(vote.background) if vote is not None else None
         for start in range(0, n, step):
             rows = np.arange(start, min(start + step, n))
             records = [batch.records[i] for i in rows]
@@ -156,12 +162,16 @@ class PixelHead(Stage):
             decode = [r.get("decode") for r in records]
             for group, pyramid in feature_groups(gen, self.spec, batch.images[rows], conds, latents, decode):
                 lab, js = self.ensemble.predict(pyramid, (h, w))
+                if vote is not None:
+                    lab = np.stack([vote_in_regions(batch.images[i], one, vote.tolerance, background) for i, one in zip(rows[group], lab)])
                 labels[rows[group]] = lab
                 scores[rows[group]] = image_uncertainty(js, self.top_fraction)
         batch.seg = labels
         for rec, s in zip(batch.records, scores):
             rec.setdefault("scores", {})[SCORE] = round(float(s), 6)
             rec["labels"] = {"by": "pixelhead", "head": self.head_id}
+            if vote is not None:
+                rec["labels"]["region_vote"] = vote.tolerance
         return batch
 
 

@@ -1,0 +1,46 @@
+"""One class per region: the head labels pixels one at a time, so a shape often comes out as a
+patchwork of classes. Here each region of labelled (non-background) pixels whose neighbours differ
+in colour by at most a tolerance takes the class most of its pixels were given."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def colour_regions(image: np.ndarray, foreground: np.ndarray, tolerance: int) -> np.ndarray:
+    """(H, W) region ids of the ``foreground`` pixels of ``image`` (H, W, 3) uint8, -1 elsewhere:
+    4-neighbours join when both are foreground and no channel differs by more than ``tolerance``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    h, w = foreground.shape
+    ids = np.arange(h * w).reshape(h, w)
+    colour = image.astype(np.int16)
+    rows, cols = [], []
+    for a, b in (((slice(None), slice(0, -1)), (slice(None), slice(1, None))), ((slice(0, -1), slice(None)), (slice(1, None), slice(None)))):
+        joined = foreground[a] & foreground[b] & (np.abs(colour[a] - colour[b]).max(-1) <= tolerance)
+        rows.append(ids[a][joined])
+        cols.append(ids[b][joined])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    _, region = connected_components(coo_matrix((np.ones(len(r)), (r, c)), shape=(h * w, h * w)), directed=False)
+    region = region.reshape(h, w)
+    region[~foreground] = -1
+    return region
+
+
+def vote_in_regions(image: np.ndarray, labels: np.ndarray, tolerance: int, background: int = 0) -> np.ndarray:
+    """``labels`` (H, W) with each colour region of non-background pixels set to its most common
+    class (ties: the lower class id). Background pixels, and so the foreground's outline, stay."""
+    region = colour_regions(image, labels != background, tolerance)
+    out = labels.copy()
+    inside = region >= 0
+    if not inside.any():
+        return out
+    _, rid = np.unique(region[inside], return_inverse=True)
+    cls = labels[inside]
+    # counts[r, c]: pixels of region r labelled c; the winner per region by argmax (first on ties)
+    counts = np.zeros((rid.max() + 1, max(int(labels.max()), background) + 1), np.int64)
+    np.add.at(counts, (rid, cls), 1)
+    counts[:, background] = -1
+    out[inside] = counts.argmax(1)[rid]
+    return out
