@@ -294,11 +294,14 @@ def main() -> None:
         cfg = PixelHeadConfig(annotations={"source": {"name": "shapes"}}, ensemble=args.ensemble, steps=args.head_steps, balance=args.balance, calibration_samples=0, feature_batch=64)
         ensemble, _ = train_head(gen, spec, ex, cfg, CLASSES, seed=args.seed)
         head_test, _ = head_predict(gen, ensemble, spec, test_x, cfg.top_fraction)
-        pixelwise = miou(head_test, test_y, k)
-        head_test = region_vote(test_x, head_test, args.region_vote)
-        voted = "" if args.region_vote is None else f"; head on real {pixelwise:.3f} without the region vote"
+        head_miou = miou(head_test, test_y, k)
+        voted = ""
+        if args.region_vote is not None:
+            voted = f"; head on real {head_miou:.3f} without the region vote"
+            head_test = region_vote(test_x, head_test, args.region_vote)
+            head_miou = miou(head_test, test_y, k)
         if args.head_only:
-            rows.append({"K": kk, "head": miou(head_test, test_y, k), "seconds": time.perf_counter() - t0})
+            rows.append({"K": kk, "head": head_miou, "seconds": time.perf_counter() - t0})
             per_class = " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
             print(f"  K={kk}: head mIoU {rows[-1]['head']:.3f} ({per_class}{voted}; {rows[-1]['seconds']:.0f} s)", flush=True)
             continue
@@ -309,7 +312,7 @@ def main() -> None:
         real = (lab_x, lab_y)
         seed = args.seed + kk
         agree = label_agreement(oracle, gen_x, gen_y)
-        r = {"K": kk, "head": miou(head_test, test_y, k), "agreement": agree["miou"]}
+        r = {"K": kk, "head": head_miou, "agreement": agree["miou"]}
         print(
             f"  K={kk}: head on real per class " + " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
             + "; agreement per class " + " ".join(f"{c} {v:.2f}" for c, v in agree["iou"].items())

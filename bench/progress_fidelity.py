@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from synth_shapes.oracle import CONFIDENT, Oracle, confident_foreground
+    from synth_shapes.oracle import Oracle, confident_foreground
     from synth_shapes.world import render_many
 
     oracle = Oracle()
@@ -56,12 +56,11 @@ def main() -> None:
     scores = []
     for path in grids:
         labels, conf = oracle.predict(tiles(path))
-        fg = labels != 0
-        hit, seen = ((conf >= CONFIDENT) & fg).sum((1, 2)), fg.sum((1, 2))
-        score = hit.sum() / max(seen.sum(), 1) / ref
-        boot = [hit[i].sum() / max(seen[i].sum(), 1) / ref for i in (rng.integers(0, len(hit), len(hit)) for _ in range(1000))]
+        n = len(labels)
+        score = confident_foreground(labels, conf) / ref
+        boot = [confident_foreground(labels[i], conf[i]) / ref for i in (rng.integers(0, n, n) for _ in range(1000))]
         scores.append(score)
-        print(f"{path}: {len(hit)} samples, fidelity {score:.3f} ± {np.std(boot):.3f}")
+        print(f"{path}: {n} samples, fidelity {score:.3f} ± {np.std(boot):.3f}")
     print(f"grids {len(scores)}; first {scores[0]:.3f}; last {scores[-1]:.3f}; change {scores[-1] - scores[0]:+.3f}")
 
 

@@ -46,7 +46,7 @@ class GeneratorFeatures(FeatureExtractor):
         for start in range(0, len(images), self.config.batch_size):
             chunk = images[start : start + self.config.batch_size]
             pyramid = self.gen.features(chunk, [{}] * len(chunk), self.spec)
-            rows.append([np.asarray(_numpy(f), np.float32).mean(axis=(2, 3)) for f in pyramid])
+            rows.append([_channel_means(f) for f in pyramid])
         return [np.concatenate(level) for level in zip(*rows)]
 
     def describe(self) -> dict:
@@ -62,5 +62,9 @@ class GeneratorFeatures(FeatureExtractor):
         return (np.concatenate(scaled, axis=1) / np.sqrt(len(scaled))).astype(np.float32)
 
 
-def _numpy(feature):
-    return feature.detach().float().cpu().numpy() if hasattr(feature, "detach") else feature
+def _channel_means(feature) -> np.ndarray:
+    """(B, C) float32 means of a (B, C, h, w) map, pooled where the map is (a torch tensor on its
+    device): only the means cross to the host, not the whole map."""
+    if hasattr(feature, "detach"):
+        return feature.detach().float().mean(dim=(2, 3)).cpu().numpy()
+    return np.asarray(feature, np.float32).mean(axis=(2, 3))

@@ -16,8 +16,9 @@ def colour_regions(image: np.ndarray, foreground: np.ndarray, tolerance: int) ->
     h, w = foreground.shape
     ids = np.arange(h * w).reshape(h, w)
     colour = image.astype(np.int16)
+    every, head, tail = slice(None), slice(0, -1), slice(1, None)
     rows, cols = [], []
-    for a, b in (((slice(None), slice(0, -1)), (slice(None), slice(1, None))), ((slice(0, -1), slice(None)), (slice(1, None), slice(None)))):
+    for a, b in (((every, head), (every, tail)), ((head, every), (tail, every))):  # right, then down neighbours
         joined = foreground[a] & foreground[b] & (np.abs(colour[a] - colour[b]).max(-1) <= tolerance)
         rows.append(ids[a][joined])
         cols.append(ids[b][joined])
