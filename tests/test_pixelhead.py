@@ -109,6 +109,26 @@ def test_stable_diffusion_features_come_from_the_latent_unet(tmp_path, models):
 
 
 # -- the ensemble ---------------------------------------------------------------------------------
+def test_thin_classes_are_named_with_their_counts():
+    from synth_pixelhead.coverage import MIN_REGIONS, class_coverage, thin_classes
+
+    masks = np.zeros((3, 16, 16), np.int64)
+    masks[:, 4:12, 4:12] = 1  # one large region per mask: 3 regions, 25% of the pixels
+    masks[0, 0, 0] = masks[0, 1, 1] = 2  # diagonal neighbours are two regions (4-connectivity)
+    for i in range(MIN_REGIONS):  # as many separate single pixels as the threshold: not thin
+        masks[1 + i % 2, 14, 2 * (i // 2)] = 4
+    pixels, regions = class_coverage(masks, 5)
+    assert pixels == [3 * 256 - 3 * 64 - 2 - MIN_REGIONS, 3 * 64, 2, 0, MIN_REGIONS]
+    assert regions == [3, 3, 2, 0, MIN_REGIONS]
+    problems = thin_classes(pixels, regions, ["bg", "big", "rare", "absent", "scattered"])
+    assert problems == [
+        "'rare' has 2 labelled regions (2 pixels, 0.3% of the labelled pixels): a class with fewer than 10 is often learnt poorly; label more images that show it",
+        "no labelled pixels of 'absent': the head will never label it",
+    ]
+    # the same few regions are not thin when they make up a large share of the labels
+    assert thin_classes([10, 10], [1, 1], ["a", "b"]) == []
+
+
 def test_js_divergence_on_known_distributions():
     from synth_pixelhead.head import js_divergence
 
@@ -259,6 +279,11 @@ def test_head_trained_on_generated_samples_and_reused_by_path(tmp_path, models):
     info = json.loads((tmp_path / "myhead" / "head.json").read_text())
     assert info["trained_on"]["keys"] == ["s00000001", "s00000005"]
     assert info["trained_on"]["class_pixels"] == [2 * 256 - 2 * 64, 64, 64, 0]
+    assert info["trained_on"]["class_regions"] == [2, 1, 1, 0]  # a background ring and a square per mask
+    # triangle is labelled nowhere: the user is told before the head trains; circle and square (one
+    # region each, but 12.5% of the labelled pixels) are not flagged
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("synth: warning: stage 'pixelhead'")]
+    assert warnings == ["synth: warning: stage 'pixelhead': no labelled pixels of 'triangle': the head will never label it"]
 
     reuse = _manifest(tmp_path, models["ddpm"], '[[stage]]\nname = "pixelhead"\nhead = "myhead"\n', name="reuse.toml", output="reuse")
     res = synth("run", reuse)

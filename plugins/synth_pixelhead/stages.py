@@ -15,6 +15,7 @@ from synth.protocols import Stage
 
 from .annotations import load_examples
 from .config import DropUncertainConfig, PixelHeadConfig
+from .coverage import class_coverage, thin_classes
 from .extraction import feature_groups, replayable
 from .head import Ensemble, image_uncertainty
 from .regions import vote_in_regions
@@ -134,12 +135,16 @@ class PixelHead(Stage):
 
         cfg, ctx, gen = self.config, self.context, self.context.generator
         print(f"synth: training the pixel head on {len(examples.keys)} labelled {examples.kind} images (cached for later runs)", file=sys.stderr)
+        pixels, regions = class_coverage(examples.masks, len(ctx.classes))
+        for problem in thin_classes(pixels, regions, ctx.classes):
+            print(f"synth: warning: stage 'pixelhead': {problem}", file=sys.stderr)
 
         def bars(total, desc, unit):
             return progress_bar(total, desc, unit, leave=False, disable=ctx.quiet)
 
         ensemble, info = train_head(gen, self.spec, examples, cfg, ctx.classes, ctx.seed, bars)
         info["key"] = key
+        info["trained_on"]["class_regions"] = regions
         info["generator"] = gen.fingerprint()
         info["calibration"] = {SCORE: calibrate(gen, ensemble, self.spec, cfg, ctx.seed, bars)}
         return ensemble, info
