@@ -121,9 +121,9 @@ def region_vote(images: np.ndarray, labels: np.ndarray, tolerance: int | None) -
     """The pixelhead stage's region_vote (background = class 0); None: the labels as they are."""
     if tolerance is None:
         return labels
-    from synth_pixelhead.regions import vote_in_regions
+    from synth_pixelhead.regions import vote_each
 
-    return np.stack([vote_in_regions(x, y, tolerance) for x, y in zip(images, labels)])
+    return vote_each(images, labels, tolerance)
 
 
 # mIoU as `synth evaluate` computes it: one confusion matrix over all test pixels.

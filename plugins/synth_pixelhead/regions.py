@@ -45,3 +45,8 @@ def vote_in_regions(image: np.ndarray, labels: np.ndarray, tolerance: int, backg
     counts[:, background] = -1
     out[inside] = counts.argmax(1)[rid]
     return out
+
+
+def vote_each(images: np.ndarray, labels: np.ndarray, tolerance: int, background: int = 0) -> np.ndarray:
+    """vote_in_regions on each of ``images`` (N, H, W, 3) and its ``labels`` (N, H, W)."""
+    return np.stack([vote_in_regions(image, one, tolerance, background) for image, one in zip(images, labels)])

@@ -18,7 +18,7 @@ from .config import DropUncertainConfig, PixelHeadConfig
 from .coverage import class_coverage, thin_classes
 from .extraction import feature_groups, replayable
 from .head import Ensemble, image_uncertainty
-from .regions import vote_in_regions
+from .regions import vote_each
 from .training import cache_root, calibrate, head_key, load_head, save_head, train_head
 
 SCORE = "label_uncertainty"
@@ -168,7 +168,7 @@ class PixelHead(Stage):
             for group, pyramid in feature_groups(gen, self.spec, batch.images[rows], conds, latents, decode):
                 lab, js = self.ensemble.predict(pyramid, (h, w))
                 if vote is not None:
-                    lab = np.stack([vote_in_regions(batch.images[i], one, vote.tolerance, background) for i, one in zip(rows[group], lab)])
+                    lab = vote_each(batch.images[rows[group]], lab, vote.tolerance, background)
                 labels[rows[group]] = lab
                 scores[rows[group]] = image_uncertainty(js, self.top_fraction)
         batch.seg = labels
