@@ -121,7 +121,7 @@ def region_vote(images: np.ndarray, labels: np.ndarray, tolerance: int | None) -
     """The pixelhead stage's region_vote (background = class 0); None: the labels as they are."""
     if tolerance is None:
         return labels
-    from synth_pixelhead.regions import vote_each
+    from synth.regions import vote_each
 
     return vote_each(images, labels, tolerance)
 
@@ -234,7 +234,7 @@ def main() -> None:
 
     import torch
 
-    from synth_pixelhead.annotations import Examples
+    from synth.annotations import Examples
     from synth_pixelhead.config import PixelHeadConfig
     from synth_pixelhead.training import train_head
     from synth_shapes.world import render_many

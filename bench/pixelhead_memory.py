@@ -108,7 +108,7 @@ def main() -> None:
     import torch
 
     from synth_diffusers.features import FeatureSpec
-    from synth_pixelhead.annotations import Examples
+    from synth.annotations import Examples
     from synth_pixelhead.config import PixelHeadConfig
     from synth_pixelhead.head import image_uncertainty
     from synth_pixelhead.training import train_head

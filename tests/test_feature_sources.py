@@ -84,7 +84,8 @@ def test_inverted_features_follow_the_ddim_inversion_and_need_no_batch(tmp_path,
 
 def test_mixed_rows_give_each_row_its_own_features(tmp_path, models):
     """Untouched generated rows are replayed, the others inverted, each as if alone."""
-    from synth_pixelhead.extraction import feature_groups, replayable
+    from synth.annotations import replayable
+    from synth_pixelhead.extraction import feature_groups
 
     gen = _pipeline(_manifest(tmp_path, models["ddpm"]))
     spec = gen.feature_spec({"blocks": ["mid"], "timesteps": [20], "source": "trajectory"})
@@ -193,7 +194,7 @@ def test_pixelhead_with_trajectory_features_end_to_end(tmp_path, models):
 
     from synth.manifest import load_manifest
     from synth.pipeline import Pipeline
-    from synth_pixelhead.annotations import load_examples
+    from synth.annotations import load_examples
 
     pipe = Pipeline(load_manifest(m))
     pipe.generator.setup()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from conftest import synth
-from synth_pixelhead.regions import colour_regions, vote_in_regions
+from synth.regions import colour_regions, vote_in_regions
 from test_pixelhead import _head, _manifest, _samples
 
 

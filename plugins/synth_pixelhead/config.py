@@ -6,28 +6,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from synth.annotations import AnnotationsConfig
 from synth.protocols import PluginConfig
-
-
-class AnnotationsConfig(PluginConfig):
-    """Where the labelled examples come from: real images with masks, or generated samples."""
-
-    source: dict[str, Any] | None = Field(
-        None, description="A source stage table whose samples carry masks, e.g. {name = \"shapes\", split = \"train\"}"
-    )
-    count: int = Field(8, ge=1, le=100000, description="How many labelled images to read from the source")
-    shards: str | None = Field(None, description="Shards of an earlier synth run (path, brace pattern or output folder)")
-    masks: str | None = Field(None, description="Folder of class-id masks KEY.png for samples of `shards`")
-
-    @model_validator(mode="after")
-    def _one_kind(self):
-        if (self.source is None) == (self.shards is None):
-            raise ValueError("give either source (labelled real images) or shards + masks (labelled generated samples)")
-        if (self.shards is None) != (self.masks is None):
-            raise ValueError("shards and masks go together")
-        if self.source is not None and not isinstance(self.source.get("name"), str):
-            raise ValueError("source needs a name, e.g. source = {name = \"folder\", path = \"labelled/\"}")
-        return self
 
 
 class RegionVoteConfig(PluginConfig):

@@ -13,12 +13,6 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
-def replayable(record: dict) -> bool:
-    """True when the sample's image is exactly what its latent decodes to."""
-    ops = [step.get("op") for step in record.get("lineage") or []]
-    return ops == ["generate"]
-
-
 def feature_groups(
     generator, spec, images: np.ndarray, conditions: Sequence[dict], latents: Sequence | None, decode: Sequence | None = None
 ) -> Iterator[tuple[np.ndarray, list]]:

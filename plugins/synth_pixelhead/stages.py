@@ -13,12 +13,13 @@ from synth.batch import Batch
 from synth.errors import UsageError
 from synth.protocols import Stage
 
-from .annotations import load_examples
+from synth.annotations import load_examples, replayable
+from synth.regions import vote_each
+
 from .config import DropUncertainConfig, PixelHeadConfig
 from .coverage import class_coverage, thin_classes
-from .extraction import feature_groups, replayable
+from .extraction import feature_groups
 from .head import Ensemble, image_uncertainty
-from .regions import vote_each
 from .training import cache_root, calibrate, head_key, load_head, save_head, train_head
 
 SCORE = "label_uncertainty"

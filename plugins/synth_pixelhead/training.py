@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from synth.annotations import Examples
 from synth.errors import UsageError
 from synth.seeding import sample_seed
 
-from .annotations import Examples
 from .bank import PixelBank
 from .config import PixelHeadConfig
 from .extraction import feature_groups

@@ -1,5 +1,7 @@
-"""Labelled examples for the head: real images with masks from any source stage, or masks drawn
-on generated samples of an earlier run (keyed by sample key; the image comes from the shards).
+"""Labelled examples for a labeller (the pixel head, the attention labeller's calibration): real
+images with masks from any source stage, or masks drawn on generated samples of an earlier run
+(keyed by sample key; the image comes from the shards). A core kit: labeller plugins share it
+rather than each reading annotations its own way.
 
 Annotations are few and precious, so unlike a source's bulk reading every problem here is an
 error naming the file and sample, never a silent skip.
@@ -12,15 +14,42 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from synth.errors import UsageError
-from synth.manifest import source_step
-from synth.protocols import RunContext
+from pydantic import Field, model_validator
 
-from .config import AnnotationsConfig
-from .extraction import replayable
+from .errors import UsageError
+from .protocols import PluginConfig, RunContext
+
+class AnnotationsConfig(PluginConfig):
+    """Where the labelled examples come from: real images with masks, or generated samples."""
+
+    source: dict[str, Any] | None = Field(
+        None, description="A source stage table whose samples carry masks, e.g. {name = \"shapes\", split = \"train\"}"
+    )
+    count: int = Field(8, ge=1, le=100000, description="How many labelled images to read from the source")
+    shards: str | None = Field(None, description="Shards of an earlier synth run (path, brace pattern or output folder)")
+    masks: str | None = Field(None, description="Folder of class-id masks KEY.png for samples of `shards`")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.source is None) == (self.shards is None):
+            raise ValueError("give either source (labelled real images) or shards + masks (labelled generated samples)")
+        if (self.shards is None) != (self.masks is None):
+            raise ValueError("shards and masks go together")
+        if self.source is not None and not isinstance(self.source.get("name"), str):
+            raise ValueError("source needs a name, e.g. source = {name = \"folder\", path = \"labelled/\"}")
+        return self
+
+
+def replayable(record: dict) -> bool:
+    """True when the sample's image is exactly what its latent decodes to (no op after generation
+    changed it), so its own denoising path can be replayed."""
+    ops = [step.get("op") for step in record.get("lineage") or []]
+    return ops == ["generate"]
+
 
 MASK_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")
 IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
@@ -65,6 +94,8 @@ def _check_ids(mask: np.ndarray, num_classes: int, what: str) -> None:
 
 
 def _from_source(cfg: AnnotationsConfig, context: RunContext, where: str) -> Examples:
+    from .manifest import source_step
+
     step = source_step(context.registry, cfg.source, where)
     stage = step.cls(step.config, context)
     stage.setup()
@@ -110,7 +141,7 @@ def _open(data, what: str):
 
 
 def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> Examples:
-    from synth.reading import iter_samples
+    from .reading import iter_samples
 
     folder = context.resolve_path(cfg.masks)
     if not folder.is_dir():

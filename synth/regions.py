@@ -1,6 +1,7 @@
-"""One class per region: the head labels pixels one at a time, so a shape often comes out as a
-patchwork of classes. Here each region of labelled (non-background) pixels whose neighbours differ
-in colour by at most a tolerance takes the class most of its pixels were given."""
+"""One class per region: a labeller that labels pixels one at a time (the pixel head, attention
+maps) often leaves a shape a patchwork of classes. Here each region of labelled (non-background)
+pixels whose neighbours differ in colour by at most a tolerance takes the class most of its
+pixels were given. A core kit for labeller plugins; scipy is imported only when it runs."""
 
 from __future__ import annotations
 
