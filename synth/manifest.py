@@ -112,7 +112,7 @@ class Step:
     config: PluginConfig
 
     def dump(self) -> dict[str, Any]:
-        return {"name": self.name, **self.config.model_dump(mode="json")}
+        return {"name": self.name, **self.config.identity()}
 
 
 @dataclass

@@ -21,6 +21,19 @@ class PluginConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Fields added after runs were made with this config: left out of the manifest's identity
+    # (its hash) while they hold their default, so upgrading synth neither changes an earlier
+    # manifest's hash (recorded in every sample) nor stops its run from resuming.
+    added_later: ClassVar[frozenset[str]] = frozenset()
+
+    def identity(self) -> dict[str, Any]:
+        """The config as the manifest hash sees it (see ``added_later``)."""
+        data = self.model_dump(mode="json")
+        for name in self.added_later:
+            if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
+
 
 @dataclass
 class RunContext:
@@ -92,7 +105,8 @@ class Generator:
     """The G of data++.
 
     capabilities: a subset of {"sample", "decode", "condition:prompt", "condition:class",
-    "invert", "features"}; stages check them before they need them.
+    "condition:tags", "invert", "features", "compose", "attention", "contrast"}; stages check
+    them before they need them.
     """
 
     name: ClassVar[str]
@@ -176,6 +190,32 @@ class Generator:
     def feature_spec(self, options: dict[str, Any]) -> Any:
         """Turn a stage's feature options (e.g. blocks, timesteps) into a spec; errors name the option."""
         raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
+
+    def named_classes(self, conditions: list[dict]) -> np.ndarray:
+        """(B, C) bool: which of [dataset].classes each condition names (its tags, its prompt's
+        class words, its class), without running the model: what a labeller from the
+        conditioning can label."""
+        out = np.zeros((len(conditions), len(self.context.classes)), bool)
+        for i, cond in enumerate(conditions):
+            if cond.get("class") is not None and 0 <= int(cond["class"]) < out.shape[1]:
+                out[i, int(cond["class"])] = True
+        return out
+
+    def attention_spec(self, options: dict[str, Any]) -> Any:
+        """Turn a stage's attention options (timesteps, blocks, self_attention) into a spec."""
+        raise NotImplementedError(f"generator {self.name!r} exposes no attention maps")
+
+    def attention(self, images: np.ndarray, conditions: list[dict], spec: Any, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None) -> Any:
+        """Capability "attention": where each class the conditions name is attended, per pixel (an
+        ``AttentionMaps``-like object: ``classes`` (B, C, H, W), ``named`` (B, C), ``null``
+        (B, H, W), ``self_attention`` (B, N, N) or None and its ``self_size``). ``latents`` and
+        ``decode`` as for ``features``: a generated sample is read along its own path."""
+        raise NotImplementedError(f"generator {self.name!r} exposes no attention maps")
+
+    def contrast(self, images: np.ndarray, conditions: list[dict], spec: Any, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None) -> Any:
+        """Capability "contrast": where the prediction moves when each named class leaves the
+        condition (DiffEdit), returned as ``attention`` returns its maps."""
+        raise NotImplementedError(f"generator {self.name!r} cannot contrast its conditions")
 
     def bundled(self, kind: str) -> list[Path]:
         """Folders of ready-made artefacts of ``kind`` shipped with the model, read-only (e.g.

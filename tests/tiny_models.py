@@ -151,3 +151,36 @@ def build_sam(folder: Path, seed: int = 0) -> dict:
     assert not missing and not unexpected, (missing, unexpected)
     hf.save_pretrained(folder / "hf")
     return {"checkpoint": folder / "tiny.pth", "hf": folder / "hf", "arch": TINY_SAM}
+
+
+def build_tag_model(path: Path, size: int = 16, tags: tuple[str, ...] = ("circle", "square", "triangle"), seed: int = 0) -> Path:
+    """A tiny random tag-conditioned pixel model, laid out as `synth fit` with [fit] tags writes
+    it: a UNet2DConditionModel cross-attending to the tag tokens, and tags/ with the tokens and
+    the training tag sets generation draws from."""
+    import sys
+
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DConditionModel
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    from synth_diffusers.tags import TagVocabulary, make_encoder, save
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=8,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(path)
+    sets = [[t] for t in tags] + [list(tags[:2])]
+    vocabulary = TagVocabulary.from_training(sets, ["background", *tags])
+    save(path, vocabulary, make_encoder(vocabulary.slots, 8))
+    (path / "README.md").write_text("---\nlicense: mit\n---\n# tiny tag test model\n")
+    return path

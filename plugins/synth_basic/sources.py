@@ -61,10 +61,17 @@ def _assemble(stage: str, indices: Sequence[int], load, with_seg: bool, name_of)
 
 
 class FolderConfig(ImageSourceConfig):
+    added_later = frozenset({"tags_file"})
+
     path: str = Field(description="Folder of images (relative to the manifest)")
     recursive: bool = True
     masks: str = Field("auto", description="'auto': NAME.seg.png beside NAME.ext; 'none'; or a folder of NAME.png masks")
     labels: str = Field("none", description="'subfolder': class = name of the image's parent folder, from [dataset].classes")
+    tags_file: str | None = Field(
+        None,
+        description="Image-level tags, each image's record's 'tags' (what `synth fit` with [fit] tags conditions on): a CSV "
+        "with columns file,tags (tags separated by ';') or a JSONL of {\"file\": ..., \"tags\": [...]}; files relative to path",
+    )
 
 
 def list_folder(cfg: "FolderConfig", resolve) -> tuple[Path, list[Path], Path | None]:
@@ -89,6 +96,48 @@ def list_folder(cfg: "FolderConfig", resolve) -> tuple[Path, list[Path], Path | 
     return root, files, mask_dir
 
 
+def read_tags(path: Path, root: Path, files: list[Path], classes: list[str]) -> dict[str, list[str]]:
+    """{file relative to root: tags} from a CSV (file,tags; tags split on ';') or JSONL file; every
+    image needs an entry, and with [dataset].classes every tag must be one of them."""
+    import csv
+
+    if not path.is_file():
+        raise UsageError(f"tags_file: no such file {path}")
+    entries: dict[str, list[str]] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"tags_file: cannot read {path}: {e}") from None
+    if path.suffix.lower() in (".jsonl", ".json"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                file, tags = row["file"], row["tags"]
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(f"tags_file: {path.name} line {n}: expected {{\"file\": ..., \"tags\": [...]}}") from None
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise UsageError(f"tags_file: {path.name} line {n}: tags must be a list of strings")
+            entries[str(file)] = [t.strip() for t in tags if t.strip()]
+    else:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        if rows and not {"file", "tags"} <= set(rows[0]):
+            raise UsageError(f"tags_file: {path.name} needs the columns file,tags (found {', '.join(rows[0])})")
+        for row in rows:
+            entries[row["file"]] = [t.strip() for t in (row["tags"] or "").split(";") if t.strip()]
+    if classes:
+        for file, tags in entries.items():
+            unknown = [t for t in tags if t not in classes]
+            if unknown:
+                raise UsageError(f"tags_file: {path.name} gives {file} the tag {unknown[0]!r}, which is not one of [dataset].classes {classes}")
+    for image in files:
+        rel = str(image.relative_to(root))
+        if rel not in entries:
+            raise UsageError(f"tags_file: {path.name} has no tags for the image {rel}")
+    return entries
+
+
 def _too_few(plan: PlanContext, available: int, what: str) -> list[str]:
     if plan.position == 0 and plan.num_samples > available:
         return [f"dataset.num_samples is {plan.num_samples}, but {what} {available}"]
@@ -107,6 +156,8 @@ class FolderSource(Stage):
     def check_plan(cls, config, plan: PlanContext) -> list[str]:
         try:
             root, files, _ = list_folder(config, plan.resolve_path)
+            if config.tags_file is not None:
+                read_tags(plan.resolve_path(config.tags_file), root, files, plan.classes)
         except UsageError as e:
             return [str(e)]
         return _too_few(plan, len(files), f"{root} holds only")
@@ -118,6 +169,12 @@ class FolderSource(Stage):
         except UsageError as e:
             raise UsageError(f"{self.name}.{e}") from None
         self.root, self.files, self.mask_dir = root, files, mask_dir
+        self.tags = None
+        if cfg.tags_file is not None:
+            try:
+                self.tags = read_tags(self.context.resolve_path(cfg.tags_file), root, files, self.context.classes)
+            except UsageError as e:
+                raise UsageError(f"{self.name}.{e}") from None
         self.with_seg = cfg.masks != "none" and (mask_dir is not None or any(self._mask_path(p).exists() for p in files))
         if cfg.labels not in ("none", "subfolder"):
             raise UsageError(f"{self.name}.labels: expected 'none' or 'subfolder', got {cfg.labels!r}")
@@ -161,6 +218,8 @@ class FolderSource(Stage):
         record = {"index": i, "source": {"kind": "folder", "file": rel}, "lineage": [{"op": "read", "source": "folder", "file": rel}]}
         if self.config.labels == "subfolder":
             record["class"] = self.context.classes.index(path.parent.name)
+        if self.tags is not None:
+            record["tags"] = self.tags[rel]
         return image, seg, record
 
     def produce(self, indices: Sequence[int]) -> Batch:

@@ -21,6 +21,8 @@ SCHEDULERS = {
 
 
 class DiffusersConfig(PluginConfig):
+    added_later = frozenset({"tags"})
+
     model: str = Field(description="Local pipeline folder, hub id (org/name) or builtin:NAME")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
     scheduler: Literal[tuple(SCHEDULERS)] = Field("ddim", description="Sampler; 'default' keeps the pipeline's own")
@@ -34,6 +36,12 @@ class DiffusersConfig(PluginConfig):
     prompts_file: str | None = Field(None, description="A text file, one prompt per line (relative to the manifest)")
     templates: list[str] | None = Field(None, description="Templates over [dataset].classes, e.g. 'a photo of a {cls}'; set each sample's class")
     negative_prompt: str | None = None
+    # Tag-conditioned pixel models (`synth fit` with [fit] tags = true)
+    tags: list[list[str]] | None = Field(
+        None,
+        description="Tag sets of a tag-conditioned model, used in turn: sample i gets tags[i % n] (default: each "
+        "sample's tags drawn from the model's training tag sets by (seed, index))",
+    )
     guidance_scale: float = Field(7.5, ge=0.0, le=50.0)
     height: int | None = Field(None, ge=8, multiple_of=8)
     micro_batch: int = Field(
@@ -57,6 +65,8 @@ class DiffusersConfig(PluginConfig):
             raise ValueError(f"give one of prompts, prompts_file, templates (got {', '.join(given)})")
         if self.prompts is not None and not self.prompts:
             raise ValueError("prompts is empty")
+        if self.tags is not None and (given or not self.tags):
+            raise ValueError("tags is empty" if not self.tags else "tags condition a tag model; prompts and templates a text-to-image one")
         if self.templates is not None:
             if not self.templates:
                 raise ValueError("templates is empty")

@@ -1,4 +1,5 @@
-"""`synth fit`: train a diffusers UNet2DModel on the images of any source stage.
+"""`synth fit`: train a diffusers UNet2DModel on the images of any source stage (or, with
+``[fit] tags``, a UNet2DConditionModel conditioned on each image's tags: tags.py).
 
 The first step of the DatasetGAN recipe for a user's own domain (fit G on unlabelled images,
 then label a few), and how the shipped shapes model is made. Every step's randomness derives
@@ -26,9 +27,10 @@ from synth.errors import ManifestError, RunError, UsageError
 from synth.manifest import Manifest, load_manifest
 from synth.seeding import sample_rng, sample_seed
 
-from .fit_config import FitConfig
+from .fit_config import TAG_FIELDS, FitConfig
 from .fit_recipe import ema_decay, loss_trend, loss_weights, snr, timestep_probs, trend_line
 from .fit_watch import Watch, verdict
+from .tags import load_encoder, read_vocabulary
 from .loading import pick_device_dtype
 from .plots import image_grid, loss_curve
 
@@ -38,6 +40,7 @@ class TrainingData:
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray | None  # (N,) int64 class ids
     skipped: dict[str, int]
+    tags: list[list[str]] | None = None  # each image's tags (its record's "tags"), when every record has them
 
 
 def read_fit_config(m: Manifest) -> FitConfig:
@@ -55,9 +58,9 @@ def _read_processes(m: Manifest, cfg: FitConfig) -> int:
     return 1 if m.dataset.num_samples < 10_000 else max(1, min(8, os.cpu_count() or 1))
 
 
-def _rows(batch) -> tuple[np.ndarray, list, list[str]]:
-    """What training keeps of a batch: images, class labels, and why samples were dropped."""
-    return batch.images, [r.get("class") for r in batch.records], [f"{d.stage}: {d.reason}" for d in batch.dropped]
+def _rows(batch) -> tuple[np.ndarray, list, list[str], list]:
+    """What training keeps of a batch: images, class labels, why samples were dropped, and tags."""
+    return batch.images, [r.get("class") for r in batch.records], [f"{d.stage}: {d.reason}" for d in batch.dropped], [r.get("tags") for r in batch.records]
 
 
 # One pipeline per reading process, set up once by _reader_setup (a ProcessPoolExecutor initializer).
@@ -103,10 +106,11 @@ def load_training_data(m: Manifest, progress, processes: int = 1, threads: int |
 
 
 def _collect(results, chunks, n: int, progress) -> TrainingData:
-    images, labels, skipped = [], [], {}
-    for indices, (imgs, labs, dropped) in zip(chunks, results):
+    images, labels, skipped, tags = [], [], {}, []
+    for indices, (imgs, labs, dropped, tag_lists) in zip(chunks, results):
         images.append(imgs)
         labels += labs
+        tags += tag_lists
         for reason in dropped:
             skipped[reason] = skipped.get(reason, 0) + 1
         progress(indices[-1] + 1, n)
@@ -117,13 +121,16 @@ def _collect(results, chunks, n: int, progress) -> TrainingData:
     have = [lab is not None for lab in labels]
     if any(have) and not all(have):
         raise RunError("fit: some samples have a class label and others do not")
-    return TrainingData(imgs, np.asarray(labels, np.int64) if all(have) else None, skipped)
+    tagged = all(isinstance(t, list) for t in tags)
+    return TrainingData(imgs, np.asarray(labels, np.int64) if all(have) else None, skipped, [list(map(str, t)) for t in tags] if tagged else None)
 
 
 def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
     # What decides the weights: the data (manifest identity), the recipe and the starting weights,
     # not where the output or the starting weights live, nor how long a session runs.
     exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads", "read_processes", "save_dtype", "watch"}
+    if not cfg.tags:
+        exclude |= set(TAG_FIELDS)
     recipe = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps({"data": m.hash, "recipe": recipe, "init": init and init["sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -148,6 +155,46 @@ def build_unet(cfg: FitConfig, size: int, num_classes: int | None):
     )
 
 
+def build_tag_unet(cfg: FitConfig, size: int, vocabulary):
+    """A UNet2DConditionModel cross-attending, at the attention levels, to the tag tokens (tags.py),
+    with the token table, as one module: ``.unet`` and ``.tags`` (trained and averaged together)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from .tags import make_encoder
+
+    levels = len(cfg.block_out_channels)
+    down = tuple("CrossAttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(levels))
+    up = tuple("CrossAttnUpBlock2D" if i in cfg.attention_levels else "UpBlock2D" for i in reversed(range(levels)))
+    unet = UNet2DConditionModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(cfg.block_out_channels),
+        layers_per_block=cfg.layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        # the bottleneck cross-attends only when the lowest level does
+        mid_block_type="UNetMidBlock2DCrossAttn" if levels - 1 in cfg.attention_levels else None,
+        cross_attention_dim=cfg.cross_attention_dim,
+        attention_head_dim=cfg.attention_heads,  # diffusers' legacy name for the number of heads
+        norm_num_groups=cfg.norm_num_groups,
+    )
+    module = torch.nn.Module()
+    module.unet = unet
+    module.tags = make_encoder(vocabulary.slots, cfg.cross_attention_dim)
+    return module
+
+
+def predict(model, x, t, labels=None, presence=None):
+    """The UNet's output for x at t: class labels for a UNet2DModel, tag presence (B, tags) bool
+    for a tag-conditioned one (build_tag_unet)."""
+    if presence is not None:
+        states, mask = model.tags(presence)
+        return model.unet(x, t, encoder_hidden_states=states, encoder_attention_mask=mask).sample
+    return model(x, t, class_labels=labels).sample
+
+
 def _lr_at(cfg: FitConfig, step: int) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -170,18 +217,31 @@ class Trainer:
             raise UsageError(f"fit: images are {w}x{h}; set the source's size = N for square images")
         self.size = h
         self.num_classes = None
-        if cfg.class_conditional is True or (cfg.class_conditional == "auto" and data.labels is not None):
+        self.vocabulary = None
+        if cfg.tags:
+            from .tags import TagVocabulary
+
+            if data.tags is None:
+                raise UsageError("fit.tags: the source gives no tags (each sample's record needs a 'tags' list, e.g. the shapes source's, or a folder's tags_file)")
+            self.vocabulary = TagVocabulary.from_training(data.tags, m.dataset.classes)
+            if not self.vocabulary.tags:
+                raise UsageError("fit.tags: no image has a tag")
+        elif cfg.class_conditional is True or (cfg.class_conditional == "auto" and data.labels is not None):
             if data.labels is None:
                 raise UsageError("fit.class_conditional: the source gives no class labels")
             self.num_classes = max(len(m.dataset.classes), int(data.labels.max()) + 1)
         torch.manual_seed(sample_seed(self.seed, 0, "fit-init"))
-        self.unet = build_unet(cfg, self.size, self.num_classes).to(self.device)
+        if self.vocabulary is not None:
+            self.unet = build_tag_unet(cfg, self.size, self.vocabulary).to(self.device)
+        else:
+            self.unet = build_unet(cfg, self.size, self.num_classes).to(self.device)
         self.init_from = self._load_init(m, cfg) if cfg.init_from else None
         self.ema = copy.deepcopy(self.unet).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type, clip_sample=False)
         self.images = torch.from_numpy(data.images).to(self.device)
         self.labels = None if self.num_classes is None else torch.from_numpy(data.labels).to(self.device)
+        self.presence = None if self.vocabulary is None else torch.from_numpy(self.vocabulary.presence(data.tags)).to(self.device)
         self.amp_dtype = None
         mp = cfg.mixed_precision
         if mp == "bf16" or (mp == "auto" and self.device.type == "cuda"):
@@ -216,17 +276,32 @@ class Trainer:
         if not weights.is_file():
             raise UsageError(f"fit.init_from: no UNet weights at {weights}")
         state = load_file(weights, device=str(self.device))
-        ours = self.unet.state_dict()
+        target = self.unet if self.vocabulary is None else self.unet.unet
+        ours = target.state_dict()
+        shared = {k: v for k, v in state.items() if k in ours and ours[k].shape == v.shape}
         differ = sorted(set(ours) ^ set(state)) + [k for k in state if k in ours and ours[k].shape != state[k].shape]
-        if differ:
-            raise UsageError(f"fit.init_from: {folder} has a different architecture (first difference: {differ[0]}); match the [fit] architecture fields to it")
-        self.unet.load_state_dict(state)
+        if cfg.init_shared:
+            if not shared:
+                raise UsageError(f"fit.init_from: {folder} shares no weight (same name and shape) with this architecture")
+            target.load_state_dict(shared, strict=False)
+            taken = sum(v.numel() for v in shared.values()) / sum(v.numel() for v in ours.values())
+        elif differ:
+            raise UsageError(f"fit.init_from: {folder} has a different architecture (first difference: {differ[0]}); match the [fit] architecture fields to it, or set init_shared")
+        else:
+            target.load_state_dict(state)
+            taken = 1.0
+        theirs = read_vocabulary(folder)
+        if self.vocabulary is not None and theirs is not None:
+            if theirs.tags != self.vocabulary.tags:
+                raise UsageError(f"fit.init_from: {folder} is conditioned on the tags {', '.join(theirs.tags)}, not {', '.join(self.vocabulary.tags)}")
+            self.unet.tags.load_state_dict(load_encoder(folder, theirs).state_dict())
         prior = json.loads((folder / "fit.json").read_text()) if (folder / "fit.json").is_file() else {}
         return {
             "path": str(folder),
             "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "steps": prior.get("steps_done"),
             "training_seconds": prior.get("training_seconds"),
+            "share_of_weights": round(taken, 4),
         }
 
     # -- one step ---------------------------------------------------------------------------
@@ -247,12 +322,16 @@ class Trainer:
         xt = self.sched.add_noise(x0, noise, t)
         target = noise if cfg.prediction_type == "epsilon" else self.sched.get_velocity(x0, noise, t)
         labels = None if self.labels is None else self.labels[idx]
+        presence = None
+        if self.presence is not None:  # classifier-free guidance: some images lose all their tags
+            keep = sample_rng(self.seed, self.step, "fit-tag-drop").random(cfg.batch_size) >= cfg.tag_dropout
+            presence = self.presence[idx] & torch.from_numpy(keep).to(self.device)[:, None]
         for group in self.opt.param_groups:
             group["lr"] = _lr_at(cfg, self.step)
         if cfg.channels_last:
             xt = xt.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            pred = self.unet(xt, t, class_labels=labels).sample
+            pred = predict(self.unet, xt, t, labels, presence)
         if cfg.loss_weighting == "uniform":  # the original recipe's loss, kept bit for bit
             loss = torch.nn.functional.mse_loss(pred.float(), target)
         else:
@@ -348,9 +427,13 @@ class Trainer:
             gens = [torch.Generator().manual_seed(sample_seed(self.seed, i, op)) for i in rows]
             x = torch.stack([torch.randn((3, self.size, self.size), generator=g) for g in gens]).to(self.device)
             labels = None if self.num_classes is None else torch.tensor(list(rows), device=self.device) % self.num_classes
+            presence = None
+            if self.vocabulary is not None:  # each image's tags drawn as generation draws them
+                drawn = [self.vocabulary.draw(self.seed, i, f"{op}-tags") for i in rows]
+                presence = torch.from_numpy(self.vocabulary.presence(drawn)).to(self.device)
             with torch.inference_mode():
                 for t in sched.timesteps:
-                    x = sched.step(model(x, t, class_labels=labels).sample, t, x).prev_sample
+                    x = sched.step(predict(model, x, t, labels, presence), t, x).prev_sample
             out.append(((x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy() * 255 + 0.5).astype(np.uint8))
         model.train(was_training)
         return np.concatenate(out)
@@ -373,11 +456,15 @@ class Trainer:
         # float()/half()/bfloat16(), not to(dtype): diffusers' to(dtype) warns about fp32-only
         # modules even when a model has none
         model = {"fp32": model.float, "fp16": model.half, "bf16": model.bfloat16}[self.cfg.save_dtype]()
-        pipe = DDPMPipeline(unet=model, scheduler=self.sched)
+        pipe = DDPMPipeline(unet=model if self.vocabulary is None else model.unet, scheduler=self.sched)
         tmp = self.out / f".pipeline.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         pipe.save_pretrained(tmp, safe_serialization=True)
-        for name in ("unet", "scheduler", "model_index.json"):
+        if self.vocabulary is not None:
+            from .tags import save as save_tags
+
+            save_tags(tmp, self.vocabulary, model.tags)
+        for name in ("unet", "scheduler", "model_index.json") + (("tags",) if self.vocabulary is not None else ()):
             target = self.out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -406,6 +493,7 @@ class Trainer:
             "num_training_images": int(len(self.images)),
             "skipped_images": self.data.skipped,
             "num_classes": self.num_classes,
+            "tags": None if self.vocabulary is None else list(self.vocabulary.tags),
             "recipe_sha256": self.recipe,
             "init_from": self.init_from,
             "watch": self.watch.summary() if self.watch is not None else None,
@@ -438,12 +526,21 @@ def _init_line(info: dict) -> str:
     if not init:
         return ""
     before = f"{init['steps']} steps, {init['training_seconds']:.0f} s" if init.get("steps") else "its own recipe"
+    share = init.get("share_of_weights", 1.0)
+    if share < 1.0:
+        return f"- Started from the weights of `{Path(init['path']).name}` ({before}) that fit this architecture ({share:.0%} of the parameters; the rest fresh)\n"
     return f"- Continued from `{Path(init['path']).name}` ({before}; the numbers here count this run only)\n"
 
 
 def _watch_line(info: dict) -> str:
     line = verdict(info.get("watch"))
     return f"- Watched: {line}\n" if line else ""
+
+
+def _condition_text(info: dict) -> str:
+    if info.get("tags"):
+        return f"conditioned on tags {', '.join(info['tags'])} (one token each, cross-attended; tags/ holds the tokens)"
+    return f"classes: {info['num_classes'] or 'unconditional'}"
 
 
 def model_card(m: Manifest, cfg: FitConfig, info: dict) -> str:
@@ -461,14 +558,14 @@ tags:
 
 # {Path(cfg.output).name}
 
-A diffusers `UNet2DModel` ({info['parameters'] / 1e6:.2f} M parameters, {info['image_size']}x{info['image_size']})
+A diffusers `{'UNet2DConditionModel' if info.get('tags') else 'UNet2DModel'}` ({info['parameters'] / 1e6:.2f} M parameters, {info['image_size']}x{info['image_size']})
 trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, is below).
 
 - Training: {info['steps_done']} steps ({status}), batch {cfg.batch_size}, AdamW lr {cfg.lr} ({cfg.lr_schedule}, {cfg.warmup_steps} warm-up steps), EMA {cfg.ema_decay}
 - Noise schedule: {cfg.beta_schedule}, {cfg.num_train_timesteps} timesteps, prediction type {cfg.prediction_type}
 - Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}; {trend_line(info.get('loss_trend'))}
 {_init_line(info)}{_watch_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {_machine_text(info['machine'])}
-- Training images: {info['num_training_images']}; classes: {info['num_classes'] or 'unconditional'}; weights saved in {info['saved_dtype']}
+- Training images: {info['num_training_images']}; {_condition_text(info)}; weights saved in {info['saved_dtype']}
 - Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
 
 ![samples](samples.png)
@@ -500,7 +597,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     except OSError as e:
         raise UsageError(f"fit.output: cannot create {out}: {e.strerror or e}") from None
     if overwrite:
-        for name in ("checkpoints", "progress", "unet", "scheduler"):
+        for name in ("checkpoints", "progress", "unet", "scheduler", "tags"):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("model_index.json", "fit.json", "README.md", "samples.png", "loss.png"):
             (out / name).unlink(missing_ok=True)

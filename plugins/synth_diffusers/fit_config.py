@@ -20,6 +20,11 @@ class FitWatchConfig(PluginConfig):
     patience: int = Field(3, ge=1, description="Say so after this many watches in a row without a gain of min_gain")
 
 
+# Fields added after models were shipped: left out of the recipe hash while tags is off, so the
+# shipped models' recorded recipes still match their manifests.
+TAG_FIELDS = ("tags", "cross_attention_dim", "attention_heads", "tag_dropout", "init_shared")
+
+
 class FitConfig(PluginConfig):
     output: str = Field(description="Folder for the trained pipeline, checkpoints and progress images")
     # Architecture (a diffusers UNet2DModel)
@@ -28,6 +33,20 @@ class FitConfig(PluginConfig):
     attention_levels: list[int] = Field([2], description="Resolution levels (0 = full) with self-attention")
     norm_num_groups: int = Field(8, ge=1)
     class_conditional: bool | Literal["auto"] = Field("auto", description="auto: when the source gives class labels")
+    tags: bool = Field(
+        False,
+        description="Condition on each image's tags (its record's 'tags', e.g. the kinds of shape a scene shows): a "
+        "UNet2DConditionModel cross-attends, at attention_levels, to one learned token per tag plus a null token, "
+        "so each tag's attention says where it is (the attention labeller)",
+    )
+    init_shared: bool = Field(
+        False,
+        description="With init_from: take only the weights whose names and shapes match (e.g. an unconditional model's "
+        "convolutions for a tag model); the rest start fresh. Default: the architectures must match exactly",
+    )
+    cross_attention_dim: int = Field(64, ge=8, le=2048, description="Width of the tag tokens (tags = true)")
+    attention_heads: int = Field(4, ge=1, le=64, description="Heads of each attention layer (tags = true)")
+    tag_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training images whose tags are all dropped (the null condition of classifier-free guidance; tags = true)")
     init_from: str | None = Field(
         None,
         description="Start from this pipeline's UNet weights (folder, relative to the manifest, or builtin:NAME); "
@@ -100,4 +119,12 @@ class FitConfig(PluginConfig):
         for lvl in self.attention_levels:
             if not 0 <= lvl < len(self.block_out_channels):
                 raise ValueError(f"attention level {lvl} outside 0..{len(self.block_out_channels) - 1}")
+        if self.tags:
+            if not self.attention_levels:
+                raise ValueError("tags need at least one attention level (the tag tokens are read by cross-attention there)")
+            if self.class_conditional is True:
+                raise ValueError("give tags or class_conditional, not both")
+            for c in self.block_out_channels:
+                if c % self.attention_heads:
+                    raise ValueError(f"block_out_channels {c} is not a multiple of attention_heads {self.attention_heads}")
         return self

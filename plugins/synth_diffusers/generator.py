@@ -13,23 +13,26 @@ from synth.seeding import sample_seed
 
 from .config import SCHEDULERS, DiffusersConfig
 from .loading import load_pipeline, local_problems, model_license, pick_device_dtype, resolve_model_ref, train_timesteps, unet_blocks
+from .tags import load_encoder, read_vocabulary
 
 # the op a sample's sampler noise derives from: decode draws it, a trajectory replay draws it again
 DENOISE = "denoise"
 
 
 class DiffusersGenerator(Generator):
-    """Any diffusers pipeline: UNet2DModel (unconditional or class-conditional) or Stable Diffusion."""
+    """Any diffusers pipeline: UNet2DModel (unconditional or class-conditional), a tag-conditioned
+    UNet2DConditionModel (`synth fit` with tags) or Stable Diffusion."""
 
     name = "diffusers"
     Config = DiffusersConfig
-    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "features", "compose"})
+    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "contrast"})
 
     def __init__(self, config, context):
         super().__init__(config, context)
         self.pipe = None
         self.kind = None  # "unet2d" | "text2image"
         self.num_class_embeds = None
+        self.vocabulary = None  # tags.TagVocabulary of a tag-conditioned model
         self._prompts = self._read_prompts()
 
     @classmethod
@@ -85,7 +88,10 @@ class DiffusersGenerator(Generator):
             return {"capabilities": frozenset(caps), "latent_shape": (unet["in_channels"], ih // scale, iw // scale), "image_shape": (ih, iw, 3)}
         caps.add("compose")
         if unet.get("num_class_embeds"):
-            caps.add("condition:class")
+            caps |= {"condition:class", "contrast"}
+        vocabulary = read_vocabulary(folder) if unet.get("_class_name") == "UNet2DConditionModel" else None
+        if vocabulary is not None:
+            caps |= {"condition:tags", "attention", "contrast"}
         return {"capabilities": frozenset(caps), "latent_shape": (unet["in_channels"], h, w), "image_shape": (h, w, 3)}
 
     @classmethod
@@ -135,10 +141,23 @@ class DiffusersGenerator(Generator):
         self.kind = "text2image" if getattr(self.pipe, "text_encoder", None) is not None else "unet2d"
         unet = self.pipe.unet
         if self.kind == "unet2d":
-            if type(unet).__name__ != "UNet2DModel":
-                raise RunError(f"generator.model: unsupported pipeline {type(self.pipe).__name__} (expected a UNet2DModel or Stable Diffusion pipeline)")
+            if type(unet).__name__ == "UNet2DConditionModel":
+                self.vocabulary = read_vocabulary(Path(model_ref))
+            if type(unet).__name__ != "UNet2DModel" and self.vocabulary is None:
+                raise RunError(
+                    f"generator.model: unsupported pipeline {type(self.pipe).__name__} with a {type(unet).__name__} "
+                    "(expected a UNet2DModel, a tag-conditioned model of `synth fit`, or Stable Diffusion)"
+                )
             if self._prompts or self.config.templates:
-                raise UsageError(f"generator: {self.config.model} is an unconditional pipeline; it takes no prompts or templates")
+                what = "a tag-conditioned pipeline; it takes tags, not prompts" if self.vocabulary is not None else "an unconditional pipeline; it takes no prompts"
+                raise UsageError(f"generator: {self.config.model} is {what} or templates")
+            if self.vocabulary is not None:
+                self.tag_encoder = load_encoder(Path(model_ref), self.vocabulary).to(self.device, self.dtype)
+                problems = [p for i, tags in enumerate(self.config.tags or []) for p in self.vocabulary.check(tags, f"generator.tags[{i}]")]
+                if problems:
+                    raise UsageError(problems[0])
+            elif self.config.tags is not None:
+                raise UsageError(f"generator.tags: {self.config.model} is not conditioned on tags")
             self.num_class_embeds = unet.config.num_class_embeds
             if self.num_class_embeds and not self.context.classes:
                 raise UsageError(f"generator: {self.config.model} is class-conditional ({self.num_class_embeds} classes); list them in [dataset].classes")
@@ -172,13 +191,24 @@ class DiffusersGenerator(Generator):
         if self.pipe is not None:
             out["pipeline"] = type(self.pipe).__name__
             out["dtype"] = str(self.dtype).replace("torch.", "")
-        if self.kind == "text2image":
-            out["guidance_scale"] = self.config.guidance_scale
+        if self.kind == "text2image" or self.vocabulary is not None:
+            out["guidance_scale"] = self.guidance()
         return out
+
+    def guidance(self) -> float:
+        """Classifier-free guidance: the manifest's guidance_scale; unset, 7.5 for text-to-image
+        (the field's default) and 1.0 (none) for a tag model, whose tags bind without it."""
+        cfg = self.config
+        if self.vocabulary is not None and "guidance_scale" not in cfg.model_fields_set:
+            return 1.0
+        return cfg.guidance_scale
 
     # -- conditions ---------------------------------------------------------------------------
     def condition(self, index: int) -> dict[str, Any]:
         cfg, classes = self.config, self.context.classes
+        if self.vocabulary is not None:
+            tags = cfg.tags[index % len(cfg.tags)] if cfg.tags else self.vocabulary.draw(self.context.seed, index)
+            return {"tags": list(tags)}
         if cfg.templates is not None:
             cls = index % len(classes)
             template = cfg.templates[(index // len(classes)) % len(cfg.templates)]
@@ -258,18 +288,50 @@ class DiffusersGenerator(Generator):
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
 
-    def _sample_unet2d(self, sched, z, conditions, gens, stop=None):
-        """The pixel-space sampling loop, shared by decode and the trajectory replay so that the
-        two cannot drift apart; ``stop()``, asked after each UNet call, ends it early."""
+    def _sample_unet2d(self, sched, z, conditions, gens, stop=None, capture=None, visit=None, steps=None):
+        """The pixel-space sampling loop, shared by decode and every replay of a sample's path
+        (trajectory features, attention maps, contrasts) so that they cannot drift apart.
+        ``stop()``, asked after each step's UNet call, ends it early; ``capture`` (an
+        attention.AttentionCapture) records the conditional pass; ``visit(x, t)`` sees the model
+        input. With ``steps`` (sampler timesteps) only those are recorded and visited, and the loop
+        ends once all are seen."""
         x = z * sched.init_noise_sigma
-        labels = self._class_labels(conditions)
+        predict = self._predictor(conditions, capture)
         kw = self._step_kwargs(sched, gens)
+        left = None if steps is None else set(steps)
         for t in sched.timesteps:
-            out = self.pipe.unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
-            if stop is not None and stop():
+            wanted = left is None or int(t) in left
+            xin = sched.scale_model_input(x, t)
+            if visit is not None and wanted:
+                visit(xin, t)
+            out = predict(xin, t, record=wanted)
+            if left is not None:
+                left.discard(int(t))
+            if (stop is not None and stop()) or left == set():
                 break
             x = sched.step(out, t, x, **kw).prev_sample
         return x
+
+    def _predictor(self, conditions: list[dict], capture=None):
+        """The pixel UNet's guided output for x at t under these conditions. The conditional pass
+        runs first and alone (never stacked with the unconditional one), so a sample's pixels and
+        what ``capture`` records of that pass (with ``record``) do not depend on guidance."""
+        unet, kwargs = self.pipe.unet, self._unet_kwargs(conditions)
+        scale = self.guidance()
+        null = self._unet_kwargs(conditions, null=True) if self.vocabulary is not None and scale != 1.0 else None
+
+        def predict(x, t, record=False):
+            if capture is not None:
+                capture.active = record
+            out = unet(x, t, **kwargs).sample
+            if capture is not None:
+                capture.active = False
+            if null is None:
+                return out
+            base = unet(x, t, **null).sample
+            return base + scale * (out - base)
+
+        return predict
 
     def _call_text2image(self, z, conditions, **kwargs):
         """The pipeline on these latents and conditions with the manifest's settings."""
@@ -354,15 +416,29 @@ class DiffusersGenerator(Generator):
             _, h, w = self.latent_shape()
             if x.shape[-2:] != (h, w):
                 raise UsageError(f"features: images are {x.shape[-1]}x{x.shape[-2]}, {self.config.model} works at {w}x{h}; resize the source")
-            labels = self._class_labels(conditions)
-            if labels is not None:
-                kwargs["class_labels"] = labels
-            return x.to(self.dtype), kwargs
+            return x.to(self.dtype), self._unet_kwargs(conditions)
         vae = self.pipe.vae
         x0 = vae.encode(x.to(self.dtype)).latent_dist.mean * vae.config.scaling_factor
         embeds, _ = self.pipe.encode_prompt([c.get("prompt", "") for c in conditions], self.device, 1, False)
         kwargs["encoder_hidden_states"] = embeds
         return x0, kwargs
+
+    def _unet_kwargs(self, conditions: list[dict], null: bool = False, without: int | None = None) -> dict:
+        """The pixel UNet's conditioning for these samples: class labels, or the tag tokens
+        (``null``: none of them, the unconditional pass; ``without``: all but that tag's slot)."""
+        if self.vocabulary is None:
+            labels = self._class_labels(conditions)
+            return {} if labels is None else {"class_labels": labels}
+        if any(not isinstance(c.get("tags"), list) for c in conditions):
+            raise UsageError(f"{self.config.model} is conditioned on tags and a sample has none in its condition")
+        presence = self.torch.from_numpy(self.vocabulary.presence([c["tags"] for c in conditions])).to(self.device)
+        if null:
+            presence = self.torch.zeros_like(presence)
+        elif without is not None:
+            presence = presence.clone()
+            presence[:, without] = False
+        states, mask = self.tag_encoder(presence)
+        return {"encoder_hidden_states": states.to(self.dtype), "encoder_attention_mask": mask.to(self.dtype)}
 
     def _class_labels(self, conditions: list[dict]):
         if not self.num_class_embeds:
@@ -450,6 +526,59 @@ class DiffusersGenerator(Generator):
 
         self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens)
 
+    # -- where the condition acts (the attention labeller) -------------------------------------
+    def named_classes(self, conditions: list[dict]) -> np.ndarray:
+        """Which of [dataset].classes each condition names: a tag model's tags, a prompt's class
+        words (whole words, case-insensitive), or a class-conditional model's class."""
+        classes = self.context.classes
+        out = super().named_classes(conditions)
+        for i, cond in enumerate(conditions):
+            said = cond.get("tags")
+            if said is None and cond.get("prompt") is not None:
+                text = f" {' '.join(words(cond['prompt']))} "
+                said = [c for c in classes if f" {' '.join(words(c))} " in text]
+            for k, c in enumerate(classes):
+                out[i, k] |= c in (said or ())
+        return out
+
+    def attention_spec(self, options: dict[str, Any]):
+        from .attention import attention_spec
+
+        return attention_spec(self, options)
+
+    def attention(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None):
+        """Cross-attention of each class's token (see attention.py): a tag model's tags."""
+        from .attention import read_attention
+
+        if self.vocabulary is None:
+            raise UsageError(f"attention: {self.config.model} has no class tokens to attend to (a tag model of `synth fit`, or use method = \"contrast\")")
+        return self._maps(read_attention, images, conditions, spec, latents, decode)
+
+    def contrast(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None):
+        """Where the prediction moves when each class leaves the condition (see attention.py)."""
+        from .attention import read_contrast
+
+        if self.vocabulary is None and not (self.kind == "unet2d" and self.num_class_embeds):
+            raise UsageError(f"contrast: {self.config.model} is not conditioned on classes or tags")
+        return self._maps(read_contrast, images, conditions, spec, latents, decode)
+
+    def _maps(self, read, images, conditions, spec, latents, decode):
+        from .attention import AttentionMaps
+
+        rows = self._decode_rows(latents, decode) if latents is not None else None
+        classes, named, null, selfs = self._grouped(lambda im, z, dec, conds: read(self, im, conds, spec, z, dec), [images, latents, rows], list(conditions))
+        side = spec.self_attention
+        keep = selfs.numel() > 0
+        return AttentionMaps(classes.numpy(), named.numpy().astype(bool), null.numpy(), selfs.numpy() if keep else None, (side, side) if keep else None)
+
+    def _decode_rows(self, latents, decode):
+        """(index, seed) per row for replaying a stochastic sampler's path (None otherwise)."""
+        if not self._stochastic_sampler():
+            return None
+        if decode is None or any(not isinstance(d, dict) or "index" not in d or "seed" not in d for d in decode):
+            raise UsageError(f"scheduler {self.config.scheduler!r} adds fresh noise at every step; replaying a sample's path needs its decode index and seed")
+        return np.array([(int(d["index"]), int(d["seed"])) for d in decode], dtype=object).reshape(-1, 2)
+
     def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:
         """Initial latents that the deterministic sampler (ddim, eta 0) decodes back to about
         these images, along the sampler's own timesteps (see inversion.py). ``options``:
@@ -494,21 +623,21 @@ class DiffusersGenerator(Generator):
         return np.concatenate(out)
 
     def _compose_group(self, za, zb, masks, conditions, indices, seed, blend_until) -> np.ndarray:
-        torch, unet = self.torch, self.pipe.unet
+        torch = self.torch
         to = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(self.device, self.dtype)  # noqa: E731
         sched_a, sched = self._fresh_scheduler(), self._fresh_scheduler()
         xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
         m = to(masks)[:, None]
-        labels = self._class_labels(conditions)
+        predict = self._predictor(conditions)
         gens_a = self._generators(indices, seed, DENOISE)
         gens = self._generators(indices, seed, "compose-denoise")
         kw_a, kw = self._step_kwargs(sched_a, gens_a), self._step_kwargs(sched, gens)
         steps = len(sched.timesteps)
         with torch.inference_mode():
             for i, t in enumerate(sched.timesteps):
-                eps_a = unet(sched_a.scale_model_input(xa, t), t, class_labels=labels).sample
+                eps_a = predict(sched_a.scale_model_input(xa, t), t)
                 xa = sched_a.step(eps_a, t, xa, **kw_a).prev_sample
-                eps = unet(sched.scale_model_input(x, t), t, class_labels=labels).sample
+                eps = predict(sched.scale_model_input(x, t), t)
                 x = sched.step(eps, t, x, **kw).prev_sample
                 if i < blend_until * steps:
                     x = m * xa + (1 - m) * x
@@ -529,6 +658,13 @@ class DiffusersGenerator(Generator):
         for f in sorted(local.glob("unet/*.safetensors")) + sorted(local.glob("unet/*.bin")):
             ident[f"sha256:{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
         return json.dumps(ident, sort_keys=True, default=str)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words of a prompt or class name ("traffic_light" -> ["traffic", "light"])."""
+    import re
+
+    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from synth.batch import Batch
 from synth.protocols import PluginConfig, Stage
 from synth.records import sample_key
 
-from .world import CLASSES, render_many
+from .world import CLASSES, render_many, tags_of
 
 
 class ShapesConfig(PluginConfig):
@@ -53,7 +53,10 @@ class ShapesSource(WorldSource):
                 "index": i,
                 "source": {"kind": "shapes", "split": cfg.split, "difficulty": cfg.difficulty},
                 "lineage": [{"op": "read", "source": "shapes", "split": cfg.split}],
+                # image-level tags (the kinds of shape a scene shows): a caption's analogue, the
+                # cheap label a tag-conditioned model is fitted on
+                "tags": tags_of(mask),
             }
-            for i in indices
+            for i, mask in zip(indices, masks)
         ]
         return Batch(keys=[sample_key(i) for i in indices], images=images, records=records, seg=masks)

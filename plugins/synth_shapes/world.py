@@ -101,3 +101,14 @@ def render(seed: int, index: int, size: int = 32, difficulty: float = 0.5, split
 def render_many(seed: int, indices, size: int = 32, difficulty: float = 0.5, split: str = "train"):
     pairs = [render(seed, i, size, difficulty, split) for i in indices]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+# A kind counts as shown when at least this many of its pixels survive occlusion: a sliver of
+# one or two pixels is no longer recognisable as its kind.
+TAG_MIN_PIXELS = 3
+
+
+def tags_of(mask: np.ndarray) -> list[str]:
+    """The kinds of shape a scene's mask shows, in CLASSES order (background is no tag)."""
+    counts = np.bincount(mask.ravel(), minlength=len(CLASSES))
+    return [CLASSES[k] for k in range(1, len(CLASSES)) if counts[k] >= TAG_MIN_PIXELS]
