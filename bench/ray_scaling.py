@@ -47,13 +47,13 @@ def main() -> None:
         q.write_text(text)
         print(f"quickstart, {args.samples} samples, {len(os.sched_getaffinity(0))} cores:")
         rates = {}
-        for label, extra in (("local", ()), ("ray 1 actor", ("--executor", "ray", "--actors", "1")), ("ray 2 actors", ("--executor", "ray", "--actors", "2"))):
+        for label, extra in (("local", ()), ("ray 1 actor", ("--executor", "ray", "-X", "actors=1")), ("ray 2 actors", ("--executor", "ray", "-X", "actors=2"))):
             seconds = timed_run(q, tmp / label.replace(" ", "-"), *extra)
             rates[label] = args.samples / seconds
             print(f"  {label:>12}: {seconds:.1f} s, {rates[label]:.2f} samples/s (wall, start-up included)")
         small, large = 2, 40
         t = {}
-        for label, extra in (("local", ()), ("ray", ("--executor", "ray", "--actors", "1"))):
+        for label, extra in (("local", ()), ("ray", ("--executor", "ray", "-X", "actors=1"))):
             for n in (small, large):
                 t[(label, n)] = timed_run(toy(tmp, n), tmp / f"toy-{label}-{n}", *extra)
         per_shard_local = (t[("local", large)] - t[("local", small)]) / (large - small)

@@ -59,6 +59,10 @@ class BackgroundWriter:
 
 
 def _write_parts(shard: ShardFile, parts: list[Future]) -> None:
-    for part in parts:
-        for sample in part.result():
-            shard.write(sample)
+    try:
+        for part in parts:
+            for sample in part.result():
+                shard.write(sample)
+    except BaseException as e:
+        shard.failed = e  # its commit, queued after this write, must not publish a partial shard
+        raise

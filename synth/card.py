@@ -188,8 +188,12 @@ def _reports_section(info: dict[str, Any]) -> str:
         if "threshold" in rep and "score" in rep:
             facts.append(f"drops {rep['score']} above {rep['threshold']:g}" + (f" (the {1 - rep['fraction']:.0%} quantile of its calibration)" if rep.get("fraction") else ""))
         if "radius" in rep:
-            named = {(classes[int(k)] if k.isdigit() and int(k) < len(classes) else k): v for k, v in rep["radius"].items()}
-            facts.append("view radius per class (sigma = \"auto\", target agreement " + f"{rep.get('target', 0):.0%}): " + ", ".join(f"{k} {v:g}" for k, v in named.items()))
+            name = lambda k: classes[int(k)] if k.isdigit() and int(k) < len(classes) else k  # noqa: E731
+            missed = rep.get("missed") or {}
+            facts.append(
+                "view radius per class (sigma = \"auto\", target agreement " + f"{rep.get('target', 0):.0%}): "
+                + ", ".join(f"{name(k)} {v:g}" + (f" (target not met: best {missed[k]:.0%})" if k in missed else "") for k, v in rep["radius"].items())
+            )
         lines.append(f"- {where} `{rep.get('stage', '?')}`: " + ("; ".join(facts) or json.dumps({k: v for k, v in rep.items() if k not in ('files', 'curve')}, sort_keys=True)))
         lines += [f"  ![{f}]({f})" for f in rep.get("files", [])]
     return "\n".join(lines) + "\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import SynthError
+from .errors import SynthError, UsageError
 
 
 class _State:
@@ -68,21 +68,40 @@ def main(debug: bool):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @click.option("--threads", type=click.IntRange(min=1), help="Model library threads (default: [run] threads, else cores minus load).")
 @click.option("--executor", help="Who runs the shard tasks: local, ray, ... (default: [run] executor).")
-@click.option("--address", help="Cluster to join, e.g. ray's 'auto' or host:port (default: [run] address, else a local one).")
-@click.option("--actors", type=click.IntRange(min=1), help="Workers (default: [run] actors, else from the cluster's resources).")
-def run(manifest: Path, output: str | None, overwrite: bool, quiet: bool, threads: int | None, executor: str | None, address: str | None, actors: int | None):
+@click.option(
+    "--executor-option", "-X", "executor_options", multiple=True, metavar="KEY=VALUE",
+    help="An option of the executor, over its [run.<executor>] table, e.g. -X address=auto -X actors=16 (values are TOML scalars).",
+)
+def run(manifest: Path, output: str | None, overwrite: bool, quiet: bool, threads: int | None, executor: str | None, executor_options: tuple[str, ...]):
     """Run MANIFEST end to end and write shards; reruns resume."""
     from .engine import run as run_manifest
     from .manifest import load_manifest
     from .progress import BarProgress, format_summary
 
+    options = {}
+    for text in executor_options:
+        key, value = _scalar_option(text, "--executor-option")
+        options[key] = value
     m = load_manifest(manifest)
     summary = run_manifest(
         m, output=output, overwrite=overwrite, progress=BarProgress(disable=quiet), quiet=quiet, threads=threads,
-        executor=executor, executor_options={"address": address, "actors": actors},
+        executor=executor, executor_options=options,
     )
     if not quiet:
         click.echo(format_summary(summary), err=True)
+
+
+def _scalar_option(text: str, flag: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE a TOML scalar (a bare word is a string)."""
+    import tomllib
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or not raw.strip():
+        raise UsageError(f"{flag} {text!r}: expected KEY=VALUE")
+    try:
+        return key.strip(), tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), raw.strip()
 
 
 @main.command()
@@ -144,7 +163,6 @@ def evaluate(manifest: Path, labelled: str, masks, size, count, source_toml, as_
     """Label held-out labelled images with MANIFEST's labelling stages; print per-class IoU and mIoU."""
     import tomllib
 
-    from .errors import UsageError
     from .evaluate import evaluate as run_evaluation
     from .evaluate import format_evaluation, labelled_source
     from .manifest import load_manifest
@@ -180,8 +198,30 @@ def sweep(manifest: Path, sets, out, quiet: bool, threads):
     click.echo(f"plot: {r['folder']}/sweep.png")
 
 
+class LocalPath(click.ParamType):
+    """A local path or a file:// URL (what `synth run` accepts as an output), which must exist."""
+
+    name = "path"
+
+    def __init__(self, file_okay: bool = True):
+        self.file_okay = file_okay
+
+    def convert(self, value, param, ctx):
+        from .reading import local_folder
+
+        try:
+            path = local_folder(value)
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+        if not path.exists():
+            self.fail(f"{path} does not exist", param, ctx)
+        if not self.file_okay and not path.is_dir():
+            self.fail(f"{path} is a file, not an output folder", param, ctx)
+        return path
+
+
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("output", type=LocalPath(file_okay=False))
 @click.option("--samples", "-n", default=32, show_default=True, type=click.IntRange(min=1), help="Samples in the grid.")
 def report(output: Path, samples: int):
     """Write OUTPUT/report.html (self-contained) and report.md: samples, metrics, classes, scores, drops."""
@@ -192,7 +232,7 @@ def report(output: Path, samples: int):
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("output", type=LocalPath(file_okay=False))
 @click.argument("key")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the image (default: KEY.png here).")
 def regenerate(output: Path, key: str, out: Path | None):
@@ -204,7 +244,7 @@ def regenerate(output: Path, key: str, out: Path | None):
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path", type=LocalPath())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--samples", "-n", default=3, show_default=True, help="How many samples' metadata to show.")
 def inspect(path: Path, as_json: bool, samples: int):
@@ -216,7 +256,7 @@ def inspect(path: Path, as_json: bool, samples: int):
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path", type=LocalPath())
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
 @click.option("--count", "-n", default=64, show_default=True, type=click.IntRange(min=1), help="How many samples.")
 @click.option("--columns", default=8, show_default=True, type=click.IntRange(min=1))

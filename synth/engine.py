@@ -216,7 +216,7 @@ def make_shards(
         bg.drain()
     except OSError as e:
         bg.close(cancel=True)
-        bad = next((s for s in open_shards if not s.closed), None)
+        bad = next((s for s in open_shards if s.failed is not None), None) or next((s for s in open_shards if not s.closed), None)
         raise io_error(e, bad.final if bad else store.url) from e
     except BaseException:
         # A stage failed on the model's thread. Shards whose samples were all produced may still
@@ -270,15 +270,26 @@ def dataset_features(manifest: Manifest) -> list:
 
 
 def choose_executor(manifest: Manifest, name: str | None, options: dict[str, Any]) -> Executor:
-    """The executor named on the command line or in [run] executor, set up with [run] and the
-    command line's options (e.g. address)."""
+    """The executor named on the command line or in [run] executor, with its own table
+    ([run.<name>]) and the command line's options for it (``-X key=value``) on top, validated
+    by the executor's Config."""
+    from pydantic import ValidationError
+
+    from .manifest import format_errors
+
     wanted = name or manifest.run.executor
     cls = manifest.registry.executor(wanted, "--executor" if name else "run.executor")
-    run_config = manifest.run.model_copy(update={"executor": wanted, **{k: v for k, v in options.items() if v is not None}})
-    problems = cls.check_run(run_config)
+    given = manifest.executors.get(wanted)
+    merged = {**(given.model_dump(exclude_unset=True) if given is not None else {}), **{k: v for k, v in options.items() if v is not None}}
+    try:
+        config = cls.Config.model_validate(merged)
+    except ValidationError as e:
+        raise UsageError(f"executor {wanted!r}: {format_errors(e, f'run.{wanted}')[0]}") from None
+    run_config = manifest.run.model_copy(update={"executor": wanted})
+    problems = cls.check_run(run_config, config)
     if problems:
         raise UsageError(f"executor {wanted!r}: {problems[0]}")
-    return cls(run_config)
+    return cls(run_config, config)
 
 
 def run(
@@ -313,13 +324,14 @@ def run(
 
             pending = [t for t in tasks if not folder.is_finished(t.index)]
             summary.shards_skipped = len(tasks) - len(pending)
-            if not pending and store.exists("dataset.json"):
+            selecting = any(s.cls.kind == "dataset" and s.cls.selects for s in manifest.stages)
+            candidates_left = selecting and bool(open_store(f"{store.location}/{CANDIDATES}").glob("*"))
+            if not pending and folder.finished() and not candidates_left:
                 summary.nothing_to_do = True
                 summary.num_samples = json.loads(store.read_bytes("dataset.json")).get("num_samples", 0)
                 summary.seconds = time.perf_counter() - t0
                 return summary
 
-            selecting = any(s.cls.kind == "dataset" and s.cls.selects for s in manifest.stages)
             candidates = OutputFolder(open_store(f"{store.location}/{CANDIDATES}"), name) if selecting else None
             shard_folder = candidates or folder
             to_make = [t for t in tasks if not shard_folder.is_finished(t.index)] if pending else []
@@ -342,7 +354,7 @@ def run(
             summary.shards_made = len(pending)
 
             stages = dataset_stages(Pipeline(manifest, quiet=quiet, threads=threads)) if any(s.cls.kind == "dataset" for s in manifest.stages) else []
-            if candidates is not None:
+            if candidates is not None and pending:  # a kill after the last final shard: candidates may be half removed
                 _finalise(folder, candidates, tasks, pending, stages)
             metrics = measure(stages, load_table(folder, [t.index for t in tasks])) if stages else {}
             _summarise(folder, manifest, tasks, {t.index for t in pending}, summary, metrics)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ MAX_SHARDS = 10**6
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetConfig(_Strict):
@@ -82,11 +82,11 @@ class RunConfig(_Strict):
         None, ge=1, strict=True,
         description="Threads of the model library (torch intra-op); default: cores minus the machine's load (synth.threads)",
     )
-    executor: str = Field("local", description="Who runs the shard tasks: local (this process), ray, or another registered executor")
-    address: str | None = Field(None, description="Cluster to join (ray: 'auto' or host:port); none: a local one for the run")
-    actors: int | None = Field(None, ge=1, strict=True, description="Workers holding the pipeline (default: from the cluster's resources)")
-    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each worker holds (fractions share a GPU)")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds")
+    executor: str = Field(
+        "local",
+        description="Who runs the shard tasks: local (this process), ray, or another registered executor; an executor's own "
+        "options go in its table, [run.<executor>] (e.g. [run.ray] address = \"auto\")",
+    )
 
 
 class PluginRef(BaseModel):
@@ -127,6 +127,7 @@ class Manifest:
     registry: Registry
     plugins: list[str]
     tables: dict[str, PluginConfig]  # plugin tables (register_tables), e.g. "fit"
+    executors: dict[str, PluginConfig] = field(default_factory=dict)  # [run.<executor>] tables, validated by each executor's Config
 
     @property
     def folder(self) -> Path:
@@ -220,6 +221,11 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
 
     tables: dict[str, PluginConfig] = {}
     engine_data = {k: v for k, v in data.items() if k not in registry.tables}
+    executors: dict[str, PluginConfig] = {}
+    if isinstance(data.get("run"), dict):
+        run_data = dict(data["run"])
+        executors = _executor_tables(registry, run_data, problems)
+        engine_data["run"] = run_data
     for name, model in registry.tables.items():
         if name in data:
             try:
@@ -279,7 +285,35 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
         registry=registry,
         plugins=list(engine.plugins),
         tables=tables,
+        executors=executors,
     )
+
+
+def _executor_tables(registry: Registry, run_data: dict, problems: list[str]) -> dict[str, PluginConfig]:
+    """Take the [run.<executor>] tables out of ``run_data`` and validate each against its
+    executor's own Config. An executor's option written straight into [run] (where synth once
+    read Ray's) is named with the table it belongs in."""
+    out = {}
+    for name in [k for k, v in run_data.items() if isinstance(v, dict)]:
+        raw = run_data.pop(name)
+        cls = registry.executors.get(name)
+        if cls is None:
+            try:
+                registry.executor(name, f"run.{name}")
+            except UsageError as e:
+                problems.append(f"{e} ([run.{name}] is that executor's table)")
+            continue
+        try:
+            out[name] = cls.Config.model_validate(raw)
+        except ValidationError as e:
+            problems += format_errors(e, f"run.{name}")
+    own = set(RunConfig.model_fields)
+    for key in [k for k in run_data if k not in own]:
+        owners = sorted(n for n, cls in registry.executors.items() if key in cls.Config.model_fields)
+        if owners:
+            run_data.pop(key)
+            problems.append(f"run.{key}: an option of the {owners[0]} executor; write it in its table, [run.{owners[0]}] {key} = ...")
+    return out
 
 
 def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, generator: Step | None, stages: list[Step]) -> list[str]:
@@ -444,12 +478,13 @@ def json_schema(registry: Registry) -> dict[str, Any]:
     stages = variants(registry.stages)
     from typing import Union
 
+    Run = create_model("RunConfigWithExecutors", __base__=RunConfig, **{name: (cls.Config | None, None) for name, cls in sorted(registry.executors.items())})
     Full = create_model(
         "SynthManifest",
         __base__=_Strict,
         plugins=(list[str], Field(default_factory=list)),
         dataset=(DatasetConfig, ...),
-        run=(RunConfig, Field(default_factory=RunConfig)),
+        run=(Run, Field(default_factory=Run)),
         generator=(Union[tuple(gens)] | None, None) if gens else (dict | None, None),
         stage=(list[Union[tuple(stages)]], Field(default_factory=list)) if stages else (list, []),
         **{name: (model | None, None) for name, model in sorted(registry.tables.items())},

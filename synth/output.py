@@ -133,6 +133,11 @@ class OutputFolder:
             return False
         return digest in (state or {}).get("written", {}).get(name, [])
 
+    def finished(self) -> bool:
+        """Whether the run's end was reached: dataset.json and the card both written (they are
+        written in that order, so a kill between them leaves a run to finish, not a finished one)."""
+        return all(self.store.exists(name) for name in OWN_FILES)
+
     # -- shards -------------------------------------------------------------------------------
     def shard_files(self, name: str | None = None) -> list[str]:
         return self.store.glob(_shard_glob(name or self.name))

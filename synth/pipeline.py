@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Sequence
+
+import numpy as np
 
 from .batch import Batch, inherit_labels
 from .errors import RunError, SynthError
@@ -102,7 +105,21 @@ class Pipeline:
         for rec in batch.records:
             for k, v in COMMON_RECORD_FIELDS.items():
                 rec.setdefault(k, type(v)() if v is not None else None)
-        return batch
+        return self._drop_non_finite(batch)
+
+    def _drop_non_finite(self, batch: Batch) -> Batch:
+        """A sample whose latent (as latent.npy will store it) or a score is inf or NaN is dropped
+        with the reason, never written: its image is black or noise, and its json unreadable."""
+        reasons = [""] * len(batch)
+        for i, rec in enumerate(batch.records):
+            if batch.latents is not None and not np.isfinite(self.context.as_stored(batch.latents[i])).all():
+                reasons[i] = f"latent is not finite (inf or NaN as {self.context.latent_dtype} stores it)"
+            bad = [k for k, v in (rec.get("scores") or {}).items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad and not reasons[i]:
+                reasons[i] = f"score {bad[0]} is not finite"
+        if not any(reasons):
+            return batch
+        return batch.keep([not r for r in reasons], "synth", [r or "-" for r in reasons], [r for r in reasons])
 
     def _count(self, step: Step, rows_in: int, rows_out: int) -> None:
         counts = self.rows.setdefault(step.where, [0, 0])

@@ -17,9 +17,10 @@ from .batch import Batch
 
 
 class PluginConfig(BaseModel):
-    """Base for generator and stage configs: unknown keys are errors, not silently ignored."""
+    """Base for generator and stage configs: unknown keys are errors, not silently ignored, and
+    so are infinite or NaN numbers (TOML spells them inf and nan): no option means either."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # Fields added after runs were made with this config: left out of the manifest's identity
     # (its hash) while they hold their default, so upgrading synth neither changes an earlier
@@ -27,11 +28,14 @@ class PluginConfig(BaseModel):
     added_later: ClassVar[frozenset[str]] = frozenset()
 
     def identity(self) -> dict[str, Any]:
-        """The config as the manifest hash sees it (see ``added_later``)."""
+        """The config as the manifest hash sees it (see ``added_later``; nested configs too)."""
         data = self.model_dump(mode="json")
-        for name in self.added_later:
-            if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in self.added_later and value == type(self).model_fields[name].get_default(call_default_factory=True):
                 data.pop(name, None)
+            elif isinstance(value, PluginConfig):
+                data[name] = value.identity()
         return data
 
 
@@ -76,6 +80,13 @@ class PlanContext:
     def resolve_path(self, path: str | Path) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.manifest_dir / p)
+
+    def image_size(self) -> tuple[int, int] | None:
+        """(height, width) of the run's samples as its source stage plans them, or None."""
+        first = self.stages[0] if self.stages else None
+        if first is None or first.cls.kind != "source":
+            return None
+        return first.cls.planned_size(first.config, self)
 
     def earlier(self) -> list[Any]:
         return self.stages[: max(self.position, 0)]
@@ -325,6 +336,12 @@ class Stage:
         dataset.json under "metrics" and into the card."""
         return None
 
+    @classmethod
+    def planned_size(cls, config: PluginConfig, plan: PlanContext) -> tuple[int, int] | None:
+        """Source stages: (height, width) of the images they will make, known without loading
+        anything (a size option, the generator's config); None when only reading tells."""
+        return None
+
     def produce(self, indices: Sequence[int]) -> Batch:
         """Source stages: the samples for these global indices."""
         raise NotImplementedError
@@ -341,16 +358,19 @@ class Executor:
     """Runs a run's pending shard tasks (a ``synth.engine.ShardJob``) and returns one report per
     worker: {"worker", "shards", "samples", "seconds", "failures", ...}. Every shard is made with
     ``synth.engine.make_shards``, so all executors write the same bytes. Registered with
-    ``register_executors``; chosen by ``[run] executor`` or ``--executor``."""
+    ``register_executors``; chosen by ``[run] executor`` or ``--executor``. Its own options are
+    its ``Config``, read from the manifest's ``[run.<name>]`` table with the command line's
+    ``-X key=value`` on top; the core knows none of them."""
 
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
 
-    def __init__(self, run_config: Any):
-        self.run_config = run_config  # synth.manifest.RunConfig, command-line options applied
+    def __init__(self, run_config: Any, config: PluginConfig | None = None):
+        self.run_config = run_config  # synth.manifest.RunConfig (batch size, threads, workers)
+        self.config = config if config is not None else self.Config()  # [run.<name>] and -X options
 
     @classmethod
-    def check_run(cls, run_config: Any) -> list[str]:
+    def check_run(cls, run_config: Any, config: PluginConfig) -> list[str]:
         """Problems with running this way (a library not installed, an output it cannot reach)."""
         return []
 

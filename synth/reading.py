@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import UsageError
 
@@ -46,3 +47,41 @@ def shard_paths(path: Path) -> list[Path]:
     if path.suffix != ".tar":
         raise UsageError(f"{path}: expected a .tar shard or an output folder")
     return [path]
+
+
+# What every finished run's dataset.json holds, by type: a reader checks these before using any.
+DATASET_FIELDS = {"name": str, "num_samples": int, "shards": list, "manifest": dict, "classes": list}
+
+
+def read_dataset_info(folder: Path) -> dict[str, Any]:
+    """A finished run's dataset.json, checked: one line naming the folder and what is wrong when
+    it is missing, unreadable or lacks a field (then the caller has written nothing yet)."""
+    path = Path(folder) / "dataset.json"
+    if not path.is_file():
+        raise UsageError(f"{folder}: not a finished synth output (no dataset.json)")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not readable as JSON ({type(e).__name__}); rerun the manifest to rewrite it") from None
+    if not isinstance(info, dict):
+        raise UsageError(f"{path}: not a synth dataset.json (expected an object)")
+    for field, kind in DATASET_FIELDS.items():
+        if not isinstance(info.get(field), kind):
+            raise UsageError(f"{path}: not a synth dataset.json ({field!r} is missing or not a {kind.__name__}); rerun the manifest to rewrite it")
+    manifest = info["manifest"]
+    if not all(isinstance(manifest.get(k), str) for k in ("file", "sha256", "text")):
+        raise UsageError(f"{path}: not a synth dataset.json (its manifest lacks file, sha256 or text); rerun the manifest to rewrite it")
+    return info
+
+
+def local_folder(location: str | Path) -> Path:
+    """A path or file:// URL, as the local path commands that read an output use; other URLs
+    (s3://, memory://) are refused in one line."""
+    from urllib.parse import unquote, urlsplit
+
+    text = str(location)
+    if text.startswith("file://"):
+        return Path(unquote(urlsplit(text).path))
+    if "://" in text:
+        raise UsageError(f"{text}: this command reads a local folder (or a file:// URL); copy the output here first")
+    return Path(text).expanduser()

@@ -24,6 +24,19 @@ class ReferenceConfig(PluginConfig):
     count: int = Field(1000, ge=4, le=10_000_000, description="How many images to read from it")
 
 
+def check_size(plan, ref_source: dict[str, Any], where: str = "reference.source") -> list[str]:
+    """A reference set whose images are another size than the run's samples, seen while
+    validating (each source says its planned size; unknown sizes are checked when read)."""
+    samples = plan.image_size()
+    step = source_step(plan.registry, ref_source, where, [])
+    if samples is None or step is None:
+        return []
+    ref = step.cls.planned_size(step.config, plan)
+    if ref is None or tuple(ref) == tuple(samples):
+        return []
+    return [f"reference: images are {ref[1]}x{ref[0]}, the samples {samples[1]}x{samples[0]}; give the reference source size = {samples[0]}"]
+
+
 def _cache(context) -> Path:
     env = os.environ.get("SYNTH_CACHE_DIR")
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "synth") / "features"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RunError, UsageError
-from .reading import iter_samples
+from .reading import iter_samples, read_dataset_info
 
 REGENERABLE = ("generate", "views", "interpolate", "direction", "prompt_edit")
 IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
@@ -53,10 +53,7 @@ def regenerate(folder: Path, key: str, out: Path | None = None) -> dict:
     from .records import encode_image
 
     folder = Path(folder)
-    info_path = folder / "dataset.json"
-    if not info_path.is_file():
-        raise UsageError(f"{folder}: no dataset.json (not a finished synth output)")
-    info = json.loads(info_path.read_text())
+    info = read_dataset_info(folder)
     tar, sample = find_sample(folder, key)
     record = json.loads(sample["json"])
     if "latent.npy" not in sample:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import UsageError
-from .reading import iter_samples
+from .reading import iter_samples, read_dataset_info
 
 MAX_ROWS = 20000  # samples whose scores feed the histograms (said on the page when capped)
 
@@ -94,10 +94,7 @@ def build(folder: Path, samples: int = 32, cell: int = 96) -> dict[str, Any]:
     from .inspect import contact_sheet
 
     folder = Path(folder)
-    info_path = folder / "dataset.json"
-    if not info_path.is_file():
-        raise UsageError(f"{folder}: no dataset.json (not a finished synth output)")
-    info = json.loads(info_path.read_text())
+    info = read_dataset_info(folder)
     scores: dict[str, list[float]] = {}
     classes: Counter = Counter()
     n = capped = 0

@@ -73,20 +73,34 @@ class LocalStore(Store):
         self._lock_fh = None
 
     def lock(self) -> None:
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_fh = open(self.path / ".synth.lock", "a")
-        except OSError as e:
-            raise UsageError(f"output folder {self.path} is not writable: {e.strerror or e}") from None
-        try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise RunError(f"another synth run is writing to {self.path}") from None
-            raise
+        """Hold the folder's lock file (.synth.lock) for the run. The file exists only while a
+        run holds it: unlock removes it, so no run, finished or failed, leaves it behind."""
+        path = self.path / ".synth.lock"
+        while True:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                fh = open(path, "a")
+            except OSError as e:
+                raise UsageError(f"output folder {self.path} is not writable: {e.strerror or e}") from None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                fh.close()
+                if e.errno in (errno.EAGAIN, errno.EACCES):
+                    raise RunError(f"another synth run is writing to {self.path}") from None
+                raise
+            try:  # the run before may have removed the file after we opened it: lock the one there now
+                same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fh = fh
+                return
+            fh.close()
 
     def unlock(self) -> None:
         if self._lock_fh is not None:
+            (self.path / ".synth.lock").unlink(missing_ok=True)  # removed while still held
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None

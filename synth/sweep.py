@@ -18,19 +18,25 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import ManifestError, UsageError
 
 
 def parse_set(text: str) -> tuple[str, list[Any]]:
+    """KEY and its values, each a TOML scalar (a bare word is a string); an empty value is an
+    error, a repeated one is swept once."""
     if "=" not in text:
         raise UsageError(f"--set {text!r}: expected KEY=v1,v2,...")
     key, raw = text.split("=", 1)
     values = []
     for v in raw.split(","):
+        if not v.strip():
+            raise UsageError(f"--set {text!r}: an empty value (two commas, or a comma at an end)")
         try:
-            values.append(tomllib.loads(f"v = {v.strip()}")["v"])
+            value = tomllib.loads(f"v = {v.strip()}")["v"]
         except tomllib.TOMLDecodeError:
-            values.append(v.strip())  # a bare word: a string
+            value = v.strip()  # a bare word: a string
+        if value not in values:
+            values.append(value)
     if not values or not key.strip():
         raise UsageError(f"--set {text!r}: expected KEY=v1,v2,...")
     return key.strip(), values
@@ -138,17 +144,25 @@ def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: 
     if not any(s.name == "metrics" for s in first.stages):
         raise UsageError(f"{manifest_path}: sweep plots the metrics stage's numbers; add a metrics stage with a reference set")
     root = out or first.output_dir().with_name(first.output_dir().name + "-sweep")
-    rows = []
+    # Every combination is built and validated before anything is made: a bad value costs no run
+    # and leaves no folder behind.
+    plans = []
     for values in itertools.product(*[v for _, v in parsed]):
         combo = {k: v for (k, _), v in zip(parsed, values)}
         data = json.loads(json.dumps(base))
         for k, v in combo.items():
             assign(data, k, v, str(manifest_path))
         label = _label(combo)
+        body = tomli_w.dumps(data)
+        try:
+            m = load_manifest(manifest_path, text=body)  # validate with the original's folder for paths
+        except ManifestError as e:
+            raise UsageError(f"--set {label}: {e.problems[0]}") from None
+        plans.append((combo, label, body, m))
+    rows = []
+    for combo, label, body, m in plans:
         folder = root / re.sub(r"[^A-Za-z0-9_.,=-]", "_", label)
         folder.mkdir(parents=True, exist_ok=True)
-        body = tomli_w.dumps(data)
-        m = load_manifest(manifest_path, text=body)  # validate with the original's folder for paths
         (folder / "manifest.toml").write_text(f"# {manifest_path} with {label}\n" + body)
         summary = run(m, output=folder / "data", progress=BarProgress(disable=quiet), quiet=quiet, threads=threads)
         info = json.loads((folder / "data" / "dataset.json").read_text())

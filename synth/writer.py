@@ -84,13 +84,18 @@ class ShardFile:
         self.count = 0
         self.fields: tuple[str, ...] | None = None
         self.closed = False
+        self.failed: BaseException | None = None  # a sample that could not be encoded or written
 
     def write(self, sample: dict[str, Any]) -> None:
         self._tar.write(sample)
         self.count += 1
 
     def commit(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """Close, fsync, write stats, rename into place. Returns the stats written."""
+        """Close, fsync, write stats, rename into place. Returns the stats written. A shard one of
+        whose samples failed is never published: the failure is raised again instead."""
+        if self.failed is not None:
+            self.abort()
+            raise self.failed
         self._tar.close()
         self._fh.flush()
         os.fsync(self._fh.fileno())

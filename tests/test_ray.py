@@ -30,7 +30,7 @@ def _same_output(a, b):
 def test_ray_writes_the_same_bytes_as_the_local_executor(tmp_path):
     m = toy_manifest(tmp_path, n=40, shard=8, batch=4)
     assert synth("run", "-q", m, "--output", tmp_path / "local").returncode == 0
-    res = synth("run", m, "--executor", "ray", "--actors", "2", "--output", tmp_path / "ray", timeout=300)
+    res = synth("run", m, "--executor", "ray", "-X", "actors=2", "--output", tmp_path / "ray", timeout=300)
     assert res.returncode == 0, res.stderr
     _same_output(tmp_path / "local", tmp_path / "ray")
     assert "ray actor 0:" in res.stderr and "ray actor 1:" in res.stderr  # the per-actor summary
@@ -41,7 +41,7 @@ def test_dedup_and_selection_do_not_depend_on_the_number_of_actors(tmp_path):
     stages = '[[stage]]\nname = "generate"\n[[stage]]\nname = "dedup"\nthreshold = 0.999\n[[stage]]\nname = "select"\nkeep = 10\n'
     m = toy_manifest(tmp_path, n=24, shard=6, batch=4, extra=stages)
     assert synth("run", "-q", m, "--output", tmp_path / "local").returncode == 0
-    res = synth("run", "-q", m, "--executor", "ray", "--actors", "2", "--output", tmp_path / "ray", timeout=300)
+    res = synth("run", "-q", m, "--executor", "ray", "-X", "actors=2", "--output", tmp_path / "ray", timeout=300)
     assert res.returncode == 0, res.stderr
     _same_output(tmp_path / "local", tmp_path / "ray")
     assert json.loads((tmp_path / "ray" / "dataset.json").read_text())["num_samples"] == 10
@@ -67,7 +67,7 @@ name = "drop_uncertain"
 fraction = 0.25
 """
     m = diffusers_manifest(tmp_path, models["ddpm"], classes, "", stages, n=16, shard=4, batch=4)
-    res = synth("run", m, "--executor", "ray", "--actors", "2", "--output", tmp_path / "ray", timeout=300)
+    res = synth("run", m, "--executor", "ray", "-X", "actors=2", "--output", tmp_path / "ray", timeout=300)
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "cache" / "pixelheads").iterdir())) == 1  # trained once
     assert synth("run", "-q", m, "--output", tmp_path / "local").returncode == 0
@@ -76,7 +76,7 @@ fraction = 0.25
 
 def _ray_run(m, out, env_extra=None):
     return subprocess.Popen(
-        [sys.executable, "-m", "synth", "run", "-q", str(m), "--executor", "ray", "--actors", "2", "--output", str(out)],
+        [sys.executable, "-m", "synth", "run", "-q", str(m), "--executor", "ray", "-X", "actors=2", "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env_extra or {})},
     )
 
@@ -140,7 +140,7 @@ def test_a_killed_driver_resumes_from_the_finished_shards(tmp_path, example_plug
     done_before = sorted(p.name for p in out.glob("toy-*.tar"))
     assert 2 <= len(done_before) < 6
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("toy-*.tar")}
-    res = synth("run", m, "--executor", "ray", "--actors", "2", "--output", out, env=example_plugin, timeout=300)
+    res = synth("run", m, "--executor", "ray", "-X", "actors=2", "--output", out, env=example_plugin, timeout=300)
     assert res.returncode == 0, res.stderr
     assert f"{len(done_before)} shards were already finished" in res.stderr
     assert {n: t for n, t in mtimes.items()} == {p.name: p.stat().st_mtime_ns for p in out.glob("toy-*.tar") if p.name in mtimes}
@@ -151,7 +151,7 @@ def test_a_stage_error_fails_the_run_at_once_naming_stage_and_samples(tmp_path, 
     extra = '[[stage]]\nname = "generate"\n[[stage]]\nname = "boom"\nat_index = 10\n'
     m = toy_manifest(tmp_path, n=24, shard=4, batch=2, extra=extra)
     t0 = time.monotonic()
-    res = synth("run", "-q", m, "--executor", "ray", "--actors", "2", env=example_plugin, timeout=300)
+    res = synth("run", "-q", m, "--executor", "ray", "-X", "actors=2", env=example_plugin, timeout=300)
     assert res.returncode == 1
     line = res.stderr.strip().splitlines()[-1]
     assert line == "synth: error: stage[1] 'boom' (synth-example-plugin 0.3.1) failed on samples s00000010..s00000011: RuntimeError: kaboom at index 10"

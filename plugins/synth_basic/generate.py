@@ -24,6 +24,13 @@ class Generate(Stage):
     scores = frozenset()
     latents = "makes"
 
+    @classmethod
+    def planned_size(cls, config, plan):
+        gen = plan.generator
+        info = gen.cls.static_info(gen.config, plan) if gen is not None else None
+        shape = (info or {}).get("image_shape")
+        return tuple(shape[:2]) if shape else None
+
     def produce(self, indices: Sequence[int]) -> Batch:
         gen = self.context.generator
         seed = self.context.seed

@@ -32,12 +32,28 @@ def open_image(data_or_path) -> Image.Image:
 def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
+    if img.mode.startswith("I") or img.mode == "F":
+        return Image.fromarray(np.repeat(high_depth_to_8bit(img)[..., None], 3, axis=-1))
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         flat = Image.new("RGB", rgba.size, (0, 0, 0))
         flat.paste(rgba, mask=rgba.getchannel("A"))  # transparent areas become black
         return flat
     return img.convert("RGB")
+
+
+def high_depth_to_8bit(img: Image.Image) -> np.ndarray:
+    """A 16- or 32-bit integer or float grayscale image as 8 bits, scaled, never clipped: 16-bit
+    values (and 32-bit ones within 0..65535, as PIL opens most 16-bit PNGs) by 255/65535, other
+    32-bit integers by their own maximum, floats from 0..1 (or their own range beyond it)."""
+    a = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        lo, hi = min(a.min(initial=0.0), 0.0), max(a.max(initial=1.0), 1.0)
+    elif img.mode.startswith("I;16") or (a.min(initial=0) >= 0 and a.max(initial=0) <= 65535):
+        lo, hi = 0.0, 65535.0
+    else:
+        lo, hi = a.min(initial=0.0), max(a.max(initial=1.0), a.min(initial=0.0) + 1)
+    return np.clip((a - lo) * 255.0 / (hi - lo) + 0.5, 0, 255).astype(np.uint8)
 
 
 def fit_size(img: Image.Image, size: int | None, mode: ResizeMode, resample) -> Image.Image:

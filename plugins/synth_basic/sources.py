@@ -27,6 +27,11 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 SHARD_IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
 
 
+def _sized(config) -> tuple[int, int] | None:
+    """A reading source's images are size x size when it resizes them, else only reading tells."""
+    return (config.size, config.size) if config.size is not None and config.resize != "none" else None
+
+
 class ImageSourceConfig(PluginConfig):
     size: int | None = Field(None, ge=8, le=4096, description="Resize to size x size (None: keep; all must match)")
     resize: ResizeMode = Field("resize", description="resize (stretch), center_crop (then resize), none")
@@ -151,6 +156,10 @@ class FolderSource(Stage):
     kind = "source"
     Config = FolderConfig
     scores = frozenset()
+
+    @classmethod
+    def planned_size(cls, config, plan):
+        return _sized(config)
 
     @classmethod
     def check_plan(cls, config, plan: PlanContext) -> list[str]:
@@ -298,6 +307,10 @@ class ShardsSource(Stage):
     kind = "source"
     Config = ShardsConfig
     scores = frozenset()
+
+    @classmethod
+    def planned_size(cls, config, plan):
+        return _sized(config)
 
     @classmethod
     def latents_out(cls, config, plan: PlanContext) -> bool | None:

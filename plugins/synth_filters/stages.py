@@ -15,7 +15,7 @@ from synth.errors import UsageError
 from synth.fidelity import fid, kid, knn_radii, nearest, prdc, realism
 from synth.protocols import PluginConfig, Stage
 
-from synth.reference import ReferenceConfig, reference_features
+from synth.reference import ReferenceConfig, check_size, reference_features
 
 Extractor = str | dict[str, Any]
 
@@ -27,7 +27,7 @@ class _WithReference(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        return extractors.check(plan, config.extractor)
+        return extractors.check(plan, config.extractor) + check_size(plan, config.reference.source)
 
     def _reference(self) -> np.ndarray:
         gen = self.context.generator

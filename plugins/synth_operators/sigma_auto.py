@@ -10,6 +10,7 @@ whose majority non-background class is the label.
 from __future__ import annotations
 
 import io
+import sys
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,14 @@ def calibrate(context, auto: AutoConfig) -> dict[str, Any]:
             curve[g].append([r, round(float(agree[mask].mean()), 4)])
         curve["all"].append([r, round(float(agree.mean()), 4)])
     radius = {g: _largest_agreeing(curve[g], auto.target, auto.radii[0]) for g in curve}
+    # classes for which no radius kept the target: the best agreement any radius reached
+    missed = {g: max(share for _, share in curve[g]) for g in curve if curve[g][0][1] < auto.target}
+    if missed:
+        named = ", ".join(f"{_name(context, g)} (best {best:.0%})" for g, best in sorted(missed.items()))
+        what = f'sigma = "auto": no radius from {auto.radii[0]:g} up kept {auto.target:.0%} agreement for {named}'
+        if auto.on_miss == "error":
+            raise UsageError(f"stage 'views'.auto: {what}; lower target, add smaller radii, or set on_miss = \"smallest\"")
+        print(f"synth: warning: stage 'views': {what}; using the smallest radius, {auto.radii[0]:g}", file=sys.stderr)
     return {
         "op": "views sigma=auto",
         "target": auto.target,
@@ -79,9 +88,16 @@ def calibrate(context, auto: AutoConfig) -> dict[str, Any]:
         "calibration_samples": auto.samples,
         "views_per_radius": auto.views,
         "radius": radius,
+        "missed": missed,
         "curve": curve,
         "files": {"sigma_auto.png": plot(curve, radius, auto.target)},
     }
+
+
+def _name(context, group: str) -> str:
+    """A calibration group (a class id, or "all") as the user reads it."""
+    classes = context.classes
+    return classes[int(group)] if group.isdigit() and int(group) < len(classes) else group
 
 
 def _largest_agreeing(points: list[list[float]], target: float, smallest: float) -> float:

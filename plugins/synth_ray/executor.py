@@ -21,25 +21,47 @@ import os
 import time
 from typing import Any
 
+from pydantic import Field
+
 from synth.errors import RunError, UsageError
-from synth.protocols import Executor
+from synth.protocols import Executor, PluginConfig
 
 MAX_ATTEMPTS = 3
 # Environment a worker needs to behave as this process does (plugins allowed, caches, offline).
 FORWARDED_ENV = ("SYNTH_LOAD_PLUGINS", "SYNTH_CACHE_DIR", "HF_HUB_OFFLINE", "HF_HOME", "PYTHONPATH", "TQDM_DISABLE")
 
 
+class RayConfig(PluginConfig):
+    """[run.ray]: where and how the shard tasks run on Ray (or `synth run -X key=value`)."""
+
+    address: str | None = Field(
+        None, description="Cluster to join: 'auto' (the cluster this node belongs to), host:port, or ray://host:10001 (Ray client); none: a local Ray for the run"
+    )
+    actors: int | None = Field(None, ge=1, strict=True, description="Workers holding the pipeline (default: from the cluster's resources)")
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="GPUs each worker holds (fractions share a GPU); default: 1 when the cluster has GPUs, else 0, so no two actors land on one GPU unasked"
+    )
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds (also its torch threads unless [run] threads says otherwise)")
+    connect_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds to reach address before giving up, in one line")
+
+
 class RayExecutor(Executor):
-    """Shard tasks on Ray actors (a local Ray for the run, or --address to join a cluster)."""
+    """Shard tasks on Ray actors (a local Ray for the run, or [run.ray] address to join a cluster)."""
 
     name = "ray"
+    Config = RayConfig
 
     @classmethod
-    def check_run(cls, run_config) -> list[str]:
+    def check_run(cls, run_config, config: RayConfig) -> list[str]:
         try:
             import ray  # noqa: F401
         except ImportError:
             return ["needs Ray, which is not installed: pip install 'synth[ray]'"]
+        if config.address and config.address.startswith("ray://"):
+            try:
+                import grpc  # noqa: F401  (what Ray's client speaks)
+            except ImportError:
+                return [f"address {config.address}: a ray:// address needs Ray's client, which is not installed: pip install 'ray[client]' (synth's ray extra has it)"]
         return []
 
     # -- cluster ------------------------------------------------------------------------------
@@ -49,27 +71,31 @@ class RayExecutor(Executor):
             return False
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         common = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR", runtime_env={"env_vars": env})
-        address = self.run_config.address
+        address = self.config.address
         try:
             if address:
-                ray.init(address=address, **common)
+                reachable(address, self.config.connect_timeout)
+                with _native_stderr_held():  # Ray's C++ client logs each failed handshake there
+                    ray.init(address=address, **common)
             else:
                 ray.init(num_cpus=os.cpu_count(), object_store_memory=256 * 2**20, **common)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UsageError(f"ray: cannot {'join ' + address if address else 'start a local Ray'}: {e}".split("\n")[0]) from None
         return True
 
-    def _actor_count(self, ray, tasks: int) -> int:
-        cfg = self.run_config
-        if cfg.actors:
-            return min(cfg.actors, tasks)
-        res = ray.cluster_resources()
-        n = math.floor(res.get("CPU", 1) / cfg.cpus_per_worker)
-        if cfg.gpus_per_worker > 0:
-            n = min(n, math.floor(res.get("GPU", 0) / cfg.gpus_per_worker))
-            if n == 0:
-                raise UsageError(f"run.gpus_per_worker is {cfg.gpus_per_worker}, the Ray cluster has {res.get('GPU', 0)} GPUs")
-        return max(1, min(n, tasks))
+    def _placement(self, resources: dict[str, float], tasks: int) -> tuple[int, float]:
+        """(actors, GPUs per actor) for a cluster with these resources: one GPU each by default
+        when it has GPUs, never more actors than its GPUs hold (nor its CPUs, nor the tasks)."""
+        cfg = self.config
+        gpus = resources.get("GPU", 0)
+        per_gpu = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
+        fit = math.floor(resources.get("CPU", 1) / cfg.cpus_per_worker)
+        if per_gpu > 0:
+            fit = min(fit, math.floor(gpus / per_gpu))
+            if fit == 0:
+                raise UsageError(f"run.ray.gpus_per_worker is {per_gpu}, the Ray cluster has {gpus} GPUs")
+        n = min(cfg.actors, fit) if cfg.actors else fit
+        return max(1, min(n, tasks)), per_gpu
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, job, progress) -> list[dict[str, Any]]:
@@ -82,16 +108,16 @@ class RayExecutor(Executor):
         if getattr(store, "protocol", None) == "memory":
             raise UsageError("ray: a memory:// output lives in one process; actors cannot reach it (write to a folder or an object store)")
         started = self._connect(ray)
-        cfg = self.run_config
+        cfg = self.config
         Actor = ray.remote(ShardWorker)
-        opts = dict(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, max_restarts=0, max_task_retries=0)
         m = job.manifest
         # an actor's torch threads: what it was given CPUs for, unless asked otherwise
         threads = job.threads or m.run.threads or max(1, int(cfg.cpus_per_worker))
         args = (str(m.path), m.text, store.location, job.name, threads)
         slots: list[dict[str, Any]] = []
         try:
-            n = self._actor_count(ray, len(job.tasks))
+            n, per_gpu = self._placement(ray.cluster_resources(), len(job.tasks))
+            opts = dict(num_cpus=cfg.cpus_per_worker, num_gpus=per_gpu, max_restarts=0, max_task_retries=0)
             first = Actor.options(**opts).remote(*args, None)
             shared = self._get(ray, first.shared_state.remote(), "setting the pipeline up", RayTaskError, RayActorError)
             job.reports.update(ray.get(first.reports.remote()))
@@ -146,6 +172,48 @@ class RayExecutor(Executor):
             raise _task_error(e) from None
         except RayActorError as e:
             raise RunError(f"ray: the first actor died while {what}: {str(e).splitlines()[0]}") from None
+
+
+class _native_stderr_held:
+    """Hold what native code writes to file descriptor 2 while joining a cluster: a port that
+    answers but is not Ray makes Ray's C++ client log a warning per retry. Shown afterwards only
+    if the join worked (then it is news); a failed join says so in synth's one line."""
+
+    def __enter__(self):
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self.held = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        os.dup2(self.held.fileno(), 2)
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        if exc_type is None:
+            self.held.seek(0)
+            os.write(2, self.held.read())
+        self.held.close()
+
+
+def reachable(address: str, timeout: float) -> None:
+    """A cluster address must answer a TCP connection within ``timeout`` seconds, or the run
+    stops in one line (ray.init itself would retry for minutes). 'auto' is looked up by Ray."""
+    import socket
+
+    if address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"ray: address {address!r} is not 'auto', host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise UsageError(f"ray: cannot join {address}: {why} (waited up to {timeout:g} s; [run.ray] connect_timeout)") from None
 
 
 def _report(i: int) -> dict[str, Any]:

@@ -32,6 +32,10 @@ class WorldSource(Stage):
         return list(cls.classes)
 
     @classmethod
+    def planned_size(cls, config, plan):
+        return (config.size, config.size)
+
+    @classmethod
     def check_context(cls, config, classes: list[str]) -> list[str]:
         if classes and list(classes) != list(cls.classes):
             return [f"the {cls.name} world's classes are {list(cls.classes)}; leave [dataset].classes empty or use exactly these"]
