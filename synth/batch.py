@@ -14,15 +14,33 @@ from typing import Any
 import numpy as np
 
 
+# Dropped samples a shard's stats keep a thumbnail of, per stage and reason (the report shows them).
+THUMBNAILS_PER_REASON = 4
+
+
 @dataclass
 class Dropped:
     """Why a filter dropped a sample: ``reason`` groups drops (e.g. "contrast < min 0.1"),
-    ``detail`` is this sample's own value."""
+    ``detail`` is this sample's own value; ``scores`` what it had scored, ``image`` its pixels
+    (kept only until the shard's stats take a thumbnail of the first few per reason)."""
 
     key: str
     stage: str
     reason: str
     detail: str = ""
+    scores: dict[str, Any] | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def record(self, thumbnail: bool = False) -> dict[str, Any]:
+        """What a shard's stats keep of this drop (JSON), with a small thumbnail if asked."""
+        from .records import thumbnail as small
+
+        out: dict[str, Any] = {"key": self.key, "stage": self.stage, "reason": self.reason, "detail": self.detail}
+        if self.scores:
+            out["scores"] = self.scores
+        if thumbnail and self.image is not None:
+            out["thumbnail"] = small(self.image)
+        return out
 
 
 @dataclass
@@ -76,7 +94,11 @@ class Batch:
             reasons = [reasons] * len(self)
         details = details if details is not None else [""] * len(self)
         out = self.take([i for i, m in enumerate(mask) if m])
-        out.dropped += [Dropped(self.keys[i], stage, reasons[i], str(details[i])) for i, m in enumerate(mask) if not m]
+        out.dropped += [
+            Dropped(self.keys[i], stage, reasons[i], str(details[i]), dict(self.records[i].get("scores") or {}), self.images[i])
+            for i, m in enumerate(mask)
+            if not m
+        ]
         return out
 
     def derive(self, rows, keys: list[str], ops: list[dict[str, Any]]) -> "Batch":

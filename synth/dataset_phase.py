@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .batch import THUMBNAILS_PER_REASON, Dropped
 from .errors import RunError
 from .output import OutputFolder, stats_name
 from .reading import iter_samples
@@ -73,21 +74,30 @@ def select(stages, table: SampleTable) -> tuple[np.ndarray, dict[str, tuple[str,
     return keep, why, counts
 
 
-def write_final(final: OutputFolder, candidates: OutputFolder, index: int, why: dict, table: SampleTable, counts_by_shard: dict[str, list[int]]) -> dict:
-    """Final shard ``index``: its candidate without the dropped samples (bytes copied, order kept)."""
+def write_final(
+    final: OutputFolder, candidates: OutputFolder, index: int, why: dict, table: SampleTable, counts_by_shard: dict[str, list[int]], dropped_scores: dict | None = None
+) -> dict:
+    """Final shard ``index``: its candidate without the dropped samples (bytes copied, order
+    kept); each drop recorded with its reason, its scores (``dropped_scores``) and, for the first
+    few per reason, a thumbnail."""
     from .table import TableRows
 
     name = shard_name(final.name, index)
     stats = json.loads(candidates.store.read_bytes(stats_name(name)))
     shard = ShardFile(final.store.staging / name)
     kept_keys = []
+    scores = dropped_scores or {}
+    shown: dict[tuple[str, str], int] = {}
     try:
         with candidates.store.open(name) as fh:
             for sample in iter_samples(fh):
                 key = sample["__key__"]
                 if key in why:
                     stage, reason, detail = why[key]
-                    stats["dropped"].append({"key": key, "stage": stage, "reason": reason, "detail": detail})
+                    shown[(stage, reason)] = shown.get((stage, reason), 0) + 1
+                    image = _image_of(sample) if shown[(stage, reason)] <= THUMBNAILS_PER_REASON else None
+                    drop = Dropped(key, stage, reason, detail, scores.get(key) or None, image)
+                    stats["dropped"].append(drop.record(thumbnail=image is not None))
                     continue
                 shard.write(sample)
                 kept_keys.append(key)
@@ -109,6 +119,15 @@ def write_final(final: OutputFolder, candidates: OutputFolder, index: int, why: 
         if not shard.closed:
             shard.abort()
         raise
+
+
+def _image_of(sample: dict) -> np.ndarray | None:
+    import io
+
+    from PIL import Image
+
+    data = next((sample[f] for f in ("png", "jpg", "jpeg", "webp") if f in sample), None)
+    return None if data is None else np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def measure(stages, table: SampleTable) -> dict[str, Any]:

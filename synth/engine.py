@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .background import BackgroundWriter
-from .batch import Batch
+from .batch import THUMBNAILS_PER_REASON, Batch
 from .dataset_phase import CANDIDATES, dataset_stages, load_table, measure, select, write_final
 from .card import dataset_json, readme_card
 from .errors import RunError, UsageError
@@ -200,11 +200,14 @@ def make_shards(
             open_shards.append(shard)
             pipeline.reset_rows()
             dropped = []
+            shown: Counter = Counter()  # thumbnails per (stage, reason) in this shard's stats
             rows = TableRows() if with_table else None
             for start in range(task.start, task.stop, batch_size):
                 indices = list(range(start, min(start + batch_size, task.stop)))
                 batch = pipeline.run_batch(indices)
-                dropped += [d.__dict__ for d in batch.dropped]
+                for d in batch.dropped:
+                    shown[(d.stage, d.reason)] += 1
+                    dropped.append(d.record(thumbnail=shown[(d.stage, d.reason)] <= THUMBNAILS_PER_REASON))
                 if rows is not None:
                     cols = {extractors.extractor_id(spec): extractors.features(pipeline.context, batch, spec) for spec in wanted} if len(batch) else {}
                     rows.add(batch, cols)
@@ -370,6 +373,7 @@ def _finalise(folder: OutputFolder, candidates: OutputFolder, tasks: list[ShardT
     """Selection over every candidate's table, then each pending final shard from its candidate."""
     table = load_table(candidates, [t.index for t in tasks])
     keep, why, _ = select(stages, table)
+    dropped_scores = {k: sc for k, sc in zip(table.keys, table.scores) if k in why}
     selecting = [(step, stage) for step, stage in stages if step.cls.selects]
     for task in pending:
         own = table.shard == task.index
@@ -379,7 +383,7 @@ def _finalise(folder: OutputFolder, candidates: OutputFolder, tasks: list[ShardT
             counts[step.where] = [int(alive.sum()), int((alive & ~dropped_here).sum())]
             alive &= ~dropped_here
         try:
-            write_final(folder, candidates, task.index, why, table.take(keep), counts)
+            write_final(folder, candidates, task.index, why, table.take(keep), counts, dropped_scores)
         except OSError as e:
             raise io_error(e, f"{folder.path}/{shard_name(folder.name, task.index)}") from None
 

@@ -105,3 +105,18 @@ def encode_sample(
 
 def fields_of(sample: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(k for k in sample if not k.startswith("__")))
+
+
+THUMBNAIL_SIDE = 48
+
+
+def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
+    """A small PNG of an image, base64 (what a shard's stats keep of a few dropped samples, for
+    the report): the longer side ``side`` pixels at most."""
+    import base64
+
+    pil = Image.fromarray(np.ascontiguousarray(image))
+    pil.thumbnail((side, side), Image.BILINEAR)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", compress_level=9)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
