@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch/torchvision pinned to the CPU-machine builds this project is developed against.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	# this project was installed as "synth" before its distribution became synth-data
+	$(BIN)/python -m pip uninstall -q -y synth 2>/dev/null || true
 	$(BIN)/python -m pip install -q -e ".[diffusers,ray,sam,test]"
 	touch $(STAMP)
 

@@ -124,7 +124,7 @@ def readme_card(manifest: Manifest, info: dict[str, Any]) -> str:
     body = f"""
 # {manifest.dataset.name}
 
-Synthetic images made by [synth](https://pypi.org/project/synth/) {info['versions']['synth']} from the
+Synthetic images made by synth {info['versions']['synth']} (the Python distribution `synth-data`) from the
 manifest `{manifest.path.name}` (sha256 `{manifest.hash[:16]}`, full text in `dataset.json`).
 Every label here is machine-generated: nothing was annotated by hand.
 

@@ -117,11 +117,17 @@ def validate(manifest: Path):
 
 
 @main.command()
-def schema():
+@click.option("--markdown", is_flag=True, help="The options reference as markdown (docs/reference.md) instead.")
+def schema(markdown: bool):
     """Print the manifest's JSON Schema (with every loaded plugin's config)."""
     from .manifest import json_schema
     from .plugins import load_registry
 
+    if markdown:
+        from .schema_doc import markdown as reference
+
+        click.echo(reference(load_registry()), nl=False)
+        return
     click.echo(json.dumps(json_schema(load_registry()), indent=2))
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import diffusers_manifest, synth, toy_manifest
 
-ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'synth[ray]'")
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'synth-data[ray]'")
 pytestmark = pytest.mark.slow
 
 
@@ -172,7 +172,7 @@ def test_asking_for_ray_without_ray_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     res = CliRunner().invoke(main, ["run", str(toy_manifest(tmp_path)), "--executor", "ray"])
     assert res.exit_code == 2
-    assert res.output.strip() == "synth: error: executor 'ray': needs Ray, which is not installed: pip install 'synth[ray]'"
+    assert res.output.strip() == "synth: error: executor 'ray': needs Ray, which is not installed: pip install 'synth-data[ray]'"
     m = toy_manifest(tmp_path, name="b.toml")
     m.write_text(m.read_text().replace("[run]", '[run]\nexecutor = "rayy"'))
     res = CliRunner().invoke(main, ["validate", str(m)])

@@ -358,7 +358,7 @@ def test_asking_for_segment_anything_without_it_names_the_extra(sam, monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "segment_anything" else real(name, *a))
     cfg = SamStageConfig.model_validate({"checkpoint": str(sam["checkpoint"]), "architecture": sam["arch"]})
     plan = PlanContext(manifest_dir=Path("."), classes=CLASSES, num_samples=1, registry=load_registry(), generator=None, stages=[], position=0)
-    assert "pip install 'synth[sam]'" in SamStage.check_plan(cfg, plan)[0]
+    assert "pip install 'synth-data[sam]'" in SamStage.check_plan(cfg, plan)[0]
 
 
 # -- real weights, where present -----------------------------------------------------------------------

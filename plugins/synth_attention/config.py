@@ -35,9 +35,9 @@ class AttentionConfig(PluginConfig):
     background_from: Literal["null", "threshold"] = Field(
         "null",
         description="null: a pixel is background when the null token's attention beats every named class's (tag models); "
-        "threshold: when no class map, scaled to its own maximum, reaches threshold",
+        "threshold: when no class map, stretched to 0..1 over the image (min to max), reaches threshold",
     )
-    threshold: float = Field(0.4, gt=0, lt=1, description="With background_from = threshold: the share of its maximum a class map must reach")
+    threshold: float = Field(0.4, gt=0, lt=1, description="With background_from = threshold: where between its minimum (0) and maximum (1) a class map must reach")
     class_thresholds: dict[str, float] | None = Field(None, description="Per-class thresholds (override threshold), e.g. {circle = 0.35}")
     calibrate: AnnotationsConfig | None = Field(
         None,

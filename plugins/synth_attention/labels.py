@@ -41,9 +41,12 @@ def refine(classes: np.ndarray, null: np.ndarray, selfs: np.ndarray, side: tuple
 
 
 def scaled(classes: np.ndarray) -> np.ndarray:
-    """Each class map divided by its own maximum over the image (zero maps stay zero)."""
-    top = classes.reshape(*classes.shape[:2], -1).max(-1)
-    return classes / np.where(top > 0, top, 1)[..., None, None]
+    """Each class map stretched to 0..1 over the image, from its minimum to its maximum (as
+    DiffuMask normalises a word's map); a constant map becomes 0."""
+    flat = classes.reshape(*classes.shape[:2], -1)
+    lo, hi = flat.min(-1)[..., None, None], flat.max(-1)[..., None, None]
+    span = hi - lo
+    return np.where(span > 0, (classes - lo) / np.where(span > 0, span, 1), 0.0).astype(np.float32)
 
 
 def label(classes: np.ndarray, named: np.ndarray, null: np.ndarray, rule: Rule) -> tuple[np.ndarray, np.ndarray]:

@@ -148,7 +148,7 @@ class InceptionFeatures(FeatureExtractor):
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
         except ImportError:
-            raise UsageError("extractor 'inception' needs torch-fidelity: pip install 'synth[filters]'") from None
+            raise UsageError("extractor 'inception' needs torch-fidelity: pip install 'synth-data[filters]'") from None
         self.torch = torch
         self.device = _device(torch, self.config.device)
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", [self.config.feature], feature_extractor_weights_path=str(self.context.resolve_path(self.config.weights)))

@@ -56,7 +56,7 @@ class RayExecutor(Executor):
         try:
             import ray  # noqa: F401
         except ImportError:
-            return ["needs Ray, which is not installed: pip install 'synth[ray]'"]
+            return ["needs Ray, which is not installed: pip install 'synth-data[ray]'"]
         if config.address and config.address.startswith("ray://"):
             try:
                 import grpc  # noqa: F401  (what Ray's client speaks)

@@ -82,7 +82,7 @@ class SegmentAnythingBackend(Backend):
         try:
             import segment_anything  # noqa: F401
         except ImportError:
-            raise UsageError("stage 'sam': backend 'segment-anything' needs the segment-anything package: pip install 'synth[sam]'") from None
+            raise UsageError("stage 'sam': backend 'segment-anything' needs the segment-anything package: pip install 'synth-data[sam]'") from None
         if sha256 is not None:
             got = sha256_of(checkpoint)
             if got != sha256.lower():

@@ -74,7 +74,7 @@ class SamStage(Stage):
         problems = []
         if config.backend == "segment-anything":
             if importlib.util.find_spec("segment_anything") is None:
-                problems.append("backend 'segment-anything' needs the segment-anything package: pip install 'synth[sam]'")
+                problems.append("backend 'segment-anything' needs the segment-anything package: pip install 'synth-data[sam]'")
             path = plan.resolve_path(config.checkpoint)
             if not path.is_file():
                 problems.append(f"checkpoint: no such file {path}")
