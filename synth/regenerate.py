@@ -17,7 +17,6 @@ import numpy as np
 from .errors import RunError, UsageError
 from .reading import iter_samples, read_dataset_info
 
-REGENERABLE = ("generate", "views", "interpolate", "direction", "prompt_edit")
 IMAGE_FIELDS = ("png", "jpg", "jpeg", "webp")
 
 
@@ -29,21 +28,23 @@ def find_sample(folder: Path, key: str) -> tuple[Path, dict]:
     raise UsageError(f"{folder}: no sample {key!r} in its shards")
 
 
-def why_not(record: dict, ours: dict) -> str | None:
-    """Why this record cannot be regenerated here, or None."""
+def why_not(record: dict) -> str | None:
+    """Why this record says its image is no single decode of its latent, or None. The record is
+    trusted: every op that makes an image by one decode (generate, views, interpolate, direction,
+    prompt edits) writes ``decode`` = {index, seed}; every op that makes it otherwise (reading a
+    real image, inverting it, augmenting, composing two latents) clears it."""
+    if record.get("decode"):
+        return None
     ops = [step.get("op") for step in record.get("lineage") or []]
-    bad = next((op for op in ops if op not in REGENERABLE), None)
-    if bad is not None:
-        return f"op {bad!r} in its lineage made pixels no single decode of its latent gives (only {', '.join(REGENERABLE)} do)"
-    if not record.get("decode"):
-        return "its record has no decode seed (made by a synth that did not record one)"
-    made = record.get("generator") or {}
-    for field in ("name", "model", "revision", "scheduler", "steps"):
-        if made.get(field) != ours.get(field):
-            return f"it was made with generator {field} {made.get(field)!r}, the manifest's is {ours.get(field)!r}"
-    for lib in ("diffusers",):
-        if lib in made and made.get(lib) != ours.get(lib):
-            return f"it was made with {lib} {made.get(lib)}, this is {lib} {ours.get(lib)}: a different generator version may draw other pixels"
+    last = ops[-1] if ops else "?"
+    return f"its image is not one decode of its latent (its last op, {last!r}, made it otherwise)"
+
+
+def different_generator(made: dict, ours: dict, keys) -> str | None:
+    """The first of ``keys`` on which the generator that made a sample and this manifest's differ."""
+    for k in keys:
+        if k in made and made.get(k) != ours.get(k):
+            return f"it was made with generator {k} {made.get(k)!r}, this manifest's is {ours.get(k)!r}: another generator, version or setting may draw other pixels"
     return None
 
 
@@ -61,13 +62,21 @@ def regenerate(folder: Path, key: str, out: Path | None = None) -> dict:
     state = folder / ".synth-run.json"
     original = Path(json.loads(state.read_text()).get("manifest", "")) if state.is_file() else None
     where = original if original is not None and original.parent.is_dir() else folder / info["manifest"]["file"]
+    reason = why_not(record)
+    if reason:
+        raise UsageError(f"sample {key} cannot be regenerated from its record: {reason}")
     manifest = load_manifest(where, text=info["manifest"]["text"])  # relative paths resolve as they did
     pipe = Pipeline(manifest, quiet=True)
     gen = pipe.generator
     if gen is None:
         raise UsageError(f"sample {key} cannot be regenerated: the manifest has no generator")
-    gen.setup()
-    reason = why_not(record, gen.describe())
+    made = record.get("generator") or {}
+    before = gen.describe()  # what the generator is without loading it: decided before any weights load
+    reason = different_generator(made, before, sorted(before))
+    if reason is None:
+        gen.setup()
+        after = gen.describe()
+        reason = different_generator(made, after, sorted(set(after) - set(before)))
     if reason:
         raise UsageError(f"sample {key} cannot be regenerated from its record: {reason}")
     latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False).astype(np.float32)

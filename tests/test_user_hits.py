@@ -246,3 +246,59 @@ def test_a_run_killed_at_any_file_event_of_its_dataset_phase_finishes_on_rerun(t
         assert res.returncode == 0, (k, res.stderr)
         assert not (out / ".candidates").exists(), k
         assert _files(out) == expected, k
+
+
+# -- regenerate, operators' keys and classes --------------------------------------------------------
+def _samples_of(out):
+    samples = {}
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                key, _, field = member.name.partition(".")
+                samples.setdefault(key, {})[field] = tar.extractfile(member).read()
+    return samples
+
+
+def test_views_of_inverted_images_regenerate_and_a_compose_sample_is_refused_before_any_model_loads(tmp_path, models):
+    import shutil
+
+    from PIL import Image
+
+    from synth_shapes.world import render_many
+
+    model = tmp_path / "model"
+    shutil.copytree(models["ddpm"], model)
+    (tmp_path / "real").mkdir()
+    for i, image in enumerate(render_many(0, range(4), 16, split="test")[0]):
+        Image.fromarray(image).save(tmp_path / "real" / f"{i}.png")
+    inverted = '[[stage]]\nname = "folder"\npath = "real"\n[[stage]]\nname = "invert"\nmethod = "ddim"\n[[stage]]\nname = "views"\nk = 1\nsigma = 0.3\n'
+    m = diffusers_manifest(tmp_path, model, n=4, shard=4, stages=inverted, output="inv")
+    res = synth("run", "-q", m)
+    assert res.returncode == 0, res.stderr
+    samples = _samples_of(tmp_path / "inv")
+    view = "s00000001_v0"
+    assert [op["op"] for op in json.loads(samples[view]["json"])["lineage"]] == ["read", "invert", "views"]
+    res = synth("regenerate", tmp_path / "inv", view, "-o", tmp_path / "again.png")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "again.png").read_bytes() == samples[view]["png"]
+
+    Image.fromarray(np.pad(np.full((8, 8), 255, np.uint8), 4)).save(tmp_path / "mask.png")
+    composing = '[[stage]]\nname = "generate"\n[[stage]]\nname = "compose"\nmask_file = "mask.png"\n'
+    m = diffusers_manifest(tmp_path, model, n=4, shard=4, stages=composing, output="comp", name="comp.toml")
+    res = synth("run", "-q", m)
+    assert res.returncode == 0, res.stderr
+    composed = next(k for k, s in _samples_of(tmp_path / "comp").items() if json.loads(s["json"])["lineage"][-1]["op"] == "compose")
+    shutil.rmtree(model)  # a refusal that needs no model must not try to load one
+    _one_line(synth("regenerate", tmp_path / "comp", composed), composed, "not one decode of its latent", "'compose'")
+    _one_line(synth("regenerate", tmp_path / "inv", "s00000002"), "'invert'")
+
+
+def test_interpolate_keys_outside_the_run_and_compose_classes_out_of_range_fail_validate(tmp_path, models):
+    m = diffusers_manifest(tmp_path, models["ddpm"], n=4, stages='[[stage]]\nname = "generate"\n[[stage]]\nname = "interpolate"\npairs = "keys"\nkeys = [["s00000009", "s00000001"]]')
+    _one_line(synth("validate", m), "stage[1].keys", "s00000009", "not a sample of this run")
+    m = diffusers_manifest(
+        tmp_path, models["ddpm"], n=4, dataset='classes = ["background", "circle"]', name="c.toml",
+        stages='[[stage]]\nname = "generate"\n[[stage]]\nname = "attention"\n[[stage]]\nname = "compose"\nmask_classes = [1, 5]',
+    )
+    res = synth("validate", m)
+    assert res.returncode == 2 and "stage[2].mask_classes: class id 5 is not one of the 2 classes" in res.stderr

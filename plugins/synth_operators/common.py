@@ -12,7 +12,6 @@ from synth.errors import UsageError
 from synth.seeding import sample_rng, sample_seed
 
 # Ops after which a sample's image is exactly decode(latent.npy, condition): regenerable.
-DECODED_OPS = ("generate", "views", "interpolate", "direction", "prompt_edit")
 
 
 def child_op(op: str, parent_key: str, j: int) -> str:
@@ -78,6 +77,7 @@ def drop_seg(batch: Batch) -> Batch:
 
 
 def mark(rec: dict[str, Any], group: str, decode_index: int | None, seed: int) -> None:
+    """A child's group, and how its image is made again: decode of its latent with the sampler
+    noise of (index, seed); None when no single decode makes it (compose)."""
     rec["group"] = group
-    if decode_index is not None:
-        rec["decode"] = {"index": int(decode_index), "seed": int(seed)}
+    rec["decode"] = None if decode_index is None else {"index": int(decode_index), "seed": int(seed)}

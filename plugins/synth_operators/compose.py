@@ -56,6 +56,9 @@ class Compose(Stage):
                 size = m.size
             if shape is not None and (size[1], size[0]) != tuple(shape[:2]):
                 return [f"mask_file: {path.name} is {size[0]}x{size[1]}, the generator makes {shape[1]}x{shape[0]} images"]
+        bad = [c for c in config.mask_classes or [] if not 0 <= c < len(plan.classes)]
+        if bad:
+            return [f"mask_classes: class id {bad[0]} is not one of the {len(plan.classes)} classes of [dataset].classes (ids 0..{len(plan.classes) - 1})"]
         if config.mask_classes is not None and not any(getattr(s.cls, "seg", None) == "makes" for s in plan.earlier()):
             return ["mask_classes needs the sample's labels: put a labeller (e.g. pixelhead) before compose, or give mask_file"]
         return []

@@ -22,6 +22,8 @@ from .common import child_index, conditions, decode_children, drop_seg, interlea
 
 
 class DirectionConfig(PluginConfig):
+    added_later = frozenset({"keep_norm"})
+
     file: str | None = Field(None, description="A .npy direction of the latent's shape (relative to the manifest)")
     saved: str | None = Field(None, description="A direction saved earlier with save_as (in the cache: directions/NAME.npy)")
     before: dict[str, Any] | None = Field(None, description="Source stage table of 'before' example images (inverted)")
@@ -31,6 +33,12 @@ class DirectionConfig(PluginConfig):
     pca_samples: int = Field(512, ge=8, le=100000)
     alphas: list[float] = Field([-1.0, 1.0], min_length=1, description="Steps along the direction: z + a w")
     normalize: bool = Field(True, description="Scale w to unit RMS per latent element before the steps")
+    keep_norm: bool = Field(
+        True,
+        description="Rescale each child's latent to its parent's norm: a diffusion model's initial latent is Gaussian noise, "
+        "and a step that lengthens it leaves the noise the model was trained on (its images turn to colour noise); "
+        "false: the plain z + a w",
+    )
     save_as: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$", description="Save the computed direction under this name")
     keep_parent: bool = True
     invert: dict[str, Any] = Field(default_factory=lambda: {"method": "fixed_point", "iterations": 2}, description="Options of the examples' inversion")
@@ -48,6 +56,16 @@ class DirectionConfig(PluginConfig):
 def directions_dir(context) -> Path:
     env = os.environ.get("SYNTH_CACHE_DIR")
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "synth") / "directions"
+
+
+def step(z: np.ndarray, w: np.ndarray, a: float, keep_norm: bool) -> np.ndarray:
+    """z + a w, rescaled to the norm of z when ``keep_norm`` (a step on the sphere the model's
+    noise lives on, nearly: the direction still turns the latent by about atan(|a w| / |z|))."""
+    out = np.asarray(z, np.float64) + a * np.asarray(w, np.float64)
+    if keep_norm:
+        norm = np.linalg.norm(out)
+        out = out * (np.linalg.norm(z) / norm) if norm > 0 else out
+    return out.astype(np.float32)
 
 
 class Direction(Stage):
@@ -154,7 +172,7 @@ class Direction(Stage):
                 rows.append(r)
                 keys.append(f"{key}_d{j}")
                 ops.append({"op": "direction", "alpha": a, "step": j, **self.how})
-                lat.append((z[r] + a * self.w).astype(np.float32))
+                lat.append(step(z[r], self.w, a, cfg.keep_norm))
                 idx.append(child_index(seed, index, "direction", key, j))
         children = batch.derive(rows, keys, ops)
         children.latents = self.context.as_stored(np.stack(lat))

@@ -3,6 +3,8 @@ between random pairs, pairs within a class, or pairs listed by key."""
 
 from __future__ import annotations
 
+import re
+
 from typing import Literal
 
 import numpy as np
@@ -67,7 +69,13 @@ class Interpolate(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        if config.pairs != "keys" or config.shards is None:
+        if config.pairs != "keys":
+            return []
+        for key, _ in config.keys:
+            m = re.fullmatch(r"s(\d{8})(_[A-Za-z0-9_-]+)?", key)
+            if m is None or int(m.group(1)) >= plan.num_samples:
+                return [f"keys: sample {key!r} is not a sample of this run (its keys are s00000000 .. s{plan.num_samples - 1:08d}, and their children's)"]
+        if config.shards is None:
             return []
         try:
             found = shard_latents(expand_shards(config.shards, plan.resolve_path), {b for _, b in config.keys})
