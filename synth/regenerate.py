@@ -72,11 +72,13 @@ def regenerate(folder: Path, key: str, out: Path | None = None) -> dict:
         raise UsageError(f"sample {key} cannot be regenerated: the manifest has no generator")
     made = record.get("generator") or {}
     before = gen.describe()  # what the generator is without loading it: decided before any weights load
-    reason = different_generator(made, before, sorted(before))
+    # a field the generator only knows once loaded (None before, like a local model's licence)
+    # waits for the second look
+    reason = different_generator(made, before, sorted(k for k, v in before.items() if v is not None))
     if reason is None:
         gen.setup()
         after = gen.describe()
-        reason = different_generator(made, after, sorted(set(after) - set(before)))
+        reason = different_generator(made, after, sorted(k for k in after if before.get(k) is None or after[k] != before[k]))
     if reason:
         raise UsageError(f"sample {key} cannot be regenerated from its record: {reason}")
     latent = np.load(io.BytesIO(sample["latent.npy"]), allow_pickle=False).astype(np.float32)

@@ -248,12 +248,12 @@ def test_operator_bad_input_is_one_line_before_anything_is_written(tmp_path, sta
     assert not (tmp_path / "out").exists()
 
 
-def test_the_readme_positive_pairs_snippet(tmp_path):
-    """The README's contrastive-pairs code, run as a user would paste it, yields views of one parent."""
+def test_the_guide_positive_pairs_snippet(tmp_path):
+    """The operators guide's contrastive-pairs code, run as a user would paste it, yields views of one parent."""
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "operators.md").read_text()
     code = next(c for c in re.findall(r"```python\n(.*?)```", readme, re.S) if "positive_pairs" in c)
     m = _manifest(tmp_path, '[[stage]]\nname = "generate"\n[[stage]]\nname = "views"\nk = 2\nsigma = 0.2\n', n=4)
     assert synth("run", "-q", m).returncode == 0
