@@ -102,7 +102,7 @@ def pick_k_center(args, ks, gen, images: np.ndarray) -> dict:
     stage's greedy k-center over features of the unlabelled ``images``, either the shapes feature
     network's (trained on the world's labels: the picker at its best) or the generator's own
     through the `generator` extractor (what any user of a generator has, with no other model)."""
-    from synth_filters.stages import k_center
+    from synth.selection import k_center
 
     if args.pick_features == "shapes":
         from synth_shapes.featurenet import FeatureNet

@@ -31,7 +31,11 @@ class AnnotationsConfig(PluginConfig):
     )
     count: int = Field(8, ge=1, le=100000, description="How many labelled images to read from the source")
     shards: str | None = Field(None, description="Shards of an earlier synth run (path, brace pattern or output folder)")
-    masks: str | None = Field(None, description="Folder of class-id masks KEY.png for samples of `shards`")
+    masks: str | None = Field(
+        None,
+        description="Class-id masks for samples of `shards`: a folder of KEY.png, or an annotation tool's export "
+        "(COCO or Label Studio JSON, CVAT for images XML) of the images `synth export` wrote",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -140,19 +144,37 @@ def _open(data, what: str):
         raise UsageError(f"{what}: not a readable image ({type(e).__name__})") from None
 
 
+def _given_masks(cfg: AnnotationsConfig, context: RunContext, where: str) -> dict[str, tuple[str, Any]]:
+    """{sample key: (name in messages, a function giving its class-id mask)} from a folder of
+    KEY.png masks or an annotation tool's export (COCO, CVAT, Label Studio: annotation_formats)."""
+    path = context.resolve_path(cfg.masks)
+    if path.is_file():
+        from .annotation_formats import read_export
+
+        return {key: (f"{path.name} ({key})", lambda m=m: m) for key, m in read_export(path, list(context.classes)).items()}
+    if not path.is_dir():
+        raise UsageError(f"{where}.masks: no such folder or annotation file {path}")
+    out = {}
+    for p in sorted(path.iterdir()):
+        if p.suffix.lower() == ".png":
+            key = p.name[: -len(".seg.png")] if p.name.endswith(".seg.png") else p.stem
+            out[key] = (p.name, lambda p=p: _mask_png(p, where))
+    if not out:
+        raise UsageError(f"{where}.masks: {path} holds no KEY.png masks")
+    return out
+
+
+def _mask_png(path: Path, where: str) -> np.ndarray:
+    m = _open(path, f"{where}.masks: {path.name}")
+    if m.mode not in MASK_MODES:
+        raise UsageError(f"{where}.masks: {path.name} must be single-channel class ids, got mode {m.mode}")
+    return np.asarray(m).astype(np.int64)
+
+
 def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> Examples:
     from .reading import iter_samples
 
-    folder = context.resolve_path(cfg.masks)
-    if not folder.is_dir():
-        raise UsageError(f"{where}.masks: no such folder {folder}")
-    masks = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() == ".png":
-            key = p.name[: -len(".seg.png")] if p.name.endswith(".seg.png") else p.stem
-            masks[key] = p
-    if not masks:
-        raise UsageError(f"{where}.masks: {folder} holds no KEY.png masks")
+    masks = _given_masks(cfg, context, where)
     found: dict[str, tuple[np.ndarray, dict]] = {}
     for shard in _shard_files(context, cfg.shards, where):
         for sample in iter_samples(shard):
@@ -171,20 +193,16 @@ def _from_generated(cfg: AnnotationsConfig, context: RunContext, where: str) -> 
             found[key] = (image, cond, latent, record.get("decode"))
     missing = sorted(set(masks) - set(found))
     if missing:
-        raise UsageError(f"{where}.masks: {masks[missing[0]].name} names sample {missing[0]}, which is not in {cfg.shards}")
+        raise UsageError(f"{where}.masks: {masks[missing[0]][0]} names sample {missing[0]}, which is not in {cfg.shards}")
     images, segs, conds, keys, latents, decode = [], [], [], [], [], []
     k = len(context.classes)
     for key in sorted(masks):
         image, cond, latent, how = found[key]
-        m = _open(masks[key], f"{where}.masks: {masks[key].name}")
-        if m.mode not in MASK_MODES:
-            raise UsageError(f"{where}.masks: {masks[key].name} must be single-channel class ids, got mode {m.mode}")
-        if (m.size[1], m.size[0]) != image.shape[:2]:
-            raise UsageError(
-                f"{where}.masks: {masks[key].name} is {m.size[0]}x{m.size[1]}, sample {key} is {image.shape[1]}x{image.shape[0]}"
-            )
-        mask = np.asarray(m).astype(np.int64)
-        _check_ids(mask, k, f"{where}.masks: {masks[key].name}")
+        name, load = masks[key]
+        mask = load()
+        if mask.shape != image.shape[:2]:
+            raise UsageError(f"{where}.masks: {name} is {mask.shape[1]}x{mask.shape[0]}, sample {key} is {image.shape[1]}x{image.shape[0]}")
+        _check_ids(mask, k, f"{where}.masks: {name}")
         images.append(image)
         segs.append(mask)
         conds.append(cond)

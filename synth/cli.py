@@ -250,6 +250,20 @@ def regenerate(output: Path, key: str, out: Path | None):
 
 
 @main.command()
+@click.argument("output", type=LocalPath(file_okay=False))
+@click.option("--to", "to", required=True, type=click.Choice(["coco", "cvat", "label-studio"]), help="The annotation tool's import format.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="A new folder for images/ and the tool's file.")
+@click.option("--pick", type=click.IntRange(min=1), help="Only the K most varied samples (greedy k-center); default: all.")
+@click.option("--extractor", help="Pick in this extractor's space (a name or an inline table); default: a model-free colour layout.")
+def export(output: Path, to: str, out: Path, pick: int | None, extractor: str | None):
+    """Write OUTPUT's images (or the --pick most varied) for an annotation tool, with its import file."""
+    from .export import describe
+    from .export import export as run_export
+
+    click.echo(describe(run_export(output, to, out, pick, extractor), to))
+
+
+@main.command()
 @click.argument("path", type=LocalPath())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--samples", "-n", default=3, show_default=True, help="How many samples' metadata to show.")

@@ -74,7 +74,7 @@ def test_the_toy_generator_has_no_features_and_says_so(tmp_path):
 
 
 def test_select_picks_with_the_generators_features_whatever_the_batches(tmp_path, extractor):
-    from synth_filters.stages import k_center
+    from synth.selection import k_center
     from synth_shapes.world import render_many
 
     assert synth("run", "-q", _pool(tmp_path)).returncode == 0

@@ -16,6 +16,7 @@ from synth.fidelity import fid, kid, knn_radii, nearest, prdc, realism
 from synth.protocols import PluginConfig, Stage
 
 from synth.reference import ReferenceConfig, check_size, reference_features
+from synth.selection import k_center
 
 Extractor = str | dict[str, Any]
 
@@ -238,21 +239,6 @@ class Select(Stage):
             keep[k_center(f, order, target)] = True
             why = f"not among the {target} k-center picks"
         return keep, ["" if k else why for k in keep], ["" for _ in keep]
-
-
-def k_center(f: np.ndarray, order: np.ndarray, k: int) -> list[int]:
-    """Greedy k-center: start from the first row of ``order``, then repeatedly the row farthest
-    from everything chosen (ties: earliest in ``order``). O(N k) distances, O(N) memory."""
-    if k <= 0:
-        return []
-    f = f[order]
-    chosen = [0]
-    dist = np.linalg.norm(f - f[0], axis=1)
-    for _ in range(1, k):
-        j = int(dist.argmax())  # first maximum: the lowest position in order
-        chosen.append(j)
-        dist = np.minimum(dist, np.linalg.norm(f - f[j], axis=1))
-    return [int(order[j]) for j in chosen]
 
 
 class MetricsConfig(PluginConfig):
