@@ -179,7 +179,7 @@ _MESSAGES = {"extra_forbidden": "unknown field", "missing": "required field miss
 def format_errors(exc: ValidationError, prefix: str = "") -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
-        msg = _MESSAGES.get(err["type"], err["msg"])
+        msg = _MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")  # a validator's own sentence
         if err["type"] not in _MESSAGES and "input" in err and not isinstance(err["input"], (dict, list)):
             msg += f" (got {err['input']!r})"
         problems.append(f"{_loc(prefix, err['loc'])}: {msg}")

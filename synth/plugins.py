@@ -27,7 +27,7 @@ from .errors import UsageError
 ENTRY_POINT_GROUP = "synth"
 ALLOWLIST_ENV = "SYNTH_LOAD_PLUGINS"
 # First-party plugins: registered through entry points like any package, allowed by default.
-DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes", "pixelhead", "ray", "operators", "filters", "sam", "attention")
+DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes", "pixelhead", "ray", "operators", "filters", "sam", "attention", "classify")
 # Registration hooks and what each registers, in the order they are called.
 REGISTER_HOOKS = (
     ("register_generators", "generator"),

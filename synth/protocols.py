@@ -390,6 +390,10 @@ class FeatureExtractor:
 
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
+    # The cosine at or above which two images are near-duplicates, measured on real images (the
+    # 1st percentile of their nearest-neighbour distances); None: not measured, so dedup needs
+    # a threshold or a reference set.
+    duplicate_cosine: ClassVar[float | None] = None
 
     def __init__(self, config: PluginConfig, context: RunContext):
         self.config = config

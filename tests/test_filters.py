@@ -106,6 +106,21 @@ def test_dedup_keeps_the_lowest_index_whatever_the_batches_and_shards(tmp_path):
     assert not (tmp_path / "a" / ".candidates").exists()
 
 
+@pytest.mark.parametrize(
+    "rule, origin",
+    [("", "extractor 'shapes''s measured real-to-real threshold"), (f"reference = {TEST_REF}\n", "closer than 1% of 200 reference images to their nearest")],
+)
+def test_dedup_by_default_drops_near_copies_and_keeps_different_scenes(tmp_path, rule, origin):
+    """No threshold given: real-to-real distances set it (the extractor's measurement, or the
+    reference's). Different scenes all stay (a cosine of 0.95 merged them); near-copies go."""
+    stages = '[[stage]]\nname = "generate"\n[[stage]]\nname = "views"\nk = 2\nsigma = 0.002\n[[stage]]\nname = "dedup"\n' + rule
+    res = synth("run", _manifest(tmp_path, stages, n=12, shard=12, batch=6))
+    assert res.returncode == 0, res.stderr
+    assert _keys(tmp_path / "out") == [f"s{i:08d}" for i in range(12)]
+    (reason,) = json.loads((tmp_path / "out" / "dataset.json").read_text())["dropped_by_reason"]
+    assert reason.startswith("dedup: near-duplicate (cosine >= 0.99") and origin in reason, reason
+
+
 def test_selection_is_deterministic_and_resumes_byte_identical(tmp_path):
     stages = f'[[stage]]\nname = "generate"\n[[stage]]\nname = "select"\nkeep = 10\n[[stage]]\nname = "metrics"\nreference = {TEST_REF}\nkid_subset_size = 8\n'
     m = _manifest(tmp_path, stages, n=24, shard=8, batch=8)
@@ -156,6 +171,8 @@ def test_a_run_killed_during_the_dataset_phase_resumes_byte_identical(tmp_path):
         ('[[stage]]\nname = "generate"\n[[stage]]\nname = "realism"\nreference = { source = { name = "shapes", size = 64 }, count = 10 }\n', "reference: images are 64x64, the samples 32x32"),
         ('[[stage]]\nname = "generate"\n[[stage]]\nname = "realism"\nextractor = { name = "clip", model = "./no-clip-here" }\nreference = { source = { name = "shapes" }, count = 10 }\n', "stage[1].extractor.model: no such folder"),
         ('[[stage]]\nname = "generate"\n[[stage]]\nname = "dedup"\nthreshold = 1.5\n', "stage[1].threshold: Input should be less than or equal to 1"),
+        ('[[stage]]\nname = "generate"\n[[stage]]\nname = "dedup"\nextractor = "generator"\n', "stage[1].threshold: extractor 'generator' has no measured duplicate threshold; give threshold, or reference"),
+        (f'[[stage]]\nname = "generate"\n[[stage]]\nname = "dedup"\nthreshold = 0.99\nreference = {TEST_REF}\n', "stage[1]: give threshold or reference, not both"),
         ('[[stage]]\nname = "generate"\n[[stage]]\nname = "clip_score"\nextractor = "shapes"\n', "stage[1]: stage 'clip_score' needs ['condition:prompt'], which builtin:shapes-32 does not offer"),
         ('[[stage]]\nname = "generate"\n[[stage]]\nname = "select"\nkeep = 4\nextractor = "shapez"\n', "stage[1].extractor.name: unknown extractor 'shapez'; did you mean 'shapes'?"),
     ],

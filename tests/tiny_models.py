@@ -116,6 +116,19 @@ def build_clip(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def build_classifier(path: Path, labels: tuple[str, ...] = ("circle", "Square", "tri", "dog"), seed: int = 0) -> Path:
+    """A tiny random ViT image classifier (32 px) with its image processor, saved locally."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
 def build_dinov2(path: Path, seed: int = 0) -> Path:
     """A tiny random DINOv2 (32 px images, 8 px patches), saved locally."""
     import torch

@@ -139,12 +139,28 @@ class ClipScore(Stage):
 # -- dataset-level ----------------------------------------------------------------------------------
 class DedupConfig(PluginConfig):
     extractor: Extractor = "shapes"
-    threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity at or above which two samples are duplicates")
+    threshold: float | None = Field(
+        None, gt=0, le=1,
+        description="Cosine similarity at or above which two samples are duplicates; unset: from real-to-real distances (the reference's when given, else the extractor's measured value)",
+    )
+    reference: ReferenceConfig | None = Field(None, description="Real images whose nearest-neighbour distances set the threshold (as memorisation's do)")
+    percentile: float = Field(1.0, gt=0, lt=50, description="With reference: duplicates are closer than this percentile of the reference's own nearest-neighbour distances")
+    added_later = frozenset({"reference", "percentile"})
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if self.threshold is not None and self.reference is not None:
+            raise ValueError("give threshold or reference, not both")
+        return self
 
 
 class Dedup(Stage):
     """Near-duplicates across the whole run (cosine of features): of each group, the sample with
-    the lowest source index is kept, whatever shard or batch the others came in."""
+    the lowest source index is kept, whatever shard or batch the others came in. Two samples are
+    duplicates when they are closer than real images are to their nearest other real image (the
+    reference's 1st percentile, or the extractor's own measurement): a fixed cosine such as 0.95
+    means nothing across extractors (on the shapes features, real scenes sit at 0.991 from their
+    nearest neighbour, so 0.95 merged different scenes)."""
 
     name = "dedup"
     kind = "dataset"
@@ -156,8 +172,37 @@ class Dedup(Stage):
         return [config.extractor]
 
     @classmethod
+    def nested_sources(cls, config) -> dict:
+        return {"reference.source": config.reference.source} if config.reference is not None else {}
+
+    @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        return extractors.check(plan, config.extractor)
+        problems = extractors.check(plan, config.extractor)
+        if config.reference is not None:
+            return problems + check_size(plan, config.reference.source)
+        if config.threshold is None and not problems:
+            ex = plan.registry.extractor(extractors.as_table(config.extractor)["name"], "extractor.name")
+            if ex.duplicate_cosine is None:
+                problems.append(
+                    f"threshold: extractor {ex.name!r} has no measured duplicate threshold; give threshold, or reference = {{source = ...}} "
+                    "(real images whose nearest-neighbour distances set it)"
+                )
+        return problems
+
+    def setup(self) -> None:
+        cfg = self.config
+        if cfg.threshold is not None:
+            self.cosine, self.origin = cfg.threshold, ""
+        elif cfg.reference is not None:
+            gen = self.context.generator
+            ref = reference_features(self.context, cfg.reference, cfg.extractor, f"stage {self.name!r}", gen.image_shape() if gen is not None else None)
+            ref = ref / np.maximum(np.linalg.norm(ref, axis=1, keepdims=True), 1e-12)
+            nn = knn_radii(ref, 1)  # euclidean between unit vectors: 1 - cos = d^2 / 2
+            d = float(np.percentile(nn, cfg.percentile))
+            self.cosine, self.origin = 1 - d * d / 2, f", closer than {cfg.percentile:g}% of {len(ref)} reference images to their nearest"
+        else:
+            ex = self.context.registry.extractor(extractors.as_table(cfg.extractor)["name"], "extractor.name")
+            self.cosine, self.origin = float(ex.duplicate_cosine), f", extractor {ex.name!r}'s measured real-to-real threshold"
 
     def select(self, table):
         f = table.features[extractors.extractor_id(self.config.extractor)].astype(np.float32)
@@ -180,8 +225,8 @@ class Dedup(Stage):
                 for b in range(a):  # earlier rows of this block that were kept
                     if keep[rows[b]] and sim_block[a, b] > best:
                         best, who = float(sim_block[a, b]), int(rows[b])
-                if who is not None and best >= self.config.threshold:
-                    reasons[r] = f"near-duplicate (cosine >= {self.config.threshold:g})"
+                if who is not None and best >= self.cosine:
+                    reasons[r] = f"near-duplicate (cosine >= {self.cosine:.4g}{self.origin})"
                     details[r] = f"of {table.keys[who]} (cosine {best:.4f})"
                 else:
                     keep[r] = True

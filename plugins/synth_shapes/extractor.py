@@ -16,6 +16,9 @@ class ShapesFeatures(FeatureExtractor):
 
     name = "shapes"
     Config = ShapesFeaturesConfig
+    # 2,000 real 32 px scenes (seed 0): nearest-neighbour cosine median 0.9914, 1st percentile of
+    # the distance 0.00134 (bench/dedup_threshold.py prints both)
+    duplicate_cosine = 0.9987
 
     def setup(self) -> None:
         from .featurenet import FeatureNet
