@@ -171,7 +171,7 @@ def test_segmentation_and_views_reports_render_in_a_real_browser(seg_report, vie
         assert "view radius per class" in page.inner_text("#calibration")
         assert page.locator("#generator th", has_text="scheduler").count() == 1  # the generator as a table
 
-    _browser_check(seg_report, tmp_path, seg, "report-segmentation.png")
+    _browser_check(seg_report, tmp_path, seg, "report.png")
     _browser_check(views_report, tmp_path, views, "report-views.png")
 
 
