@@ -101,7 +101,7 @@ def train_eval(torch, x, y, test_x, test_y, steps: int, seed: int) -> float:
 
 
 def views_of(gen, latents, labels, radius_of, k: int, seed: int):
-    from synth_operators.views import mix
+    from synth_operators.common import mix
 
     from synth.seeding import sample_rng
 

@@ -51,8 +51,7 @@ class AnnotationsConfig(PluginConfig):
 def replayable(record: dict) -> bool:
     """True when the sample's image is exactly what its latent decodes to (no op after generation
     changed it), so its own denoising path can be replayed."""
-    ops = [step.get("op") for step in record.get("lineage") or []]
-    return ops == ["generate"]
+    return len(record.get("lineage") or []) == 1 and bool(record.get("decode"))  # made by one decode, nothing after
 
 
 MASK_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")

@@ -23,13 +23,26 @@ def palette(n: int) -> list[list[int]]:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the core's libraries and of the model libraries installed (whether or not this
-    process imported them: the driver of a cluster run imports none, and dataset.json must not
-    depend on which process wrote it)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """Versions of every library synth-data requires, its extras' included, that is installed
+    (whether or not this process imported it: the driver of a cluster run imports no model
+    library, and dataset.json must not depend on which process wrote it). The test extra's
+    libraries make no data and are left out."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from .plugins import CORE_DISTRIBUTION
 
     out = {"synth": __version__, "python": platform.python_version()}
-    for dist in ("numpy", "pillow", "webdataset", "pydantic", "torch", "diffusers", "transformers"):
+    try:
+        wanted = requires(CORE_DISTRIBUTION) or []
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        wanted = []
+    names = set()
+    for req in wanted:
+        if re.search(r"extra\s*==\s*['\"]test['\"]", req):
+            continue
+        names.add(re.split(r"[\s\[<>=!~;]", req, 1)[0].lower())
+    for dist in sorted(names):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -78,6 +91,9 @@ def _stage_rows(manifest: Manifest, shard_stats: list[dict]) -> list[dict[str, A
         if step.cls.kind == "dataset" and not any(rows):
             continue  # a measuring stage: its numbers are under "metrics"
         entry = {"stage": step.where, "name": step.name, "kind": step.cls.kind}
+        bounds = step.cls.bounds(step.config)
+        if bounds:
+            entry["bounds"] = bounds
         if all(r is not None for r in rows):
             entry["rows_in"], entry["rows_out"] = sum(r[0] for r in rows), sum(r[1] for r in rows)
             if step.cls.kind in ("filter", "dataset") and entry["rows_in"]:

@@ -8,7 +8,6 @@ beside `shards = OUTPUT` (synth.annotation_formats reads it)."""
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np

@@ -114,6 +114,14 @@ class Step:
     def dump(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.identity()}
 
+    def option(self, key: str, default: Any = None) -> Any:
+        """One of its configured options by name (``model``, ``revision``), or ``default``."""
+        return self.config.model_dump().get(key, default)
+
+    def label(self) -> str:
+        """How messages name it: its model when it has one, else its plugin name."""
+        return str(self.option("model") or self.name)
+
 
 @dataclass
 class Manifest:
@@ -263,7 +271,11 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
             problems.append(str(e))
     if engine is not None and stages_ok and (generator is not None or "generator" not in data):
         if not stages:
-            stages = [_validate_step(registry, "stage", {"name": "generate"}, "stage[0]", problems)]
+            default = registry.default_source()
+            if default is None:
+                problems.append("no [[stage]] given, and no installed plugin offers a default source stage")
+            else:
+                stages = [_validate_step(registry, "stage", {"name": default}, "stage[0]", problems)]
         if stages and stages[0] is not None:
             default_classes = getattr(stages[0].cls, "default_classes", None)
             if not engine.dataset.classes and default_classes is not None:
@@ -335,7 +347,7 @@ def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, genera
     for step in stages:
         missing = sorted(step.cls.requires - caps) if caps is not None else []
         if missing:
-            problems.append(f"{step.where}: stage {step.name!r} needs {missing}, which {generator.config.model if hasattr(generator.config, 'model') else generator.name} does not offer")
+            problems.append(f"{step.where}: stage {step.name!r} needs {missing}, which {generator.label()} does not offer")
     return problems + _check_latents_and_labels(stages, lambda i: PlanContext(**ctx, position=i))
 
 

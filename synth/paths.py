@@ -1,7 +1,9 @@
-"""How a manifest names a model: a local folder or a hub id, one rule for every plugin."""
+"""How a manifest names a model (a local folder or a hub id), and where synth caches what it
+computes once (reference features, trained heads, saved directions): one rule for every plugin."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -13,3 +15,11 @@ def model_ref(ref: str, resolve_path: Callable[[str], Path]) -> tuple[str, bool]
     if local.exists() or Path(ref).is_absolute() or ref.startswith((".", "~")) or ref.count("/") != 1:
         return str(local), True
     return ref, False
+
+
+def cache_dir(kind: str = "") -> Path:
+    """The cache folder for ``kind`` ("features", "directions", ...): $SYNTH_CACHE_DIR, else
+    ~/.cache/synth; the folder itself for an empty kind."""
+    env = os.environ.get("SYNTH_CACHE_DIR")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "synth"
+    return root / kind if kind else root

@@ -26,8 +26,9 @@ from .errors import UsageError
 
 ENTRY_POINT_GROUP = "synth"
 ALLOWLIST_ENV = "SYNTH_LOAD_PLUGINS"
-# First-party plugins: registered through entry points like any package, allowed by default.
-DEFAULT_PLUGINS = ("basic", "toy", "diffusers", "shapes", "pixelhead", "ray", "operators", "filters", "sam", "attention", "classify")
+# First-party plugins are the entry points of synth's own distribution: registered like any
+# package's, allowed by default (the core names none of them).
+CORE_DISTRIBUTION = "synth-data"
 # Registration hooks and what each registers, in the order they are called.
 REGISTER_HOOKS = (
     ("register_generators", "generator"),
@@ -100,6 +101,11 @@ class Registry:
     def generator(self, name: str, where: str) -> type:
         return _lookup(self.generators, name, "generator", where)
 
+    def default_source(self) -> str | None:
+        """The source stage a manifest without [[stage]] tables starts with (Stage.default_source)."""
+        names = sorted(n for n, cls in self.stages.items() if cls.kind == "source" and cls.default_source)
+        return names[0] if names else None
+
     def stage(self, name: str, where: str) -> type:
         return _lookup(self.stages, name, "stage", where)
 
@@ -145,8 +151,19 @@ def env_names() -> set[str]:
     return {n.strip() for n in env.split(",") if n.strip()}
 
 
-def allowed_names(extra: list[str] | tuple[str, ...] = ()) -> set[str]:
-    return set(DEFAULT_PLUGINS) | env_names() | set(extra)
+def _normalised(dist_name: str) -> str:
+    return dist_name.lower().replace("_", "-").replace(".", "-")
+
+
+def first_party(eps: dict | None = None) -> set[str]:
+    """Names of the plugins synth's own distribution installs."""
+    if eps is None:
+        eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return {name for name, ep in eps.items() if ep.dist is not None and _normalised(ep.dist.name) == CORE_DISTRIBUTION}
+
+
+def allowed_names(extra: list[str] | tuple[str, ...] = (), eps: dict | None = None) -> set[str]:
+    return first_party(eps) | env_names() | set(extra)
 
 
 def one_line(e: BaseException) -> str:
@@ -169,7 +186,8 @@ def load_registry(extra_allowed: list[str] | tuple[str, ...] = ()) -> Registry:
     for name in sorted(dict.fromkeys(extra_allowed)):
         if name not in eps:
             registry.failures.append(PluginFailure(name, "named in the manifest's plugins", f"is not installed (installed: {installed})"))
-    allowed = allowed_names(extra_allowed)
+    allowed = allowed_names(extra_allowed, eps)
+    ours = first_party(eps)
     for name in sorted(eps):
         if name not in allowed:
             continue
@@ -187,7 +205,7 @@ def load_registry(extra_allowed: list[str] | tuple[str, ...] = ()) -> Registry:
             module=ep.value,
             distribution=dist.name if dist else "?",
             version=dist.version if dist else __version__,
-            builtin=name in DEFAULT_PLUGINS,
+            builtin=name in ours,
         )
     try:
         pm.check_pending()

@@ -123,6 +123,9 @@ class Generator:
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
     capabilities: ClassVar[frozenset[str]] = frozenset({"sample", "decode"})
+    # Where the generator's tensors live once set up (a torch device, or "cpu"): stages that
+    # train or label on its features work there too.
+    device: Any = "cpu"
 
     def __init__(self, config: PluginConfig, context: RunContext):
         self.config = config
@@ -165,6 +168,15 @@ class Generator:
     def image_shape(self) -> tuple[int, int, int] | None:
         """(H, W, 3) of the images ``decode`` makes; None before set-up or when it varies."""
         return None
+
+    def latent_shape(self) -> tuple[int, ...] | None:
+        """The shape of one sample's latent (a row of ``sample_latents``); None when unknown."""
+        return None
+
+    def supports(self, capability: str) -> bool:
+        """Whether this generator offers ``capability`` (one of ``capabilities``): the one check
+        stages use before calling an optional member (invert, features, compose, ...)."""
+        return capability in self.capabilities
 
     def condition(self, index: int) -> dict[str, Any]:
         """The condition of global sample ``index`` (e.g. {"prompt": ..., "class": 2}).
@@ -228,6 +240,12 @@ class Generator:
         condition (DiffEdit), returned as ``attention`` returns its maps."""
         raise NotImplementedError(f"generator {self.name!r} cannot contrast its conditions")
 
+    def compose(self, latents_a: np.ndarray, latents_b: np.ndarray, masks: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, blend_until: float = 0.7) -> np.ndarray:
+        """Capability "compose": images (B, H, W, 3) uint8 that show A where ``masks`` (B, H, W)
+        are true and B elsewhere, denoised together (A's path inside the mask until
+        ``blend_until`` of the steps, then one path), so the seam is the model's own."""
+        raise NotImplementedError(f"generator {self.name!r} cannot compose two latents")
+
     def bundled(self, kind: str) -> list[Path]:
         """Folders of ready-made artefacts of ``kind`` shipped with the model, read-only (e.g.
         "pixelheads": heads trained on its features, laid out as a stage's cache is, by key).
@@ -264,6 +282,10 @@ class Stage:
     # What it does to seg labels: "makes" (a labeller, a source with masks), "drops" (it changes
     # what an image shows; a labeller must follow); None: keeps them.
     seg: ClassVar[str | None] = None
+    # A source: the one a manifest with a [generator] and no [[stage]] starts with (one per install).
+    default_source: ClassVar[bool] = False
+    # A dataset-level stage whose measure() returns the dataset's metrics (what synth sweep plots).
+    measures: ClassVar[bool] = False
 
     def __init__(self, config: PluginConfig, context: RunContext):
         self.config = config
@@ -273,6 +295,12 @@ class Stage:
     def check_context(cls, config: PluginConfig, classes: list[str]) -> list[str]:
         """Problems only visible with the rest of the manifest; see Generator.check_context."""
         return []
+
+    @classmethod
+    def bounds(cls, config: PluginConfig) -> dict[str, Any] | None:
+        """A filter that keeps a score within fixed bounds: {"score": name, "min": x, "max": y}
+        (either bound may be missing), recorded in dataset.json so the report draws them."""
+        return None
 
     @classmethod
     def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:

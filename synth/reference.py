@@ -16,6 +16,7 @@ from pydantic import Field
 from . import extractors
 from .errors import UsageError
 from .manifest import source_step
+from .paths import cache_dir
 from .protocols import PluginConfig
 
 
@@ -38,8 +39,7 @@ def check_size(plan, ref_source: dict[str, Any], where: str = "reference.source"
 
 
 def _cache(context) -> Path:
-    env = os.environ.get("SYNTH_CACHE_DIR")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "synth") / "features"
+    return cache_dir("features")
 
 
 def reference_images(context, ref: ReferenceConfig, where: str) -> np.ndarray:

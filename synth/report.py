@@ -99,13 +99,11 @@ def bars(values: dict[str, float], title: str, colours: list[tuple[int, int, int
 def thresholds(info: dict) -> dict[str, dict[str, float]]:
     """Per score, the lines the manifest's filters drew (threshold min/max, realism min, ...)."""
     out: dict[str, dict[str, float]] = {}
-    stages = (info.get("manifest") or {}).get("identity", {}).get("stages", [])
-    for i, st in enumerate(stages):
-        name = st.get("name")
-        score = {"threshold": st.get("score"), "realism": "realism", "clip_score": "clip_score"}.get(name)
+    for st in info.get("stages") or []:  # each filter's fixed bounds (Stage.bounds)
+        b = st.get("bounds") or {}
         for bound in ("min", "max"):
-            if score and isinstance(st.get(bound), (int, float)):
-                out.setdefault(score, {})[f"stage[{i}] {bound}"] = float(st[bound])
+            if isinstance(b.get("score"), str) and isinstance(b.get(bound), (int, float)):
+                out.setdefault(b["score"], {})[f"{st['stage']} {bound}"] = float(b[bound])
     for where, rep in (info.get("reports") or {}).items():  # calibrated thresholds (drop_uncertain)
         if isinstance(rep, dict) and isinstance(rep.get("score"), str) and isinstance(rep.get("threshold"), (int, float)):
             out.setdefault(rep["score"], {})[f"{where} {rep.get('stage', '')}".strip()] = float(rep["threshold"])

@@ -10,7 +10,6 @@ are TOML scalars. The manifest needs a ``metrics`` stage (it gives the numbers).
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import re
@@ -141,8 +140,8 @@ def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: 
         raise UsageError("sweep over one or two fields (--set given more than twice)")
     parsed = [parse_set(s) for s in sets]
     first = load_manifest(manifest_path)
-    if not any(s.name == "metrics" for s in first.stages):
-        raise UsageError(f"{manifest_path}: sweep plots the metrics stage's numbers; add a metrics stage with a reference set")
+    if not any(s.cls.measures for s in first.stages):
+        raise UsageError(f"{manifest_path}: sweep plots a measuring stage's numbers; add a metrics stage (or another that measures) with a reference set")
     root = out or first.output_dir().with_name(first.output_dir().name + "-sweep")
     # Every combination is built and validated before anything is made: a bad value costs no run
     # and leaves no folder behind.

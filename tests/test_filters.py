@@ -1,9 +1,7 @@
 """Filters and dataset-level stages: realism, memorisation, dedup, select, metrics; determinism,
 resume through the dataset-level phase, bad input."""
 
-import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -69,7 +67,7 @@ def test_memorisation_catches_a_near_copy_of_a_training_image(tmp_path):
         noisy = np.clip(train[i * 7].astype(int) + rng.integers(-4, 5, train[0].shape), 0, 255).astype(np.uint8)
         Image.fromarray(noisy).save(folder / f"copy{i}.png")
         Image.fromarray(other[i]).save(folder / f"new{i}.png")
-    m = write_manifest(tmp_path, f"""
+    m = write_manifest(tmp_path, """
 [dataset]
 name = "mem"
 num_samples = 10
@@ -79,7 +77,7 @@ name = "folder"
 path = "candidates"
 [[stage]]
 name = "memorisation"
-reference = {{ source = {{ name = "shapes", split = "train" }}, count = 300 }}
+reference = { source = { name = "shapes", split = "train" }, count = 300 }
 """)
     res = synth("run", m)
     assert res.returncode == 0, res.stderr

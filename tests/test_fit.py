@@ -1,7 +1,6 @@
 """`synth fit`: a tiny real training run, checkpoints, resume after a kill, a loadable pipeline."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -66,7 +65,7 @@ def test_tiny_fit_writes_a_standard_diffusers_pipeline(tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003", "step-0000006"]
 
     # The diffusers generator plugin uses the folder as-is.
-    run = write_manifest(tmp_path, f'[dataset]\nname = "g"\noutput = "gen"\nnum_samples = 3\n[generator]\nname = "diffusers"\nmodel = "model"\nsteps = 2\n', "gen.toml")
+    run = write_manifest(tmp_path, '[dataset]\nname = "g"\noutput = "gen"\nnum_samples = 3\n[generator]\nname = "diffusers"\nmodel = "model"\nsteps = 2\n', "gen.toml")
     res = synth("run", "-q", run)
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "gen" / "dataset.json").read_text())["num_samples"] == 3

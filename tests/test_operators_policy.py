@@ -5,7 +5,6 @@ import io
 import json
 
 import numpy as np
-from PIL import Image
 
 from conftest import diffusers_manifest, synth, write_manifest
 from synth.manifest import load_manifest

@@ -8,7 +8,6 @@ import numpy as np
 from conftest import synth, toy_manifest
 from synth import hookspecs
 from synth.plugins import load_registry
-from synth.reading import iter_samples
 
 PIPELINE = """
 [[stage]]

@@ -112,7 +112,6 @@ def test_threads_setting_reaches_torch(tmp_path, models):
 
 
 def test_default_threads_leave_room_for_other_load(monkeypatch):
-    import os
 
     from synth import threads
 

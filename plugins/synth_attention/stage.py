@@ -61,7 +61,7 @@ class AttentionLabels(Stage):
         if caps is not None and config.method not in caps:
             what = "class tokens to attend to" if config.method == "attention" else "a class or tag condition to contrast"
             hint = ' (a tag model of `synth fit` with [fit] tags, or Stable Diffusion)' if config.method == "attention" else ""
-            return [f"method {config.method!r}: the generator {getattr(gen.config, 'model', gen.name)!r} has no {what}{hint}"]
+            return [f"method {config.method!r}: the generator {gen.label()!r} has no {what}{hint}"]
         return []
 
     @classmethod
@@ -73,7 +73,7 @@ class AttentionLabels(Stage):
     def setup(self) -> None:
         cfg, ctx = self.config, self.context
         gen = ctx.generator
-        if gen is None or cfg.method not in gen.capabilities:
+        if gen is None or not gen.supports(cfg.method):
             raise UsageError(f"stage 'attention': the generator cannot give {cfg.method} maps")
         self.background = ctx.classes.index(cfg.background)
         self._check_conditions(gen)
@@ -101,7 +101,7 @@ class AttentionLabels(Stage):
 
     def _calibrate(self) -> None:
         """Choose the rule on a few labelled images: the null token or per-class thresholds."""
-        ctx, gen = self.context, self.context.generator
+        ctx = self.context
         where = "stage 'attention'.calibrate"
         examples = load_examples(self.config.calibrate, ctx, where)
         conditions = [dict(c) for c in examples.conditions]

@@ -20,6 +20,7 @@ class Generate(Stage):
     name = "generate"
     kind = "source"
     Config = GenerateConfig
+    default_source = True
     requires = frozenset({"sample", "decode"})
     scores = frozenset()
     latents = "makes"

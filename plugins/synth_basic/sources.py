@@ -276,8 +276,7 @@ def same_generator(record: dict | None, generator_step) -> bool:
     if not record or generator_step is None:
         return False
     made = record.get("generator") or {}
-    cfg = generator_step.config
-    return made.get("name") == generator_step.name and made.get("model") == getattr(cfg, "model", made.get("model")) and made.get("revision") == getattr(cfg, "revision", None)
+    return made.get("name") == generator_step.name and made.get("model") == generator_step.option("model", made.get("model")) and made.get("revision") == generator_step.option("revision")
 
 
 def count_samples(path: Path) -> int:

@@ -59,6 +59,10 @@ class Threshold(Stage):
     scores = frozenset()
 
     @classmethod
+    def bounds(cls, config):
+        return {"score": config.score, **{k: v for k, v in (("min", config.min), ("max", config.max)) if v is not None}}
+
+    @classmethod
     def check_plan(cls, config, plan: PlanContext) -> list[str]:
         return plan.check_score_recorded(config.score)
 

@@ -30,6 +30,7 @@ class DiffusersGenerator(Generator):
     def __init__(self, config, context):
         super().__init__(config, context)
         self.pipe = None
+        self.model_ref: str | None = None  # the local folder the model loads from, once set up
         self.kind = None  # "unet2d" | "text2image"
         self.num_class_embeds = None
         self.vocabulary = None  # tags.TagVocabulary of a tag-conditioned model
@@ -186,7 +187,7 @@ class DiffusersGenerator(Generator):
             "scheduler": self.config.scheduler,
             "steps": self.config.steps,
             "diffusers": diffusers.__version__,
-            "license": model_license(getattr(self, "model_ref", self.config.model)),
+            "license": model_license(self.model_ref or self.config.model),
         }
         if self.pipe is not None:
             out["pipeline"] = type(self.pipe).__name__
@@ -646,15 +647,15 @@ class DiffusersGenerator(Generator):
 
     def bundled(self, kind: str) -> list[Path]:
         """``<model folder>/<kind>`` of a local pipeline (e.g. pixelheads/ beside unet/)."""
-        folder = Path(getattr(self, "model_ref", "")) / kind
-        return [folder] if getattr(self, "model_ref", None) and folder.is_dir() else []
+        folder = Path(self.model_ref or "") / kind
+        return [folder] if self.model_ref and folder.is_dir() else []
 
     def fingerprint(self) -> str:
         import hashlib
         import json
 
         ident = self.describe()
-        local = Path(getattr(self, "model_ref", ""))
+        local = Path(self.model_ref or "")
         for f in sorted(local.glob("unet/*.safetensors")) + sorted(local.glob("unet/*.bin")):
             ident[f"sha256:{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
         return json.dumps(ident, sort_keys=True, default=str)

@@ -52,6 +52,10 @@ class Realism(_WithReference):
     Config = RealismConfig
     scores = frozenset({"realism"})
 
+    @classmethod
+    def bounds(cls, config):
+        return {"score": "realism", "min": config.min}
+
     def setup(self) -> None:
         self.ref = self._reference()
         if len(self.ref) <= self.config.k:
@@ -115,6 +119,10 @@ class ClipScore(Stage):
     Config = ClipScoreConfig
     scores = frozenset({"clip_score"})
     requires = frozenset({"condition:prompt"})
+
+    @classmethod
+    def bounds(cls, config):
+        return {"score": "clip_score", "min": config.min} if config.min is not None else None
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
@@ -301,6 +309,7 @@ class Metrics(_WithReference):
     name = "metrics"
     kind = "dataset"
     Config = MetricsConfig
+    measures = True
 
     @classmethod
     def wants(cls, config) -> list:

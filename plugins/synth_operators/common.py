@@ -81,3 +81,8 @@ def mark(rec: dict[str, Any], group: str, decode_index: int | None, seed: int) -
     noise of (index, seed); None when no single decode makes it (compose)."""
     rec["group"] = group
     rec["decode"] = None if decode_index is None else {"index": int(decode_index), "seed": int(seed)}
+
+
+def mix(z: np.ndarray, e: np.ndarray, sigma: float) -> np.ndarray:
+    """Norm-preserving for Gaussian latents: sqrt(1 - s^2) z + s e keeps N(0, I) as N(0, I)."""
+    return (np.sqrt(1.0 - sigma * sigma) * z + sigma * e).astype(np.float32)

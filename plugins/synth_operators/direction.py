@@ -6,15 +6,15 @@ name and reused by name."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from synth.batch import Batch
 from synth.errors import UsageError
+from synth.paths import cache_dir
 from synth.manifest import source_step
 from synth.protocols import PluginConfig, Stage
 
@@ -54,8 +54,7 @@ class DirectionConfig(PluginConfig):
 
 
 def directions_dir(context) -> Path:
-    env = os.environ.get("SYNTH_CACHE_DIR")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "synth") / "directions"
+    return cache_dir("directions")
 
 
 def step(z: np.ndarray, w: np.ndarray, a: float, keep_norm: bool) -> np.ndarray:
@@ -114,7 +113,7 @@ class Direction(Stage):
             w, how = self._pca(), {"from": "pca", "component": cfg.pca, "samples": cfg.pca_samples}
         else:
             w, how = self._from_examples(), {"from": "examples", "examples": cfg.examples}
-        shape = tuple(gen.latent_shape()) if hasattr(gen, "latent_shape") else None
+        shape = gen.latent_shape()
         if shape is not None and tuple(w.shape) != shape:
             raise UsageError(f"stage 'direction': the direction has shape {tuple(w.shape)}, this generator's latents are {shape}")
         if cfg.normalize:

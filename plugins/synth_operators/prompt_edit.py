@@ -3,7 +3,6 @@ same sampler noise under edited prompts ("a {cls} in snow", "a {cls} at night").
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field, field_validator
 
 from synth.batch import Batch

@@ -11,16 +11,44 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from synth.batch import Batch
 from synth.errors import UsageError
 from synth.manifest import stage_step
+from synth.protocols import PluginConfig
 from synth.seeding import sample_rng, sample_seed
 
-from .views import AutoConfig, mix
+from .common import mix
+
+
+class AutoConfig(PluginConfig):
+    """sigma = "auto": per class, the largest radius at which a labeller still agrees with the
+    parent's label for `target` of the views."""
+
+    added_later = frozenset({"on_miss"})
+
+    labeller: dict[str, Any] = Field(description="A stage table that labels images, e.g. {name = \"shapes_classify\"}")
+    label_from: Literal["class", "seg_majority"] = Field("class", description="The label: the class the labeller sets, or the majority non-background class of its seg")
+    target: float = Field(0.95, gt=0, lt=1, description="Share of views whose label must agree with the parent's")
+    samples: int = Field(24, ge=2, le=1000, description="Calibration parents (generated, their own seeds)")
+    views: int = Field(4, ge=1, le=64, description="Views per calibration parent and radius")
+    radii: list[float] = Field([0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8], min_length=2, description="Radii searched, ascending")
+    on_miss: Literal["smallest", "error"] = Field(
+        "smallest",
+        description="When even the smallest radius misses the target for a class: take the smallest (said in the run's "
+        "summary, the card and the report, with the best agreement reached), or stop with an error",
+    )
+
+    @field_validator("radii")
+    @classmethod
+    def _ascending(cls, v):
+        if sorted(v) != list(v) or not all(0 < r <= 1 for r in v):
+            raise ValueError("radii must be ascending, each in (0, 1]")
+        return v
 
 
 def _labels(stage, images: np.ndarray, records: list[dict], label_from: str) -> list:

@@ -11,38 +11,8 @@ from pydantic import Field, field_validator, model_validator
 from synth.batch import Batch
 from synth.protocols import PluginConfig, Stage
 
-from .common import child_index, child_rng, conditions, decode_children, drop_seg, interleave, mark, need_latents
-
-
-def mix(z: np.ndarray, e: np.ndarray, sigma: float) -> np.ndarray:
-    """Norm-preserving for Gaussian latents: sqrt(1 - s^2) z + s e keeps N(0, I) as N(0, I)."""
-    return (np.sqrt(1.0 - sigma * sigma) * z + sigma * e).astype(np.float32)
-
-
-class AutoConfig(PluginConfig):
-    """sigma = "auto": per class, the largest radius at which a labeller still agrees with the
-    parent's label for `target` of the views."""
-
-    added_later = frozenset({"on_miss"})
-
-    labeller: dict[str, Any] = Field(description="A stage table that labels images, e.g. {name = \"shapes_classify\"}")
-    label_from: Literal["class", "seg_majority"] = Field("class", description="The label: the class the labeller sets, or the majority non-background class of its seg")
-    target: float = Field(0.95, gt=0, lt=1, description="Share of views whose label must agree with the parent's")
-    samples: int = Field(24, ge=2, le=1000, description="Calibration parents (generated, their own seeds)")
-    views: int = Field(4, ge=1, le=64, description="Views per calibration parent and radius")
-    radii: list[float] = Field([0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8], min_length=2, description="Radii searched, ascending")
-    on_miss: Literal["smallest", "error"] = Field(
-        "smallest",
-        description="When even the smallest radius misses the target for a class: take the smallest (said in the run's "
-        "summary, the card and the report, with the best agreement reached), or stop with an error",
-    )
-
-    @field_validator("radii")
-    @classmethod
-    def _ascending(cls, v):
-        if sorted(v) != list(v) or not all(0 < r <= 1 for r in v):
-            raise ValueError("radii must be ascending, each in (0, 1]")
-        return v
+from .common import child_index, child_rng, conditions, decode_children, drop_seg, interleave, mark, mix, need_latents
+from .sigma_auto import AutoConfig, calibrate
 
 
 class ViewsConfig(PluginConfig):
@@ -90,7 +60,6 @@ class Views(Stage):
         self.radii: dict[Any, float] = {}
         self.calibration: dict | None = None
         if self.config.sigma == "auto":
-            from .sigma_auto import calibrate
 
             self.calibration = calibrate(self.context, self.config.auto)
             self.radii = {k: v for k, v in self.calibration["radius"].items()}

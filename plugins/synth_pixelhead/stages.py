@@ -97,7 +97,7 @@ class PixelHead(Stage):
 
     def _ready(self) -> None:
         ctx = self.context
-        self.ensemble.to(getattr(ctx.generator, "device", "cpu"))  # label where the features are
+        self.ensemble.to(ctx.generator.device)  # label where the features are
         calibration = self.info.get("calibration", {}).get(SCORE, [])
         ctx.extra.setdefault("score_calibration", {})[SCORE] = calibration
         self.top_fraction = self.info.get("top_fraction", self.config.top_fraction)

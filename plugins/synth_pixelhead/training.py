@@ -19,6 +19,7 @@ import numpy as np
 
 from synth.annotations import Examples
 from synth.errors import UsageError
+from synth.paths import cache_dir
 from synth.seeding import sample_seed
 
 from .bank import PixelBank
@@ -33,8 +34,7 @@ HYPER = ("ensemble", "hidden", "steps", "batch_pixels", "lr", "bank_mb", "balanc
 def cache_root(cfg: PixelHeadConfig, context) -> Path:
     if cfg.cache_dir:
         return context.resolve_path(cfg.cache_dir)
-    env = os.environ.get("SYNTH_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "synth"
+    return cache_dir()
 
 
 def head_key(examples: Examples, fingerprint: str, spec, cfg: PixelHeadConfig, classes: list[str], seed: int) -> str:
@@ -111,7 +111,7 @@ def train_head(generator, spec, examples: Examples, cfg: PixelHeadConfig, classe
     bank = fill_bank(generator, spec, examples, cfg, seed, bar)
     bar.close()
     t_feat = time.perf_counter() - t0
-    device = getattr(generator, "device", "cpu")  # train where the generator runs
+    device = generator.device  # train where the generator runs
     bar = bars(cfg.ensemble * cfg.steps, "pixel head: training", "step")
     ensemble, stats = train_ensemble(bank, len(classes), cfg.hidden, cfg.ensemble, cfg.steps, cfg.batch_pixels, cfg.lr, seed, lambda d, t: bar.update(d - bar.n), device, cfg.balance)
     bar.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import math
 import os
-import time
 from typing import Any
 
 from pydantic import Field

@@ -1,0 +1,62 @@
+"""The core names no plugin: first-party plugins come from synth's own distribution's entry
+points, the default source and the measuring stage are flags a plugin sets, and the report reads
+a filter's bounds from dataset.json. A test that greps, so that a new special case fails here."""
+
+import ast
+from importlib import metadata
+from pathlib import Path
+
+from synth.plugins import CORE_DISTRIBUTION, first_party, load_registry
+
+CORE = Path(__file__).resolve().parents[1] / "synth"
+
+
+def _strings(path: Path):
+    """(line, text) of every string literal that is not a docstring."""
+    tree = ast.parse(path.read_text())
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs.add(id(first.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            yield node.lineno, node.value
+
+
+def test_no_plugin_or_plugin_stage_is_named_in_the_core():
+    plugins = first_party()
+    assert {"basic", "diffusers", "filters"} <= plugins  # the scan below looks for real names
+    reg = load_registry()
+    owned = {n for n, cls in reg.stages.items() if reg.owner.get(("stage", n)) in plugins} | set(reg.generators) | set(reg.extractors)
+    # words that are also dataset.json keys or the core's own vocabulary, not a reference to a plugin
+    generic = {"generator", "shards", "metrics", "folder", "threshold", "local"}
+    found = []
+    for path in sorted(CORE.glob("*.py")):
+        for line, text in _strings(path):
+            if text in plugins or (text in owned and text not in generic) or text.startswith("synth_") or (text.startswith("builtin:") and text != "builtin:"):
+                found.append(f"{path.name}:{line} {text!r}")
+    assert found == []
+
+
+def test_no_step_name_is_compared_with_a_literal_in_the_core():
+    found = []
+    for path in sorted(CORE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                named = any(isinstance(s, ast.Attribute) and s.attr == "name" for s in sides)
+                literal = any(isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides)
+                if named and literal:
+                    found.append(f"{path.name}:{node.lineno}")
+    assert found == []
+
+
+def test_first_party_plugins_are_our_distributions_entry_points():
+    eps = {ep.name: ep for ep in metadata.entry_points(group="synth")}
+    ours = {n for n, ep in eps.items() if ep.dist is not None and ep.dist.name.lower().replace("_", "-") == CORE_DISTRIBUTION}
+    assert first_party() == ours and "classify" in ours
+    reg = load_registry()
+    assert all(info.builtin == (name in ours) for name, info in reg.plugins.items())
+    assert reg.default_source() == "generate" and reg.stages["metrics"].measures
