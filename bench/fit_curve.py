@@ -57,7 +57,7 @@ def manifest(folder: Path, recipe: dict, images: int, minutes: float, seed: int 
 
 
 def evaluate(trainer, oracle, featnet, real_images, real_feats, n: int) -> dict:
-    from synth.metrics import prdc
+    from synth.fidelity import prdc
     from synth_shapes.oracle import shape_fidelity
 
     samples = trainer.sample(n, 20)

@@ -99,7 +99,7 @@ def main() -> None:
 
     import torch
 
-    from synth.metrics import prdc
+    from synth.fidelity import prdc
     from synth_shapes.featurenet import FeatureNet, confident
     from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity, worst_confusions
     from synth_shapes.world import render_many

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from . import __version__
+from .figures import cell, figures
 from .manifest import Manifest
 
 
@@ -178,10 +179,10 @@ def _metrics_section(info: dict[str, Any]) -> str:
         ref = m.get("reference", {})
         lines.append(f"Against {ref.get('samples', '?')} reference images ({json.dumps(ref.get('source'), sort_keys=True)}), features `{json.dumps(m.get('extractor'), sort_keys=True)}`, {m.get('samples')} samples:")
         lines.append("")
-        lines.append("| FID | KID | precision | recall | density | coverage |")
-        lines.append("| --- | --- | --- | --- | --- | --- |")
-        fmt = lambda k: f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "-"  # noqa: E731
-        lines.append(f"| {fmt('fid')} | {fmt('kid')} | {fmt('precision')} | {fmt('recall')} | {fmt('density')} | {fmt('coverage')} |")
+        shown = figures(m)
+        lines.append("| " + " | ".join(label for _, label in shown) + " |")
+        lines.append("|" + " --- |" * len(shown))
+        lines.append("| " + " | ".join(cell(m, k) for k, _ in shown) + " |")
         if m.get("class_balance"):
             lines.append("")
             lines.append("Class balance: " + ", ".join(f"{c} {n}" for c, n in m["class_balance"].items()))

@@ -43,6 +43,17 @@ def _f32(x) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
 
 
+def pairwise_sq_dists(a: np.ndarray, b: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """The full (A, B) matrix of squared distances, float64: for small sets and checks only; the
+    metrics below never build it."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    bb = _sq_norms(b)
+    out = np.empty((len(a), len(b)), np.float64)
+    for s in range(0, len(a), block):
+        out[s : s + block] = _block_sq(a[s : s + block], b, bb)
+    return out
+
+
 def knn_radii(x: np.ndarray, k: int, block: int = BLOCK) -> np.ndarray:
     """Distance of each row to its k-th nearest other row."""
     x = _f32(x)

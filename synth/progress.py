@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .bars import progress_bar
 from .engine import Progress, RunSummary
+from .figures import figures
 
 
 class BarProgress(Progress):
@@ -73,8 +74,8 @@ def format_summary(s: RunSummary) -> str:
                 + (f", {w['failures']} failures (shard made again elsewhere)" if w.get("failures") else "")
             )
     for where, m in s.metrics.items():
-        figures = [f"{k.upper() if k in ('fid', 'kid') else k} {m[k]:.4g}" for k in ("fid", "kid", "precision", "recall", "density", "coverage") if k in m]
-        if figures:
-            lines.append(f"{where} {m.get('stage', 'metrics')} ({m.get('samples', '?')} samples vs {m.get('reference', {}).get('samples', '?')} reference): " + ", ".join(figures))
+        shown = [f"{label} {m[k]:.4g}" for k, label in figures(m) if isinstance(m.get(k), int | float)]
+        if shown:
+            lines.append(f"{where} {m.get('stage', '?')} ({m.get('samples', '?')} samples vs {m.get('reference', {}).get('samples', '?')} reference): " + ", ".join(shown))
     lines.append(f"dataset: {s.num_samples} samples; see {s.output}/dataset.json")
     return "\n".join(lines)

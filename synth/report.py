@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .figures import cell, columns
 from .reading import iter_samples, read_dataset_info
 
 MAX_ROWS = 20000  # samples whose scores and labels feed the charts (said on the page when capped)
 KEPT, DROPPED, MARK = (70, 110, 200), (225, 130, 40), (200, 30, 30)
-METRICS = ("fid", "kid", "precision", "recall", "density", "coverage")
 
 
 def _png(img: Image.Image) -> bytes:
@@ -307,10 +307,10 @@ def _html(r: dict, folder: Path, grid: Path | None) -> str:
     parts += _calibration(info, folder) or ["<p>nothing (no stage calibrated at set-up)</p>"]
     parts.append("</section><section id=metrics><h2>Metrics</h2>")
     if metrics:
-        parts.append("<table><tr><th>stage</th><th>FID</th><th>KID</th><th>precision</th><th>recall</th><th>density</th><th>coverage</th><th>reference</th></tr>")
+        shown = columns(metrics)
+        parts.append("<table><tr><th>stage</th>" + "".join(f"<th>{esc(label)}</th>" for _, label in shown) + "<th>reference</th></tr>")
         for where, m in sorted(metrics.items()):
-            cell = lambda k: f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "-"  # noqa: E731
-            parts.append(f"<tr><td>{esc(where)}</td>" + "".join(f"<td class=metric-{k}>{cell(k)}</td>" for k in METRICS)
+            parts.append(f"<tr><td>{esc(where)}</td>" + "".join(f"<td class=metric-{esc(k)}>{cell(m, k)}</td>" for k, _ in shown)
                          + f"<td>{esc(json.dumps((m.get('reference') or {}).get('source'), sort_keys=True))}</td></tr>")
         parts.append("</table>")
     else:
@@ -342,9 +342,10 @@ def _markdown(r: dict, grid: bool) -> str:
     if r["pixel_shares"]:
         md += ["| class | share of labelled pixels |", "| --- | --- |"] + [f"| {c} | {v:.2%} |" for c, v in r["pixel_shares"].items()] + [""]
     if metrics:
-        md += ["| stage | FID | KID | precision | recall | density | coverage |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        shown = columns(metrics)
+        md += ["| stage | " + " | ".join(label for _, label in shown) + " |", "| --- |" + " --- |" * len(shown)]
         for where, m in sorted(metrics.items()):
-            md.append(f"| {where} | " + " | ".join(f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "-" for k in METRICS) + " |")
+            md.append(f"| {where} | " + " | ".join(cell(m, k) for k, _ in shown) + " |")
         md.append("")
     md += [f"![{n}]({n})" for n in r["charts"]] + ["", "## Dropped", ""]
     md += [f"- {g['stage']}: {g['reason']} ({g['count']} samples; e.g. {'; '.join(g['examples'])})" for g in _dropped_groups(r["dropped"])] or ["none"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError, UsageError
+from .figures import cell, figures
 
 
 def parse_set(text: str) -> tuple[str, list[Any]]:
@@ -166,7 +167,7 @@ def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: 
         summary = run(m, output=folder / "data", progress=BarProgress(disable=quiet), quiet=quiet, threads=threads)
         info = json.loads((folder / "data" / "dataset.json").read_text())
         metrics = next(iter((info.get("metrics") or {}).values()), {})
-        rows.append({"label": label, "values": combo, "output": str(folder / "data"), "samples": info["num_samples"], "metrics": {k: metrics.get(k) for k in ("precision", "recall", "density", "coverage", "fid", "kid")}})
+        rows.append({"label": label, "values": combo, "output": str(folder / "data"), "samples": info["num_samples"], "metrics": {k: metrics.get(k) for k, _ in figures(metrics)}, "labels": dict(figures(metrics))})
         if not quiet:
             import sys
 
@@ -177,10 +178,13 @@ def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: 
         for j in pareto([(rows[i]["metrics"][xk], rows[i]["metrics"][yk]) for i in ok]):
             rows[ok[j]].setdefault("pareto", []).append(f"{yk}/{xk}")
     plot(rows, root / "sweep.png")
-    table = ["| value | samples | precision | recall | density | coverage | FID | KID | Pareto |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    shown: dict[str, str] = {}
     for r in rows:
-        f = lambda k: "-" if r["metrics"].get(k) is None else f"{r['metrics'][k]:.4g}"  # noqa: E731
-        table.append(f"| {r['label']} | {r['samples']} | {f('precision')} | {f('recall')} | {f('density')} | {f('coverage')} | {f('fid')} | {f('kid')} | {', '.join(r.get('pareto', [])) or ''} |")
+        for k, label in r["labels"].items():
+            shown.setdefault(k, label)
+    table = ["| value | samples | " + " | ".join(shown.values()) + " | Pareto |", "| --- | --- |" + " --- |" * len(shown) + " --- |"]
+    for r in rows:
+        table.append(f"| {r['label']} | {r['samples']} | " + " | ".join(cell(r["metrics"], k) for k in shown) + f" | {', '.join(r.get('pareto', [])) or ''} |")
     (root / "sweep.md").write_text("\n".join(table) + "\n\n![sweep](sweep.png)\n")
     (root / "sweep.json").write_text(json.dumps(rows, indent=1, default=str))
     return {"folder": str(root), "rows": rows, "table": "\n".join(table)}

@@ -1,6 +1,6 @@
 import numpy as np
 
-from synth.metrics import knn_radii, pairwise_sq_dists, prdc
+from synth.fidelity import knn_radii, pairwise_sq_dists, prdc
 
 
 def test_pairwise_distances_match_brute_force():

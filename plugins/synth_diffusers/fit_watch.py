@@ -6,7 +6,7 @@ oracle's shape fidelity of the samples rose from 0.79 to 0.86. So a loss plateau
 user to stop too early. With a watch, every ``every`` steps the fit draws ``samples`` images from
 its EMA weights (DDIM, the same seeds each time) and compares them with as many of its training
 images (a fixed subset) through a feature extractor (the extractor plugin kind):
-precision, recall, density and coverage (synth.metrics.prdc, k = 3). Once precision + recall has
+precision, recall, density and coverage (synth.fidelity.prdc, k = 3). Once precision + recall has
 not risen by ``min_gain`` for ``patience`` watches in a row (see Watch.stalled), the log says so,
 and no more: features that no longer tell two checkpoints apart do not prove the samples cannot
 improve. shapes-32-gpu's second stage logged no gain after step 1,128 of 4,512 (precision and
@@ -25,7 +25,7 @@ import numpy as np
 
 from synth import extractors
 from synth.errors import UsageError
-from synth.metrics import prdc
+from synth.fidelity import prdc
 from synth.protocols import RunContext
 from synth.seeding import sample_rng
 

@@ -322,6 +322,7 @@ class Metrics(_WithReference):
         cfg = self.config
         f = table.features[extractors.extractor_id(cfg.extractor)]
         out: dict[str, Any] = {"samples": len(table), "reference": {"samples": int(len(self.ref)), "source": cfg.reference.source}, "extractor": extractors.as_table(cfg.extractor)}
+        out["figures"] = [["fid", "FID"], ["kid", "KID"], ["precision", "precision"], ["recall", "recall"], ["density", "density"], ["coverage", "coverage"]]
         if len(table) > cfg.k and len(self.ref) > cfg.k:
             out.update({k: round(v, 6) for k, v in prdc(self.ref, f, cfg.k).items()})
         if len(table) >= 2:
