@@ -11,6 +11,7 @@ from typing import Any
 from . import __version__
 from .figures import cell, figures
 from .manifest import Manifest
+from .protocols import DatasetStage
 
 
 def palette(n: int) -> list[list[int]]:
@@ -89,7 +90,7 @@ def _stage_rows(manifest: Manifest, shard_stats: list[dict]) -> list[dict[str, A
     out = []
     for step in manifest.stages:
         rows = [st.get("stage_rows", {}).get(step.where) for st in shard_stats]
-        if step.cls.kind == "dataset" and not any(rows):
+        if issubclass(step.cls, DatasetStage) and not any(rows):
             continue  # a measuring stage: its numbers are under "metrics"
         entry = {"stage": step.where, "name": step.name, "kind": step.cls.kind}
         bounds = step.cls.bounds(step.config)

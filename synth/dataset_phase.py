@@ -24,6 +24,7 @@ import numpy as np
 from .batch import THUMBNAILS_PER_REASON, Dropped
 from .errors import RunError
 from .output import OutputFolder, stats_name
+from .protocols import DatasetStage
 from .reading import iter_samples
 from .table import SampleTable, read_table, table_name
 from .writer import ShardFile, shard_name
@@ -45,7 +46,7 @@ def dataset_stages(pipeline) -> list[tuple[Any, Any]]:
     """(step, set-up stage) for every dataset-level stage, on the driver."""
     out = []
     for step in pipeline.manifest.stages:
-        if step.cls.kind == "dataset":
+        if issubclass(step.cls, DatasetStage):
             stage = step.cls(step.config, pipeline.context)
             pipeline._guard(step, "set-up", stage.setup)
             out.append((step, stage))

@@ -28,7 +28,7 @@ from .errors import RunError, UsageError
 from .manifest import Manifest
 from .output import OutputFolder, stats_name
 from .pipeline import Pipeline
-from .protocols import Executor
+from .protocols import DatasetStage, Executor
 from .reading import iter_samples
 from .records import encode_sample, fields_of
 from .storage import Store, open_store
@@ -176,7 +176,7 @@ def make_shards(
 
     batch_size = pipeline.manifest.run.batch_size
     wanted = dataset_features(pipeline.manifest)
-    with_table = any(s.cls.kind == "dataset" for s in pipeline.manifest.stages)
+    with_table = any(issubclass(s.cls, DatasetStage) for s in pipeline.manifest.stages)
     encoder = SampleEncoder(pipeline.manifest, pipeline.describe_generator())
     check = FieldCheck()
     bg = BackgroundWriter(lambda b, rows: check(encoder(b, rows)), workers)
@@ -262,7 +262,7 @@ def dataset_features(manifest: Manifest) -> list:
     """Extractor tables the dataset-level stages need for every sample (Stage.wants)."""
     out, seen = [], set()
     for step in manifest.stages:
-        if step.cls.kind == "dataset":
+        if issubclass(step.cls, DatasetStage):
             for spec in step.cls.wants(step.config):
                 from .extractors import extractor_id
 
@@ -327,7 +327,7 @@ def run(
 
             pending = [t for t in tasks if not folder.is_finished(t.index)]
             summary.shards_skipped = len(tasks) - len(pending)
-            selecting = any(s.cls.kind == "dataset" and s.cls.selects for s in manifest.stages)
+            selecting = any(issubclass(s.cls, DatasetStage) and s.cls.selects for s in manifest.stages)
             candidates_left = selecting and bool(open_store(f"{store.location}/{CANDIDATES}").glob("*"))
             if not pending and folder.finished() and not candidates_left:
                 summary.nothing_to_do = True
@@ -356,7 +356,7 @@ def run(
                 summary.threads = next((w.get("threads") for w in summary.workers if w.get("threads")), None)
             summary.shards_made = len(pending)
 
-            stages = dataset_stages(Pipeline(manifest, quiet=quiet, threads=threads)) if any(s.cls.kind == "dataset" for s in manifest.stages) else []
+            stages = dataset_stages(Pipeline(manifest, quiet=quiet, threads=threads)) if any(issubclass(s.cls, DatasetStage) for s in manifest.stages) else []
             if candidates is not None and pending:  # a kill after the last final shard: candidates may be half removed
                 _finalise(folder, candidates, tasks, pending, stages)
             metrics = measure(stages, load_table(folder, [t.index for t in tasks])) if stages else {}

@@ -47,7 +47,7 @@ def evaluate(manifest: Manifest, table: dict[str, Any], count: int | None = None
     step = source_step(manifest.registry, dict(table), "--labelled")
     source = step.cls(step.config, pipeline.context)
     source.setup()
-    available = source.num_available() if hasattr(source, "num_available") else None
+    available = source.num_available()
     n = count or available
     if n is None:
         raise UsageError(f"--labelled: source {step.name!r} is endless; give --count")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ManifestError, UsageError
 from .plugins import Registry, load_registry
-from .protocols import PlanContext, PluginConfig
+from .protocols import DatasetStage, PlanContext, PluginConfig, SourceStage
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # What names can hold: sample keys are s%08d (more would break their sort order) and shards
@@ -277,9 +277,9 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
             else:
                 stages = [_validate_step(registry, "stage", {"name": default}, "stage[0]", problems)]
         if stages and stages[0] is not None:
-            default_classes = getattr(stages[0].cls, "default_classes", None)
+            default_classes = stages[0].cls.default_classes(stages[0].config) if issubclass(stages[0].cls, SourceStage) else None
             if not engine.dataset.classes and default_classes is not None:
-                engine.dataset.classes = list(default_classes(stages[0].config))
+                engine.dataset.classes = list(default_classes)
             problems += _check_pipeline(generator, stages, engine.dataset.classes)
             if not problems:
                 problems += _check_plan(path.parent, engine, registry, generator, stages)
@@ -401,7 +401,7 @@ def source_step(registry: Registry, raw: dict, where: str, problems: list[str] |
         collect.append(f"{where}.name: a source stage name is needed")
     else:
         step = _validate_step(registry, "stage", raw, where, collect)
-        if step is not None and step.cls.kind != "source":
+        if step is not None and not issubclass(step.cls, SourceStage):
             collect.append(f"{where}: {step.name!r} is a {step.cls.kind} stage, a source stage is needed here")
             step = None
     if problems is None and collect:
@@ -444,7 +444,7 @@ def _validate_step(registry: Registry, kind: str, raw: dict, where: str, problem
 def _check_pipeline(generator: Step | None, stages: list[Step], classes: list[str]) -> list[str]:
     """Cross-field rules no single config model can see."""
     problems = []
-    if stages[0].cls.kind != "source":
+    if not issubclass(stages[0].cls, SourceStage):
         problems.append(f"{stages[0].where}: the first stage must be a source stage, {stages[0].name!r} is a {stages[0].cls.kind} stage")
     caps = generator.cls.capabilities if generator else frozenset()
     for step in ([generator] if generator else []) + stages:
@@ -453,9 +453,9 @@ def _check_pipeline(generator: Step | None, stages: list[Step], classes: list[st
             problems += [f"{step.where}: {p}" for p in check(step.config, classes)]
     seen_dataset = False
     for step in stages:
-        if step is not stages[0] and step.cls.kind == "source":
+        if step is not stages[0] and issubclass(step.cls, SourceStage):
             problems.append(f"{step.where}: only the first stage may be a source stage ({step.name!r} is one)")
-        if step.cls.kind == "dataset":
+        if issubclass(step.cls, DatasetStage):
             seen_dataset = True
         elif seen_dataset:
             problems.append(f"{step.where}: per-sample stage {step.name!r} cannot follow a dataset-level stage")

@@ -13,7 +13,7 @@ from .errors import RunError, SynthError
 from .manifest import Manifest, Step
 from .plugins import one_line
 from .threads import apply_threads
-from .protocols import RunContext
+from .protocols import DatasetStage, RunContext
 
 # Every sample's json carries these keys (Hugging Face's loader infers one schema from a few
 # samples): group (a parent and its children share it), decode (what regenerates the image),
@@ -44,9 +44,9 @@ class Pipeline:
         if manifest.generator is not None:
             self.generator = manifest.generator.cls(manifest.generator.config, self.context)
             self.context.generator = self.generator
-        per_sample = [s for s in manifest.stages if s.cls.kind != "dataset"]
+        per_sample = [s for s in manifest.stages if not issubclass(s.cls, DatasetStage)]
         self.steps: list[tuple[Step, object]] = [(s, s.cls(s.config, self.context)) for s in per_sample]
-        self.dataset_steps = [s for s in manifest.stages if s.cls.kind == "dataset"]
+        self.dataset_steps = [s for s in manifest.stages if issubclass(s.cls, DatasetStage)]
         self.is_set_up = False
         self.timings: dict[str, float] = {}
         self.rows: dict[str, list[int]] = {}  # per step: [rows in, rows out] since reset_rows()

@@ -103,7 +103,9 @@ class Registry:
 
     def default_source(self) -> str | None:
         """The source stage a manifest without [[stage]] tables starts with (Stage.default_source)."""
-        names = sorted(n for n, cls in self.stages.items() if cls.kind == "source" and cls.default_source)
+        from .protocols import SourceStage
+
+        names = sorted(n for n, cls in self.stages.items() if issubclass(cls, SourceStage) and cls.default_source)
         return names[0] if names else None
 
     def stage(self, name: str, where: str) -> type:
@@ -230,7 +232,7 @@ class RegistrationError(Exception):
 
 
 def _registrar(registry: Registry, plugin: str, kind: str):
-    from .protocols import STAGE_KINDS, Executor, FeatureExtractor, Generator, PluginConfig, Stage
+    from .protocols import STAGE_KINDS, DatasetStage, Executor, FeatureExtractor, Generator, PluginConfig, SourceStage, Stage
 
     info = registry.plugins[plugin]
     base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor}.get(kind)
@@ -262,6 +264,10 @@ def _registrar(registry: Registry, plugin: str, kind: str):
             raise RegistrationError(f"{kind} {name!r} has no Config (a synth.protocols.PluginConfig subclass)")
         if kind == "stage" and obj.kind not in STAGE_KINDS:
             raise RegistrationError(f"stage {name!r} has kind {obj.kind!r}; a stage's kind is one of {', '.join(STAGE_KINDS)}")
+        if kind == "stage":  # the kind and the contract go together
+            for contract, of_kind in ((SourceStage, "source"), (DatasetStage, "dataset")):
+                if issubclass(obj, contract) != (obj.kind == of_kind):
+                    raise RegistrationError(f"stage {name!r}: a {of_kind} stage subclasses synth.protocols.{contract.__name__}, and only a {of_kind} stage does")
         table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors}[kind]
         if name in table:
             other = registry.owner[(kind, name)]

@@ -84,7 +84,7 @@ class PlanContext:
     def image_size(self) -> tuple[int, int] | None:
         """(height, width) of the run's samples as its source stage plans them, or None."""
         first = self.stages[0] if self.stages else None
-        if first is None or first.cls.kind != "source":
+        if first is None or not issubclass(first.cls, SourceStage):
             return None
         return first.cls.planned_size(first.config, self)
 
@@ -261,11 +261,13 @@ class Generator:
 
 
 class Stage:
-    """One step of the pipeline.
+    """One step of the pipeline. This class is the contract of the per-sample kinds, whose
+    ``process`` takes a batch and returns one; sources subclass ``SourceStage`` and dataset-level
+    stages ``DatasetStage``.
 
-    kind: "source" (makes samples for indices), "transform" (same rows, new columns or values),
-    "expand" (more rows, e.g. views), "filter" (fewer rows, each drop with a reason), or
-    "dataset" (runs once after all shards).
+    kind: "transform" (same rows, new columns or values), "expand" (more rows, e.g. views),
+    "filter" (fewer rows, each drop with a reason); "source" and "dataset" belong to the two
+    subclasses below.
     """
 
     name: ClassVar[str]
@@ -282,10 +284,6 @@ class Stage:
     # What it does to seg labels: "makes" (a labeller, a source with masks), "drops" (it changes
     # what an image shows; a labeller must follow); None: keeps them.
     seg: ClassVar[str | None] = None
-    # A source: the one a manifest with a [generator] and no [[stage]] starts with (one per install).
-    default_source: ClassVar[bool] = False
-    # A dataset-level stage whose measure() returns the dataset's metrics (what synth sweep plots).
-    measures: ClassVar[bool] = False
 
     def __init__(self, config: PluginConfig, context: RunContext):
         self.config = config
@@ -329,9 +327,8 @@ class Stage:
 
     @classmethod
     def latents_out(cls, config: PluginConfig, plan: PlanContext) -> bool | None:
-        """Whether samples carry latents after this stage (None: as before it). A source that
-        only sometimes has them (shards) looks at its input here."""
-        return {"makes": True, "drops": False}.get(cls.latents or "", False if cls.kind == "source" else None)
+        """Whether samples carry latents after this stage (None: as before it)."""
+        return {"makes": True, "drops": False}.get(cls.latents or "")
 
     def share(self) -> Any:
         """After ``setup()``: what another process needs to set this stage up identically without
@@ -345,38 +342,70 @@ class Stage:
         """Set up from what ``share()`` returned in another process (instead of ``setup()``)."""
         self.setup()
 
-    # Dataset-level stages (kind "dataset") run after every shard task, on the run's SampleTable.
-    selects: ClassVar[bool] = False  # True: select() decides which samples the final shards keep
-
-    @classmethod
-    def wants(cls, config: PluginConfig) -> list[Any]:
-        """Dataset-level stages: extractor tables whose features every sample needs (computed
-        during the shard tasks, kept beside each shard)."""
-        return []
-
-    def select(self, table: Any) -> tuple[np.ndarray, list[str], list[str]]:
-        """Selecting dataset-level stages: (keep mask, reason and detail per row) over the run's
-        ``synth.table.SampleTable`` (the rows earlier selecting stages kept). Deterministic."""
+    def process(self, batch: Batch) -> Batch:
+        """Transform, expand and filter stages: a batch in, a batch out."""
         raise NotImplementedError
 
-    def measure(self, table: Any) -> dict[str, Any] | None:
-        """Dataset-level stages: numbers about the final dataset (its kept rows), written into
-        dataset.json under "metrics" and into the card."""
+
+class SourceStage(Stage):
+    """The first stage of a run: makes the samples for global indices (generated, read, drawn
+    from a procedural world). Also the kind a stage's embedded source table names (a reference
+    set, labelled examples)."""
+
+    kind: ClassVar[str] = "source"
+    # The one a manifest with a [generator] and no [[stage]] starts with (one per install).
+    default_source: ClassVar[bool] = False
+
+    @classmethod
+    def default_classes(cls, config: PluginConfig) -> list[str] | None:
+        """The class names a run takes when [dataset].classes is empty (a world's own); None."""
         return None
 
     @classmethod
     def planned_size(cls, config: PluginConfig, plan: PlanContext) -> tuple[int, int] | None:
-        """Source stages: (height, width) of the images they will make, known without loading
-        anything (a size option, the generator's config); None when only reading tells."""
+        """(height, width) of the images it will make, known without loading anything (a size
+        option, the generator's config); None when only reading tells."""
+        return None
+
+    @classmethod
+    def latents_out(cls, config: PluginConfig, plan: PlanContext) -> bool | None:
+        """Whether its samples carry latents. A source that only sometimes has them (shards)
+        looks at its input here."""
+        return cls.latents == "makes"
+
+    def num_available(self) -> int | None:
+        """How many samples it holds (a folder's images); None: as many as asked."""
         return None
 
     def produce(self, indices: Sequence[int]) -> Batch:
-        """Source stages: the samples for these global indices."""
+        """The samples for these global indices."""
         raise NotImplementedError
 
-    def process(self, batch: Batch) -> Batch:
-        """Transform, expand and filter stages: a batch in, a batch out."""
+
+class DatasetStage(Stage):
+    """Runs once after every shard task, on the run's ``synth.table.SampleTable`` (each sample's
+    key, index, class, scores and the features it ``wants``): selects which samples the final
+    shards keep, or measures the final dataset."""
+
+    kind: ClassVar[str] = "dataset"
+    selects: ClassVar[bool] = False  # True: select() decides which samples the final shards keep
+    measures: ClassVar[bool] = False  # True: measure() returns the dataset's metrics (what sweep plots)
+
+    @classmethod
+    def wants(cls, config: PluginConfig) -> list[Any]:
+        """Extractor tables whose features every sample needs (computed during the shard tasks,
+        kept beside each shard)."""
+        return []
+
+    def select(self, table: Any) -> tuple[np.ndarray, list[str], list[str]]:
+        """Selecting stages: (keep mask, reason and detail per row) over the rows earlier
+        selecting stages kept. Deterministic."""
         raise NotImplementedError
+
+    def measure(self, table: Any) -> dict[str, Any] | None:
+        """Numbers about the final dataset (its kept rows), written into dataset.json under
+        "metrics" and into the card; name them and their order in "figures" ([[key, label], ...])."""
+        return None
 
 
 STAGE_KINDS = ("source", "transform", "expand", "filter", "dataset")

@@ -47,7 +47,7 @@ def reference_images(context, ref: ReferenceConfig, where: str) -> np.ndarray:
     stage = step.cls(step.config, context)
     stage.setup()
     n = ref.count
-    if hasattr(stage, "num_available"):
+    if stage.num_available() is not None:
         n = min(n, stage.num_available())
     parts = []
     for s in range(0, n, 256):

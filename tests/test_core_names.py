@@ -60,3 +60,29 @@ def test_first_party_plugins_are_our_distributions_entry_points():
     reg = load_registry()
     assert all(info.builtin == (name in ours) for name, info in reg.plugins.items())
     assert reg.default_source() == "generate" and reg.stages["metrics"].measures
+
+
+def test_a_stage_kind_and_its_contract_go_together():
+    import pytest
+
+    from synth.plugins import PluginInfo, RegistrationError, Registry, _registrar
+    from synth.protocols import DatasetStage, SourceStage, Stage
+
+    reg = Registry()
+    reg.plugins["mine"] = PluginInfo(name="mine", module="mine", distribution="mine", version="0", builtin=False)
+    register = _registrar(reg, "mine", "stage")
+
+    class Reader(Stage):  # says source, but has the per-sample contract
+        name, kind = "reader", "source"
+
+    class Counter(DatasetStage):
+        name, kind = "counter", "filter"
+
+    class Good(SourceStage):
+        name = "good"
+
+    for bad, message in ((Reader, "a source stage subclasses synth.protocols.SourceStage"), (Counter, "a dataset stage subclasses synth.protocols.DatasetStage")):
+        with pytest.raises(RegistrationError, match=message):
+            register(bad)
+    register(Good)
+    assert reg.stages["good"] is Good and reg.default_source() is None  # not the default unless it says so

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from synth.batch import Batch
-from synth.protocols import PluginConfig, Stage
+from synth.protocols import PluginConfig, SourceStage
 from synth.records import sample_key
 from synth.seeding import sample_seed
 
@@ -14,7 +14,7 @@ class GenerateConfig(PluginConfig):
     pass
 
 
-class Generate(Stage):
+class Generate(SourceStage):
     """Sample latents from (seed, index) and decode them with the manifest's generator."""
 
     name = "generate"

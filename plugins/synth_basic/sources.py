@@ -18,7 +18,7 @@ from pydantic import Field
 
 from synth.batch import Batch, Dropped
 from synth.errors import UsageError
-from synth.protocols import PlanContext, PluginConfig, Stage
+from synth.protocols import PlanContext, PluginConfig, SourceStage
 from synth.records import sample_key
 
 from .images import ResizeMode, SkipSample, open_image, prepare_image, prepare_mask
@@ -149,7 +149,7 @@ def _too_few(plan: PlanContext, available: int, what: str) -> list[str]:
     return []
 
 
-class FolderSource(Stage):
+class FolderSource(SourceStage):
     """Read images (and class-id masks) from a folder, in sorted order."""
 
     name = "folder"
@@ -299,7 +299,7 @@ def count_samples(path: Path) -> int:
     return keys
 
 
-class ShardsSource(Stage):
+class ShardsSource(SourceStage):
     """Read images (seg.png and cls when present) from WebDataset shards, in shard order."""
 
     name = "shards"

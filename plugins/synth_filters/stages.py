@@ -13,7 +13,7 @@ from synth import extractors
 from synth.batch import Batch
 from synth.errors import UsageError
 from synth.fidelity import fid, kid, knn_radii, nearest, prdc, realism
-from synth.protocols import PluginConfig, Stage
+from synth.protocols import DatasetStage, PluginConfig, Stage
 
 from synth.reference import ReferenceConfig, check_size, reference_features
 from synth.selection import k_center
@@ -162,7 +162,7 @@ class DedupConfig(PluginConfig):
         return self
 
 
-class Dedup(Stage):
+class Dedup(DatasetStage):
     """Near-duplicates across the whole run (cosine of features): of each group, the sample with
     the lowest source index is kept, whatever shard or batch the others came in. Two samples are
     duplicates when they are closer than real images are to their nearest other real image (the
@@ -255,7 +255,7 @@ class SelectConfig(PluginConfig):
         return self
 
 
-class Select(Stage):
+class Select(DatasetStage):
     """Keep N of the run's samples: by k-center greedy on features (the most varied) or by class
     quota (balanced); deterministic, lowest source index first on ties."""
 
@@ -302,7 +302,7 @@ class MetricsConfig(PluginConfig):
     kid_subset_size: int = Field(1000, ge=2)
 
 
-class Metrics(_WithReference):
+class Metrics(_WithReference, DatasetStage):
     """FID, KID, precision, recall, density and coverage of the final dataset against a reference
     set, plus its class balance, into dataset.json and the card."""
 

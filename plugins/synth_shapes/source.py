@@ -7,7 +7,7 @@ from typing import Literal, Sequence
 from pydantic import Field
 
 from synth.batch import Batch
-from synth.protocols import PluginConfig, Stage
+from synth.protocols import PluginConfig, SourceStage
 from synth.records import sample_key
 
 from .world import CLASSES, render_many, tags_of
@@ -19,7 +19,7 @@ class ShapesConfig(PluginConfig):
     split: Literal["train", "test", "val", "featurenet"] = Field("train", description="Each split is a disjoint stream of scenes")
 
 
-class WorldSource(Stage):
+class WorldSource(SourceStage):
     """A procedural world as a source: fixed classes, exact masks."""
 
     kind = "source"
