@@ -51,7 +51,10 @@ class AnnotationsConfig(PluginConfig):
 def replayable(record: dict) -> bool:
     """True when the sample's image is exactly what its latent decodes to (no op after generation
     changed it), so its own denoising path can be replayed."""
-    return len(record.get("lineage") or []) == 1 and bool(record.get("decode"))  # made by one decode, nothing after
+    # one op, its source's: nothing changed the image since. Asked only of samples that carry a
+    # latent, whose source made the image by decoding it (a real image carries none, an
+    # inverted one has the invert op after its source)
+    return len(record.get("lineage") or []) == 1
 
 
 MASK_MODES = ("L", "P", "I", "I;16", "I;16B", "I;16L")

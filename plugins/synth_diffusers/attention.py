@@ -217,7 +217,7 @@ def read_attention(gen, images: np.ndarray, conditions: list[dict], spec: Attent
             steps = _wanted_steps(sched.timesteps.tolist(), spec.timesteps)
             z = torch.from_numpy(np.asarray(latents, np.float32)).to(gen.device, gen.dtype)
             gens = None if decode_rows is None else gen._row_generators(decode_rows, "denoise")
-            gen._sample_unet2d(sched, z, conditions, gens, capture=cap, steps=steps)
+            gen.family.sample(sched, z, conditions, gens, capture=cap, steps=steps)
         else:  # a real image: noised to each timestep, one conditional pass each
             from .features import shared_noise
 
@@ -252,11 +252,11 @@ def read_contrast(gen, images: np.ndarray, conditions: list[dict], spec: Attenti
     total = torch.zeros(b, len(classes), h, w)
 
     def visit(x, t):
-        base = unet(x, t, **gen._unet_kwargs(conditions)).sample.float()
+        base = unet(x, t, **gen.family.unet_kwargs(conditions)).sample.float()
         if slots is not None:
             for c, slot in enumerate(slots):
                 if slot is not None and named[:, c].any():
-                    other = unet(x, t, **gen._unet_kwargs(conditions, without=slot - 1)).sample.float()
+                    other = unet(x, t, **gen.family.unet_kwargs(conditions, without=slot - 1)).sample.float()
                     total[:, c] += ((base - other).abs().mean(1).cpu() * torch.from_numpy(named[:, c])[:, None, None])
         else:
             outs = [unet(x, t, class_labels=torch.full((b,), k, device=x.device)).sample.float() for k in range(len(classes))]
@@ -270,7 +270,7 @@ def read_contrast(gen, images: np.ndarray, conditions: list[dict], spec: Attenti
             steps = _wanted_steps(sched.timesteps.tolist(), spec.timesteps or spec.noised_timesteps)
             z = torch.from_numpy(np.asarray(latents, np.float32)).to(gen.device, gen.dtype)
             gens = None if decode_rows is None else gen._row_generators(decode_rows, "denoise")
-            gen._sample_unet2d(sched, z, conditions, gens, visit=visit, steps=steps)
+            gen.family.sample(sched, z, conditions, gens, visit=visit, steps=steps)
         else:
             from .features import shared_noise
 

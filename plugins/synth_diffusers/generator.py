@@ -7,13 +7,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from synth.errors import RunError, UsageError
+from synth.errors import UsageError
 from synth.protocols import Generator
 from synth.seeding import sample_seed
 
 from .config import SCHEDULERS, DiffusersConfig
 from .loading import load_pipeline, local_problems, model_license, pick_device_dtype, resolve_model_ref, train_timesteps, unet_blocks
-from .tags import load_encoder, read_vocabulary
+from .families import Family, PixelFamily, family_of
+from .tags import read_vocabulary
 
 # the op a sample's sampler noise derives from: decode draws it, a trajectory replay draws it again
 DENOISE = "denoise"
@@ -30,8 +31,9 @@ class DiffusersGenerator(Generator):
     def __init__(self, config, context):
         super().__init__(config, context)
         self.pipe = None
+        self.family: Family | None = None  # what differs by model family (families.py), once loaded
         self.model_ref: str | None = None  # the local folder the model loads from, once set up
-        self.kind = None  # "unet2d" | "text2image"
+        self.kind = None  # the family's: "unet2d" | "text2image"
         self.num_class_embeds = None
         self.vocabulary = None  # tags.TagVocabulary of a tag-conditioned model
         self._prompts = self._read_prompts()
@@ -139,33 +141,9 @@ class DiffusersGenerator(Generator):
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._set_scheduler()
-        self.kind = "text2image" if getattr(self.pipe, "text_encoder", None) is not None else "unet2d"
-        unet = self.pipe.unet
-        if self.kind == "unet2d":
-            if type(unet).__name__ == "UNet2DConditionModel":
-                self.vocabulary = read_vocabulary(Path(model_ref))
-            if type(unet).__name__ != "UNet2DModel" and self.vocabulary is None:
-                raise RunError(
-                    f"generator.model: unsupported pipeline {type(self.pipe).__name__} with a {type(unet).__name__} "
-                    "(expected a UNet2DModel, a tag-conditioned model of `synth fit`, or Stable Diffusion)"
-                )
-            if self._prompts or self.config.templates:
-                what = "a tag-conditioned pipeline; it takes tags, not prompts" if self.vocabulary is not None else "an unconditional pipeline; it takes no prompts"
-                raise UsageError(f"generator: {self.config.model} is {what} or templates")
-            if self.vocabulary is not None:
-                self.tag_encoder = load_encoder(Path(model_ref), self.vocabulary).to(self.device, self.dtype)
-                problems = [p for i, tags in enumerate(self.config.tags or []) for p in self.vocabulary.check(tags, f"generator.tags[{i}]")]
-                if problems:
-                    raise UsageError(problems[0])
-            elif self.config.tags is not None:
-                raise UsageError(f"generator.tags: {self.config.model} is not conditioned on tags")
-            self.num_class_embeds = unet.config.num_class_embeds
-            if self.num_class_embeds and not self.context.classes:
-                raise UsageError(f"generator: {self.config.model} is class-conditional ({self.num_class_embeds} classes); list them in [dataset].classes")
-            if self.num_class_embeds and len(self.context.classes) > self.num_class_embeds:
-                raise UsageError(f"[dataset].classes lists {len(self.context.classes)} classes, the model knows {self.num_class_embeds}")
-        elif not (self._prompts or self.config.templates):
-            raise UsageError(f"generator: {self.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
+        self.family = family_of(self)
+        self.kind = self.family.kind
+        self.family.setup(model_ref)
 
     def _resolve_model_ref(self, ref: str) -> str:
         return resolve_model_ref(ref, self.context.resolve_path)[0]
@@ -192,7 +170,7 @@ class DiffusersGenerator(Generator):
         if self.pipe is not None:
             out["pipeline"] = type(self.pipe).__name__
             out["dtype"] = str(self.dtype).replace("torch.", "")
-        if self.kind == "text2image" or self.vocabulary is not None:
+        if self.family is not None and self.family.guided():
             out["guidance_scale"] = self.guidance()
         return out
 
@@ -216,7 +194,7 @@ class DiffusersGenerator(Generator):
             cond = {"prompt": template.format(cls=classes[cls]), "class": cls}
         elif self._prompts is not None:
             cond = {"prompt": self._prompts[index % len(self._prompts)]}
-        elif classes and self.kind == "unet2d" and self.num_class_embeds:
+        elif classes and self.family.class_conditional():
             # Only a class-conditional model makes class-labelled images; for any other model
             # [dataset].classes are label names (e.g. segmentation classes), not a condition.
             cond = {"class": index % len(classes)}
@@ -227,16 +205,8 @@ class DiffusersGenerator(Generator):
         return cond
 
     # -- sampling -----------------------------------------------------------------------------
-    def latent_shape(self) -> tuple[int, ...]:
-        unet = self.pipe.unet
-        if self.kind == "unet2d":
-            size = unet.config.sample_size
-            h, w = (size, size) if isinstance(size, int) else tuple(size)
-            return (unet.config.in_channels, h, w)
-        scale = self.pipe.vae_scale_factor
-        default = unet.config.sample_size * scale
-        h, w = self.config.height or default, self.config.width or default
-        return (unet.config.in_channels, h // scale, w // scale)
+    def latent_shape(self) -> tuple[int, ...] | None:
+        return self.family.latent_shape() if self.family is not None else None  # known once set up
 
     def _generators(self, indices: Sequence[int], seed: int, op: str):
         return self._row_generators([(i, seed) for i in indices], op)
@@ -270,7 +240,7 @@ class DiffusersGenerator(Generator):
 
     def _image_shape(self) -> tuple[int, int, int]:
         c, h, w = self.latent_shape()
-        scale = 1 if self.kind == "unet2d" else self.pipe.vae_scale_factor
+        scale = self.family.image_scale()
         return (h * scale, w * scale, 3)
 
     def _decode_group(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
@@ -278,89 +248,7 @@ class DiffusersGenerator(Generator):
         z = torch.from_numpy(latents).to(self.device, self.dtype)
         gens = self._generators(indices, seed, DENOISE)
         with torch.inference_mode():
-            if self.kind == "unet2d":
-                return self._decode_unet2d(z, conditions, gens)
-            return self._decode_text2image(z, conditions, gens)
-
-    def _decode_unet2d(self, z, conditions, gens) -> np.ndarray:
-        sched = self.pipe.scheduler
-        sched.set_timesteps(self.config.steps)
-        x = self._sample_unet2d(sched, z, conditions, gens)
-        x = (x.float() / 2 + 0.5).clamp(0, 1)
-        return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
-
-    def _sample_unet2d(self, sched, z, conditions, gens, stop=None, capture=None, visit=None, steps=None):
-        """The pixel-space sampling loop, shared by decode and every replay of a sample's path
-        (trajectory features, attention maps, contrasts) so that they cannot drift apart.
-        ``stop()``, asked after each step's UNet call, ends it early; ``capture`` (an
-        attention.AttentionCapture) records the conditional pass; ``visit(x, t)`` sees the model
-        input. With ``steps`` (sampler timesteps) only those are recorded and visited, and the loop
-        ends once all are seen."""
-        x = z * sched.init_noise_sigma
-        predict = self._predictor(conditions, capture)
-        kw = self._step_kwargs(sched, gens)
-        left = None if steps is None else set(steps)
-        for t in sched.timesteps:
-            wanted = left is None or int(t) in left
-            xin = sched.scale_model_input(x, t)
-            if visit is not None and wanted:
-                visit(xin, t)
-            out = predict(xin, t, record=wanted)
-            if left is not None:
-                left.discard(int(t))
-            if (stop is not None and stop()) or left == set():
-                break
-            x = sched.step(out, t, x, **kw).prev_sample
-        return x
-
-    def _predictor(self, conditions: list[dict], capture=None):
-        """The pixel UNet's guided output for x at t under these conditions. The conditional pass
-        runs first and alone (never stacked with the unconditional one), so a sample's pixels and
-        what ``capture`` records of that pass (with ``record``) do not depend on guidance."""
-        unet, kwargs = self.pipe.unet, self._unet_kwargs(conditions)
-        scale = self.guidance()
-        null = self._unet_kwargs(conditions, null=True) if self.vocabulary is not None and scale != 1.0 else None
-
-        def predict(x, t, record=False):
-            if capture is not None:
-                capture.active = record
-            out = unet(x, t, **kwargs).sample
-            if capture is not None:
-                capture.active = False
-            if null is None:
-                return out
-            base = unet(x, t, **null).sample
-            return base + scale * (out - base)
-
-        return predict
-
-    def _call_text2image(self, z, conditions, **kwargs):
-        """The pipeline on these latents and conditions with the manifest's settings."""
-        cfg = self.config
-        _, h, w = self.latent_shape()
-        scale = self.pipe.vae_scale_factor
-        if cfg.negative_prompt:
-            kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
-        if "eta" in _call_params(self.pipe):
-            kwargs["eta"] = cfg.eta
-        return self.pipe(
-            prompt=[c["prompt"] for c in conditions],
-            latents=z,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
-            height=h * scale,
-            width=w * scale,
-            **kwargs,
-        )
-
-    def _decode_text2image(self, z, conditions, gens) -> np.ndarray:
-        out = self._call_text2image(z, conditions, generator=gens, output_type="np")
-        flags = getattr(out, "nsfw_content_detected", None)
-        if flags is not None:
-            for c, flag in zip(conditions, flags):
-                c["nsfw_flagged"] = bool(flag)
-        return _to_uint8(np.asarray(out.images))
-
+            return self.family.decode(z, conditions, gens)
 
     # -- per-pixel features (DatasetGAN / ddpm-segmentation) --------------------------------------
     def feature_spec(self, options: dict[str, Any]):
@@ -412,41 +300,7 @@ class DiffusersGenerator(Generator):
         conditioning kwargs (class labels or prompt embeddings, no guidance)."""
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        kwargs = {}
-        if self.kind == "unet2d":
-            _, h, w = self.latent_shape()
-            if x.shape[-2:] != (h, w):
-                raise UsageError(f"features: images are {x.shape[-1]}x{x.shape[-2]}, {self.config.model} works at {w}x{h}; resize the source")
-            return x.to(self.dtype), self._unet_kwargs(conditions)
-        vae = self.pipe.vae
-        x0 = vae.encode(x.to(self.dtype)).latent_dist.mean * vae.config.scaling_factor
-        embeds, _ = self.pipe.encode_prompt([c.get("prompt", "") for c in conditions], self.device, 1, False)
-        kwargs["encoder_hidden_states"] = embeds
-        return x0, kwargs
-
-    def _unet_kwargs(self, conditions: list[dict], null: bool = False, without: int | None = None) -> dict:
-        """The pixel UNet's conditioning for these samples: class labels, or the tag tokens
-        (``null``: none of them, the unconditional pass; ``without``: all but that tag's slot)."""
-        if self.vocabulary is None:
-            labels = self._class_labels(conditions)
-            return {} if labels is None else {"class_labels": labels}
-        if any(not isinstance(c.get("tags"), list) for c in conditions):
-            raise UsageError(f"{self.config.model} is conditioned on tags and a sample has none in its condition")
-        presence = self.torch.from_numpy(self.vocabulary.presence([c["tags"] for c in conditions])).to(self.device)
-        if null:
-            presence = self.torch.zeros_like(presence)
-        elif without is not None:
-            presence = presence.clone()
-            presence[:, without] = False
-        states, mask = self.tag_encoder(presence)
-        return {"encoder_hidden_states": states.to(self.dtype), "encoder_attention_mask": mask.to(self.dtype)}
-
-    def _class_labels(self, conditions: list[dict]):
-        if not self.num_class_embeds:
-            return None
-        if any(c.get("class") is None for c in conditions):
-            raise UsageError(f"features: {self.config.model} is class-conditional and a sample has no class label")
-        return self.torch.tensor([c["class"] for c in conditions], device=self.device)
+        return self.family.model_space(x, conditions)
 
     def _grouped(self, fn, arrays: list, conditions: list[dict]):
         """``fn(*arrays_group, conditions_group)`` on groups of exactly micro_batch rows (the last
@@ -511,21 +365,8 @@ class DiffusersGenerator(Generator):
         # deterministic sampler)
         gens = None if decode is None else self._row_generators(decode, DENOISE)
         with TrajectoryCapture(self.pipe.unet, spec.blocks, set(mapping.values()), len(z)) as cap:
-            if self.kind == "unet2d":
-                self._sample_unet2d(sched, z, conditions, gens, stop=cap.done)  # the rest of the path is not needed
-            else:
-                self._run_text2image(z, conditions, cap, gens)
+            self.family.replay(sched, z, conditions, cap, gens)
         return cap.pyramid(mapping, spec.timesteps)
-
-    def _run_text2image(self, z, conditions, cap, gens=None) -> None:
-        """Replay the pipeline's own loop (guidance included) until every wanted step is seen."""
-
-        def stop_when_done(pipe, i, t, kwargs):
-            if cap.done():
-                pipe._interrupt = True
-            return kwargs
-
-        self._call_text2image(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens)
 
     # -- where the condition acts (the attention labeller) -------------------------------------
     def named_classes(self, conditions: list[dict]) -> np.ndarray:
@@ -559,7 +400,7 @@ class DiffusersGenerator(Generator):
         """Where the prediction moves when each class leaves the condition (see attention.py)."""
         from .attention import read_contrast
 
-        if self.vocabulary is None and not (self.kind == "unet2d" and self.num_class_embeds):
+        if self.vocabulary is None and not self.family.class_conditional():
             raise UsageError(f"contrast: {self.config.model} is not conditioned on classes or tags")
         return self._maps(read_contrast, images, conditions, spec, latents, decode)
 
@@ -608,7 +449,7 @@ class DiffusersGenerator(Generator):
         ``blend_until`` of the steps, the pixels inside ``masks`` (N, H, W in 0..1) are replaced by
         A's own trajectory at the same step; the last steps run free, so the two parts grow into
         one image. UNet2DModel pipelines (pixel space) only."""
-        if self.kind != "unet2d":
+        if not isinstance(self.family, PixelFamily):
             raise UsageError("compose: only pixel-space UNet2DModel pipelines for now (Stable Diffusion's latent masks are not implemented)")
         f = self.config.micro_batch
         out = []
@@ -620,30 +461,8 @@ class DiffusersGenerator(Generator):
                 pad = f - keep
                 za, zb, m = (np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in (za, zb, m))
                 conds, idx = conds + [conds[0]] * pad, idx + [idx[0]] * pad
-            out.append(self._compose_group(za, zb, m, conds, idx, seed, blend_until)[:keep])
+            out.append(self.family.compose(za, zb, m, conds, idx, seed, blend_until)[:keep])
         return np.concatenate(out)
-
-    def _compose_group(self, za, zb, masks, conditions, indices, seed, blend_until) -> np.ndarray:
-        torch = self.torch
-        to = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(self.device, self.dtype)  # noqa: E731
-        sched_a, sched = self._fresh_scheduler(), self._fresh_scheduler()
-        xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
-        m = to(masks)[:, None]
-        predict = self._predictor(conditions)
-        gens_a = self._generators(indices, seed, DENOISE)
-        gens = self._generators(indices, seed, "compose-denoise")
-        kw_a, kw = self._step_kwargs(sched_a, gens_a), self._step_kwargs(sched, gens)
-        steps = len(sched.timesteps)
-        with torch.inference_mode():
-            for i, t in enumerate(sched.timesteps):
-                eps_a = predict(sched_a.scale_model_input(xa, t), t)
-                xa = sched_a.step(eps_a, t, xa, **kw_a).prev_sample
-                eps = predict(sched.scale_model_input(x, t), t)
-                x = sched.step(eps, t, x, **kw).prev_sample
-                if i < blend_until * steps:
-                    x = m * xa + (1 - m) * x
-        x = (x.float() / 2 + 0.5).clamp(0, 1)
-        return _to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
 
     def bundled(self, kind: str) -> list[Path]:
         """``<model folder>/<kind>`` of a local pipeline (e.g. pixelheads/ beside unet/)."""
@@ -668,17 +487,7 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def _step_params(sched) -> set[str]:
     import inspect
 
     return set(inspect.signature(sched.step).parameters)
-
-
-def _call_params(pipe) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(pipe.__call__).parameters)

@@ -1,0 +1,300 @@
+"""What differs between the model families the diffusers generator runs, each on the shared
+generator (weights, scheduler, seeds, micro-batches, features, inversion, attention):
+
+- PixelFamily: a UNet2DModel (unconditional or class-conditional) or a tag-conditioned
+  UNet2DConditionModel of `synth fit`, sampled in pixel space by synth's own loop (one loop for
+  decode and every replay of a sample's path, so they cannot drift apart);
+- TextFamily: Stable Diffusion, text-to-image in a VAE's latent space, sampled by the pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synth.errors import RunError, UsageError
+
+from .tags import load_encoder, read_vocabulary
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def call_params(pipe) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(pipe.__call__).parameters)
+
+
+class Family:
+    kind: str = ""
+
+    def __init__(self, gen):
+        self.gen = gen
+
+    def setup(self, model_ref: str) -> None:
+        """Checks and family-specific loading once the pipeline is loaded."""
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def image_scale(self) -> int:
+        """Image pixels per latent pixel."""
+        return 1
+
+    def decode(self, z, conditions: list[dict], gens) -> np.ndarray:
+        raise NotImplementedError
+
+    def model_space(self, x, conditions: list[dict]):
+        """Clean model-space input x0 of images x (B, 3, H, W in [-1, 1]) and the UNet's
+        conditioning kwargs (no guidance)."""
+        raise NotImplementedError
+
+    def replay(self, sched, z, conditions: list[dict], cap, gens) -> None:
+        """Walk the samples' own denoising paths until ``cap`` has seen every wanted step."""
+        raise NotImplementedError
+
+    def class_conditional(self) -> bool:
+        """Whether the model takes [dataset].classes as a condition (class labels)."""
+        return False
+
+    def guided(self) -> bool:
+        """Whether classifier-free guidance applies (and is recorded)."""
+        return False
+
+
+class PixelFamily(Family):
+    kind = "unet2d"
+
+    def setup(self, model_ref: str) -> None:
+        gen, cfg = self.gen, self.gen.config
+        unet = gen.pipe.unet
+        if type(unet).__name__ == "UNet2DConditionModel":
+            gen.vocabulary = read_vocabulary(Path(model_ref))
+        if type(unet).__name__ != "UNet2DModel" and gen.vocabulary is None:
+            raise RunError(
+                f"generator.model: unsupported pipeline {type(gen.pipe).__name__} with a {type(unet).__name__} "
+                "(expected a UNet2DModel, a tag-conditioned model of `synth fit`, or Stable Diffusion)"
+            )
+        if gen._prompts or cfg.templates:
+            what = "a tag-conditioned pipeline; it takes tags, not prompts" if gen.vocabulary is not None else "an unconditional pipeline; it takes no prompts"
+            raise UsageError(f"generator: {cfg.model} is {what} or templates")
+        if gen.vocabulary is not None:
+            gen.tag_encoder = load_encoder(Path(model_ref), gen.vocabulary).to(gen.device, gen.dtype)
+            problems = [p for i, tags in enumerate(cfg.tags or []) for p in gen.vocabulary.check(tags, f"generator.tags[{i}]")]
+            if problems:
+                raise UsageError(problems[0])
+        elif cfg.tags is not None:
+            raise UsageError(f"generator.tags: {cfg.model} is not conditioned on tags")
+        gen.num_class_embeds = unet.config.num_class_embeds
+        classes = gen.context.classes
+        if gen.num_class_embeds and not classes:
+            raise UsageError(f"generator: {cfg.model} is class-conditional ({gen.num_class_embeds} classes); list them in [dataset].classes")
+        if gen.num_class_embeds and len(classes) > gen.num_class_embeds:
+            raise UsageError(f"[dataset].classes lists {len(classes)} classes, the model knows {gen.num_class_embeds}")
+
+    def latent_shape(self):
+        unet = self.gen.pipe.unet
+        size = unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return (unet.config.in_channels, h, w)
+
+    def class_conditional(self) -> bool:
+        return bool(self.gen.num_class_embeds)
+
+    def guided(self) -> bool:
+        return self.gen.vocabulary is not None
+
+    def decode(self, z, conditions, gens) -> np.ndarray:
+        sched = self.gen.pipe.scheduler
+        sched.set_timesteps(self.gen.config.steps)
+        x = self.sample(sched, z, conditions, gens)
+        x = (x.float() / 2 + 0.5).clamp(0, 1)
+        return to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
+
+    def sample(self, sched, z, conditions, gens, stop=None, capture=None, visit=None, steps=None):
+        """The pixel-space sampling loop, shared by decode and every replay of a sample's path
+        (trajectory features, attention maps, contrasts) so that they cannot drift apart.
+        ``stop()``, asked after each step's UNet call, ends it early; ``capture`` (an
+        attention.AttentionCapture) records the conditional pass; ``visit(x, t)`` sees the model
+        input. With ``steps`` (sampler timesteps) only those are recorded and visited, and the loop
+        ends once all are seen."""
+        x = z * sched.init_noise_sigma
+        predict = self.predictor(conditions, capture)
+        kw = self.gen._step_kwargs(sched, gens)
+        left = None if steps is None else set(steps)
+        for t in sched.timesteps:
+            wanted = left is None or int(t) in left
+            xin = sched.scale_model_input(x, t)
+            if visit is not None and wanted:
+                visit(xin, t)
+            out = predict(xin, t, record=wanted)
+            if left is not None:
+                left.discard(int(t))
+            if (stop is not None and stop()) or left == set():
+                break
+            x = sched.step(out, t, x, **kw).prev_sample
+        return x
+
+    def replay(self, sched, z, conditions, cap, gens) -> None:
+        self.sample(sched, z, conditions, gens, stop=cap.done)  # the rest of the path is not needed
+
+    def predictor(self, conditions: list[dict], capture=None):
+        """The pixel UNet's guided output for x at t under these conditions. The conditional pass
+        runs first and alone (never stacked with the unconditional one), so a sample's pixels and
+        what ``capture`` records of that pass (with ``record``) do not depend on guidance."""
+        gen = self.gen
+        unet, kwargs = gen.pipe.unet, self.unet_kwargs(conditions)
+        scale = gen.guidance()
+        null = self.unet_kwargs(conditions, null=True) if gen.vocabulary is not None and scale != 1.0 else None
+
+        def predict(x, t, record=False):
+            if capture is not None:
+                capture.active = record
+            out = unet(x, t, **kwargs).sample
+            if capture is not None:
+                capture.active = False
+            if null is None:
+                return out
+            base = unet(x, t, **null).sample
+            return base + scale * (out - base)
+
+        return predict
+
+    def model_space(self, x, conditions):
+        gen = self.gen
+        _, h, w = self.latent_shape()
+        if x.shape[-2:] != (h, w):
+            raise UsageError(f"features: images are {x.shape[-1]}x{x.shape[-2]}, {gen.config.model} works at {w}x{h}; resize the source")
+        return x.to(gen.dtype), self.unet_kwargs(conditions)
+
+    def unet_kwargs(self, conditions: list[dict], null: bool = False, without: int | None = None) -> dict:
+        """The pixel UNet's conditioning for these samples: class labels, or the tag tokens
+        (``null``: none of them, the unconditional pass; ``without``: all but that tag's slot)."""
+        gen = self.gen
+        if gen.vocabulary is None:
+            labels = self.class_labels(conditions)
+            return {} if labels is None else {"class_labels": labels}
+        if any(not isinstance(c.get("tags"), list) for c in conditions):
+            raise UsageError(f"{gen.config.model} is conditioned on tags and a sample has none in its condition")
+        torch = gen.torch
+        presence = torch.from_numpy(gen.vocabulary.presence([c["tags"] for c in conditions])).to(gen.device)
+        if null:
+            presence = torch.zeros_like(presence)
+        elif without is not None:
+            presence = presence.clone()
+            presence[:, without] = False
+        states, mask = gen.tag_encoder(presence)
+        return {"encoder_hidden_states": states.to(gen.dtype), "encoder_attention_mask": mask.to(gen.dtype)}
+
+    def class_labels(self, conditions: list[dict]):
+        gen = self.gen
+        if not gen.num_class_embeds:
+            return None
+        if any(c.get("class") is None for c in conditions):
+            raise UsageError(f"features: {gen.config.model} is class-conditional and a sample has no class label")
+        return gen.torch.tensor([c["class"] for c in conditions], device=gen.device)
+
+    def compose(self, za, zb, masks, conditions, indices, seed, blend_until) -> np.ndarray:
+        """One micro-batch of mask-blended denoising (see DiffusersGenerator.compose)."""
+        from .generator import DENOISE
+
+        gen = self.gen
+        torch = gen.torch
+        to = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(gen.device, gen.dtype)  # noqa: E731
+        sched_a, sched = gen._fresh_scheduler(), gen._fresh_scheduler()
+        xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
+        m = to(masks)[:, None]
+        predict = self.predictor(conditions)
+        gens_a = gen._generators(indices, seed, DENOISE)
+        gens = gen._generators(indices, seed, "compose-denoise")
+        kw_a, kw = gen._step_kwargs(sched_a, gens_a), gen._step_kwargs(sched, gens)
+        steps = len(sched.timesteps)
+        with torch.inference_mode():
+            for i, t in enumerate(sched.timesteps):
+                eps_a = predict(sched_a.scale_model_input(xa, t), t)
+                xa = sched_a.step(eps_a, t, xa, **kw_a).prev_sample
+                eps = predict(sched.scale_model_input(x, t), t)
+                x = sched.step(eps, t, x, **kw).prev_sample
+                if i < blend_until * steps:
+                    x = m * xa + (1 - m) * x
+        x = (x.float() / 2 + 0.5).clamp(0, 1)
+        return to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
+
+
+class TextFamily(Family):
+    kind = "text2image"
+
+    def setup(self, model_ref: str) -> None:
+        gen = self.gen
+        if not (gen._prompts or gen.config.templates):
+            raise UsageError(f"generator: {gen.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
+
+    def latent_shape(self):
+        gen = self.gen
+        unet, scale = gen.pipe.unet, gen.pipe.vae_scale_factor
+        default = unet.config.sample_size * scale
+        h, w = gen.config.height or default, gen.config.width or default
+        return (unet.config.in_channels, h // scale, w // scale)
+
+    def image_scale(self) -> int:
+        return self.gen.pipe.vae_scale_factor
+
+    def guided(self) -> bool:
+        return True
+
+    def call(self, z, conditions, **kwargs):
+        """The pipeline on these latents and conditions with the manifest's settings."""
+        gen = self.gen
+        cfg = gen.config
+        _, h, w = self.latent_shape()
+        scale = self.image_scale()
+        if cfg.negative_prompt:
+            kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
+        if "eta" in call_params(gen.pipe):
+            kwargs["eta"] = cfg.eta
+        return gen.pipe(
+            prompt=[c["prompt"] for c in conditions],
+            latents=z,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            height=h * scale,
+            width=w * scale,
+            **kwargs,
+        )
+
+    def decode(self, z, conditions, gens) -> np.ndarray:
+        out = self.call(z, conditions, generator=gens, output_type="np")
+        flags = getattr(out, "nsfw_content_detected", None)  # a pipeline output field, present with a safety checker
+        if flags is not None:
+            for c, flag in zip(conditions, flags):
+                c["nsfw_flagged"] = bool(flag)
+        return to_uint8(np.asarray(out.images))
+
+    def replay(self, sched, z, conditions, cap, gens) -> None:
+        """The pipeline's own loop (guidance included) until every wanted step is seen."""
+
+        def stop_when_done(pipe, i, t, kwargs):
+            if cap.done():
+                pipe._interrupt = True
+            return kwargs
+
+        self.call(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens)
+
+    def model_space(self, x, conditions):
+        gen = self.gen
+        vae = gen.pipe.vae
+        x0 = vae.encode(x.to(gen.dtype)).latent_dist.mean * vae.config.scaling_factor
+        embeds, _ = gen.pipe.encode_prompt([c.get("prompt", "") for c in conditions], gen.device, 1, False)
+        return x0, {"encoder_hidden_states": embeds}
+
+
+def family_of(gen) -> Family:
+    """The family of a loaded pipeline: text-to-image when it has a text encoder."""
+    return (TextFamily if getattr(gen.pipe, "text_encoder", None) is not None else PixelFamily)(gen)
+
+
+__all__: list[Any] = ["Family", "PixelFamily", "TextFamily", "family_of", "to_uint8"]
