@@ -158,7 +158,7 @@ def main() -> None:
     # sigma = "auto" as the `views` stage finds it, with the oracle as labeller: per class, the
     # largest radius whose views the labeller still gives the label it gives their parent (the
     # decoded inversion); parents the oracle already mislabels say nothing about the radius.
-    from synth_operators.sigma_auto import _largest_agreeing
+    from synth_operators.sigma_auto import largest_agreeing
 
     cal_x, cal_y = labelled_pool(600, "train")
     cal_x, cal_y = per_class(cal_x, cal_y, 16)
@@ -176,7 +176,7 @@ def main() -> None:
             curve[c].append([r, float(agree[vy == c].mean())])
     for c, n in enumerate(("circle", "square", "triangle")):
         print(f"  agreement vs radius, {n}: " + ", ".join(f"{r:g} {a:.2f}" for r, a in curve[c]), flush=True)
-    auto = {c: _largest_agreeing(curve[c], 0.95, grid[0]) for c in range(SHAPES)}
+    auto = {c: largest_agreeing(curve[c], 0.95, grid[0]) for c in range(SHAPES)}
     print("sigma=auto (target 95%): " + ", ".join(f"{n} {auto[c]:.2f}" for c, n in enumerate(("circle", "square", "triangle"))), flush=True)
 
     rows = []

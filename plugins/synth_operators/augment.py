@@ -8,9 +8,8 @@ from PIL import Image
 from pydantic import Field
 
 from synth.batch import Batch
+from synth.expand import child_rng, interleave
 from synth.protocols import PluginConfig, Stage
-
-from .common import child_rng, interleave
 
 
 class AugmentConfig(PluginConfig):

@@ -13,9 +13,16 @@ from pydantic import Field, model_validator
 
 from synth.batch import Batch
 from synth.errors import UsageError
+from synth.expand import (
+    child_index,
+    conditions,
+    drop_seg,
+    interleave,
+    mark,
+    need_latents,
+)
 from synth.protocols import PluginConfig, Stage
 
-from .common import child_index, conditions, drop_seg, interleave, mark, need_latents
 from .partners import generated_partner
 
 

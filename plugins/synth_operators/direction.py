@@ -14,11 +14,18 @@ from pydantic import Field, model_validator
 
 from synth.batch import Batch
 from synth.errors import UsageError
-from synth.paths import cache_dir
+from synth.expand import (
+    child_index,
+    conditions,
+    decode_children,
+    drop_seg,
+    interleave,
+    mark,
+    need_latents,
+)
 from synth.manifest import source_step
+from synth.paths import cache_dir
 from synth.protocols import PluginConfig, Stage
-
-from .common import child_index, conditions, decode_children, drop_seg, interleave, mark, need_latents
 
 
 class DirectionConfig(PluginConfig):

@@ -4,7 +4,6 @@ between random pairs, pairs within a class, or pairs listed by key."""
 from __future__ import annotations
 
 import re
-
 from typing import Literal
 
 import numpy as np
@@ -12,9 +11,18 @@ from pydantic import Field, model_validator
 
 from synth.batch import Batch
 from synth.errors import UsageError
+from synth.expand import (
+    child_index,
+    child_rng,
+    conditions,
+    decode_children,
+    drop_seg,
+    interleave,
+    mark,
+    need_latents,
+)
 from synth.protocols import PluginConfig, Stage
 
-from .common import child_index, child_rng, conditions, decode_children, drop_seg, interleave, mark, need_latents
 from .partners import expand_shards, generated_partner, shard_latents
 
 

@@ -8,9 +8,8 @@ import numpy as np
 from pydantic import Field
 
 from synth.batch import Batch
+from synth.expand import conditions
 from synth.protocols import PluginConfig, Stage
-
-from .common import conditions
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:

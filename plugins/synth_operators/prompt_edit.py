@@ -6,9 +6,15 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from synth.batch import Batch
+from synth.expand import (
+    conditions,
+    decode_children,
+    drop_seg,
+    interleave,
+    mark,
+    need_latents,
+)
 from synth.protocols import PluginConfig, Stage
-
-from .common import conditions, decode_children, drop_seg, interleave, mark, need_latents
 
 
 class PromptEditConfig(PluginConfig):

@@ -99,7 +99,7 @@ def calibrate(context, auto: AutoConfig) -> dict[str, Any]:
             mask = np.array([str(o) == g for o in own])
             curve[g].append([r, round(float(agree[mask].mean()), 4)])
         curve["all"].append([r, round(float(agree.mean()), 4)])
-    radius = {g: _largest_agreeing(curve[g], auto.target, auto.radii[0]) for g in curve}
+    radius = {g: largest_agreeing(curve[g], auto.target, auto.radii[0]) for g in curve}
     # classes for which no radius kept the target: the best agreement any radius reached
     missed = {g: max(share for _, share in curve[g]) for g in curve if curve[g][0][1] < auto.target}
     if missed:
@@ -128,7 +128,7 @@ def _name(context, group: str) -> str:
     return classes[int(group)] if group.isdigit() and int(group) < len(classes) else group
 
 
-def _largest_agreeing(points: list[list[float]], target: float, smallest: float) -> float:
+def largest_agreeing(points: list[list[float]], target: float, smallest: float) -> float:
     """The largest radius such that every radius up to it keeps the target agreement."""
     best = smallest
     for r, share in points:

@@ -9,9 +9,19 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from synth.batch import Batch
+from synth.expand import (
+    child_index,
+    child_rng,
+    conditions,
+    decode_children,
+    drop_seg,
+    interleave,
+    mark,
+    need_latents,
+)
 from synth.protocols import PluginConfig, Stage
 
-from .common import child_index, child_rng, conditions, decode_children, drop_seg, interleave, mark, mix, need_latents
+from .common import mix
 from .sigma_auto import AutoConfig, calibrate
 
 
