@@ -77,3 +77,13 @@ def register_extractors(register):
     feature network); filters, near-duplicate removal, selection and dataset metrics use them.
     See ``synth.protocols.FeatureExtractor`` and ``synth.extractors``.
     """
+
+
+@hookspec
+def register_classifiers(register):
+    """Register image classifier classes: ``register(ClassifierSubclass)``.
+
+    A classifier maps images to logits over its own class names (a transformers model, a small
+    torch network saved with its preprocessing); stages that label images by class, and tools
+    that ask what a classifier relies on, name one by table. See ``synth.protocols.Classifier``.
+    """

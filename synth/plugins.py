@@ -37,6 +37,7 @@ REGISTER_HOOKS = (
     ("register_tables", "table"),
     ("register_executors", "executor"),
     ("register_extractors", "extractor"),
+    ("register_classifiers", "classifier"),
 )
 
 
@@ -53,6 +54,7 @@ class PluginInfo:
     tables: list[str] = field(default_factory=list)
     executors: list[str] = field(default_factory=list)
     extractors: list[str] = field(default_factory=list)
+    classifiers: list[str] = field(default_factory=list)
 
     @property
     def package(self) -> str:
@@ -90,6 +92,7 @@ class Registry:
         self.tables: dict[str, type] = {}  # top-level manifest tables a plugin's command reads
         self.executors: dict[str, type] = {}
         self.extractors: dict[str, type] = {}
+        self.classifiers: dict[str, type] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin name
@@ -116,6 +119,9 @@ class Registry:
 
     def extractor(self, name: str, where: str) -> type:
         return _lookup(self.extractors, name, "extractor", where)
+
+    def classifier(self, name: str, where: str) -> type:
+        return _lookup(self.classifiers, name, "classifier", where)
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
         """The plugin that registered ``kind`` ``name`` (e.g. ("stage", "boom"))."""
@@ -232,10 +238,10 @@ class RegistrationError(Exception):
 
 
 def _registrar(registry: Registry, plugin: str, kind: str):
-    from .protocols import STAGE_KINDS, DatasetStage, Executor, FeatureExtractor, Generator, PluginConfig, SourceStage, Stage
+    from .protocols import STAGE_KINDS, Classifier, DatasetStage, Executor, FeatureExtractor, Generator, PluginConfig, SourceStage, Stage
 
     info = registry.plugins[plugin]
-    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor}.get(kind)
+    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier}.get(kind)
 
     def register(obj, path=None, description=""):
         if kind == "model":
@@ -268,7 +274,7 @@ def _registrar(registry: Registry, plugin: str, kind: str):
             for contract, of_kind in ((SourceStage, "source"), (DatasetStage, "dataset")):
                 if issubclass(obj, contract) != (obj.kind == of_kind):
                     raise RegistrationError(f"stage {name!r}: a {of_kind} stage subclasses synth.protocols.{contract.__name__}, and only a {of_kind} stage does")
-        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors}[kind]
+        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors, "classifier": registry.classifiers}[kind]
         if name in table:
             other = registry.owner[(kind, name)]
             raise RegistrationError(f"{kind} {name!r} is already registered by plugin {other!r}")

@@ -474,3 +474,42 @@ class FeatureExtractor:
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """(N, D) float32 features of texts, in the images' space (for image-text agreement)."""
         raise NotImplementedError(f"extractor {self.name!r} does not embed text")
+
+
+class Classifier:
+    """An image classifier: images -> logits over its own class names, with its preprocessing.
+
+    Registered with ``register_classifiers``; a stage names one with a table such as
+    ``classifier = { name = "torch", path = "models/my-classifier" }`` and builds it with
+    ``synth.classifiers.get(context, table)`` (set up once per process). ``classes`` is known
+    after ``setup()``; ``image_size`` is the (height, width) it takes, None for any (it resizes).
+    ``differentiable`` gives the logits of a torch batch in [0, 1] with gradients, for tools that
+    ask which directions change a decision."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, config: PluginConfig, context: RunContext):
+        self.config = config
+        self.context = context
+        self.classes: list[str] = []
+        self.image_size: tuple[int, int] | None = None
+
+    @classmethod
+    def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
+        """Problems visible without loading (a model folder that does not exist)."""
+        return []
+
+    def setup(self) -> None:
+        """Load weights, once per process; sets ``classes`` (and ``image_size`` when fixed)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """(N, C) float32 logits of (N, H, W, 3) uint8 images over ``classes``."""
+        raise NotImplementedError
+
+    def differentiable(self, pixels: Any) -> Any:
+        """Logits (N, C) of a torch tensor (N, 3, H, W) in [0, 1], differentiable in it."""
+        raise NotImplementedError(f"classifier {self.name!r} gives no gradients")

@@ -88,6 +88,7 @@ def markdown(registry) -> str:
         ("Generators: `[generator]`", "generator", registry.generators, '[generator] name = "{name}"'),
         ("Stages: `[[stage]]`", "stage", registry.stages, '[[stage]] name = "{name}"'),
         ("Feature extractors: `extractor = { name = ... }`", "extractor", registry.extractors, 'extractor "{name}"'),
+        ("Classifiers: `classifier = { name = ... }`", "classifier", registry.classifiers, 'classifier "{name}"'),
     ]
     for heading, kind, table, title in kinds:
         out += [f"## {heading}", ""]

@@ -128,3 +128,59 @@ def test_a_model_whose_labels_are_none_of_the_classes_says_so(tmp_path):
     (line,) = res.stderr.strip().splitlines()
     assert "none of the model's labels (cat, dog, ...) is one of [dataset].classes; map them with labels" in line
     assert not list((tmp_path / "out").glob("*.tar")) if (tmp_path / "out").exists() else True
+
+
+def _red_classifier(folder):
+    """A small_cnn that reads red (pooled local means of the red channel): 'Circle' when red,
+    else 'square'."""
+    import torch
+
+    from synth_classify.classifiers import save_classifier, small_cnn
+
+    net = small_cnn(torch, 2, width=4, depth=1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        conv, bn, lin = net[0], net[1], net[-1]
+        conv.weight[0, 0] = 1.0 / 9  # channel 0 sums the red of its 3x3 window: mean red, roughly
+        bn.weight.fill_(1.0)
+        bn.running_var.fill_(1.0 - bn.eps)  # the identity when evaluating
+        lin.weight[0, 0], lin.weight[1, 0] = 10.0, -10.0
+        lin.bias[0], lin.bias[1] = -5.0, 5.0
+    net.eval()
+    return save_classifier(net, folder, ["Circle", "square"], (32, 32), width=4, depth=1, mean=(0, 0, 0), std=(1, 1, 1)), net
+
+
+def test_a_saved_torch_classifier_labels_as_its_network_does(tmp_path):
+    import torch
+
+    folder, net = _red_classifier(tmp_path / "red")
+    m = write_manifest(tmp_path, HEAD + f'[[stage]]\nname = "classify"\nclassifier = {{ name = "torch", path = "{folder}", device = "cpu" }}\n')
+    res = synth("run", "-q", m)
+    assert res.returncode == 0, res.stderr
+    samples = _samples(tmp_path / "out")
+    images = _images(samples)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0).numpy()
+    assert [json.loads(s["json"])["class"] for s in samples] == list(logits.argmax(1) + 1)  # Circle -> 1, square -> 2
+
+
+def test_a_torch_classifier_refuses_another_image_size_and_a_folder_without_its_files(tmp_path):
+    folder, _ = _red_classifier(tmp_path / "red")
+    (tmp_path / "empty").mkdir()
+    bad = write_manifest(tmp_path, HEAD + '[[stage]]\nname = "classify"\nclassifier = { name = "torch", path = "empty" }\n', "bad.toml")
+    res = synth("validate", bad)
+    assert res.returncode == 2 and "stage[1].classifier.path: " in res.stderr and "has no classifier.json, classifier.safetensors" in res.stderr, res.stderr
+    from synth_classify.classifiers import TorchClassifier, TorchClassifierConfig
+    from pathlib import Path
+
+    from synth.plugins import load_registry
+    from synth.protocols import RunContext
+
+    clf = TorchClassifier(TorchClassifierConfig(path=str(folder), device="cpu"), RunContext(seed=0, manifest_dir=Path("."), classes=[], registry=load_registry()))
+    clf.setup()
+    flat = np.zeros((2, 32, 32, 3), np.uint8)
+    flat[0, ..., 0], flat[1, ..., 2] = 255, 255  # red, blue
+    assert clf.classes == ["Circle", "square"] and clf.logits(flat).argmax(1).tolist() == [0, 1]  # it reads red, as built
+    with pytest.raises(Exception, match="images are 16x16, it takes 32x32"):
+        clf.logits(np.zeros((2, 16, 16, 3), np.uint8))

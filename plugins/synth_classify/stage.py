@@ -1,25 +1,25 @@
-"""`classify`: each image's class from an image classifier, with its confidence.
+"""`classify`: each image's class from an image classifier (any registered one), with its
+confidence. The classifier's class names map to [dataset].classes by name (case, spaces and
+underscores ignored) or through `labels`; only the logits of mapped names compete.
 
-method = "model": a transformers image-classification model (AutoModelForImageClassification,
-safetensors, no remote code); its labels map to [dataset].classes by name (case and spaces
-ignored) or through `labels`, and only the logits of mapped labels compete.
-method = "zero_shot": CLIP, through the clip extractor, against one prompt per class
-("a photo of a {}"), the classes being [dataset].classes without `skip` (background).
+The usual classifiers have short forms: `model = "..."` is {name = "transformers", model = ...};
+`method = "zero_shot"` with `extractor` is {name = "zero_shot", extractor = ...} over
+[dataset].classes without `skip`; any other: `classifier = {name = ..., ...}`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from synth import extractors
+from synth import classifiers, extractors
 from synth.batch import Batch
-from synth.errors import RunError, UsageError
-from synth.paths import model_ref
+from synth.errors import UsageError
 from synth.protocols import PluginConfig, Stage
+
+from .classifiers import ZeroShotClassifier
 
 
 def _norm(name: str) -> str:
@@ -27,25 +27,38 @@ def _norm(name: str) -> str:
 
 
 class ClassifyConfig(PluginConfig):
-    method: Literal["model", "zero_shot"] = Field("model", description="model: an image-classification model; zero_shot: CLIP against a prompt per class")
+    method: Literal["model", "zero_shot"] = Field("model", description="model: an image-classification model (or the classifier table); zero_shot: CLIP against a prompt per class")
     model: str | None = Field(None, description="method = model: hub id or local folder of a transformers image-classification model")
     revision: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict, description="method = model: model label -> dataset class, where the names differ")
+    classifier: dict[str, Any] | None = Field(None, description='Any registered classifier, e.g. {name = "torch", path = "models/my-classifier"}')
+    labels: dict[str, str] = Field(default_factory=dict, description="Classifier class -> dataset class, where the names differ")
     extractor: str | dict[str, Any] | None = Field(None, description='method = zero_shot: a CLIP extractor table, e.g. {name = "clip", model = "openai/clip-vit-base-patch32"}')
     prompt: str = Field("a photo of a {}", description="method = zero_shot: the text per class ({} is the class name)")
     skip: list[str] = Field(default_factory=lambda: ["background"], description="Classes no image is labelled with (background)")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     batch_size: int = Field(64, ge=1)
+    added_later = frozenset({"classifier"})
 
     @model_validator(mode="after")
     def _what_each_method_needs(self):
+        if self.classifier is not None:
+            if self.model is not None or self.method != "model" or not isinstance(self.classifier.get("name"), str):
+                raise ValueError('classifier = {name = ...} stands alone: no model or method with it')
+            return self
         if self.method == "model" and not self.model:
-            raise ValueError('method = "model" needs model = "<hub id or folder>"')
+            raise ValueError('method = "model" needs model = "<hub id or folder>" (or give classifier = {name = ...})')
         if self.method == "zero_shot" and self.extractor is None:
             raise ValueError('method = "zero_shot" needs extractor = {name = "clip", model = "..."}')
         if "{}" not in self.prompt:
             raise ValueError("prompt needs {} where the class name goes")
         return self
+
+    def classifier_table(self, classes: list[str]) -> dict[str, Any]:
+        if self.classifier is not None:
+            return dict(self.classifier)
+        if self.method == "zero_shot":
+            return {"name": "zero_shot", "extractor": self.extractor, "prompt": self.prompt, "classes": [c for c in classes if c not in self.skip]}
+        return {"name": "transformers", "model": self.model, "revision": self.revision, "device": self.device, "batch_size": self.batch_size}
 
 
 class Classify(Stage):
@@ -68,60 +81,34 @@ class Classify(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        if config.method == "zero_shot":
-            return extractors.check(plan, config.extractor)
-        where, local = model_ref(config.model, plan.resolve_path)
-        return [f"model: no such folder {where}"] if local and not Path(where).is_dir() else []
+        table = config.classifier_table(plan.classes)
+        problems = classifiers.check(plan, table)
+        if config.classifier is None:  # the short forms name their own fields
+            problems = [p.removeprefix("classifier.") for p in problems]
+        return problems
 
     def setup(self) -> None:
         classes = list(self.context.classes)
-        self.candidates = [i for i, c in enumerate(classes) if c not in self.config.skip]
-        if self.config.method == "zero_shot":
-            ex = extractors.get(self.context, self.config.extractor)
-            self.text = ex.embed_text([self.config.prompt.format(classes[i]) for i in self.candidates])
-        else:
-            self._load_model(classes)
-
-    def _load_model(self, classes: list[str]) -> None:
-        import torch
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        where, _ = model_ref(self.config.model, self.context.resolve_path)
-        try:
-            self.model = AutoModelForImageClassification.from_pretrained(where, revision=self.config.revision, trust_remote_code=False)
-            self.processor = AutoImageProcessor.from_pretrained(where, revision=self.config.revision, trust_remote_code=False)
-        except (OSError, ValueError) as e:
-            raise RunError(f"stage 'classify': cannot load {self.config.model!r}: {str(e).splitlines()[0]} (offline? a local folder works)") from None
-        dev = self.config.device
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev)
-        self.model.to(self.device).eval()
-        self.torch = torch
+        self.classifier = classifiers.get(self.context, self.config.classifier_table(classes))
         by_name = {_norm(c): i for i, c in enumerate(classes)}
         mapping = {_norm(k): v for k, v in self.config.labels.items()}
-        self.logit_rows, self.candidates = [], []
-        for j, label in sorted(self.model.config.id2label.items()):
-            target = mapping.get(_norm(label), label)
-            k = by_name.get(_norm(target))
+        self.columns, self.candidates = [], []
+        for j, label in enumerate(self.classifier.classes):
+            k = by_name.get(_norm(mapping.get(_norm(label), label)))
             if k is not None and classes[k] not in self.config.skip:
-                self.logit_rows.append(int(j))
+                self.columns.append(j)
                 self.candidates.append(k)
         if not self.candidates:
-            names = list(self.model.config.id2label.values())[:5]
+            names = list(self.classifier.classes)[:5]
             raise UsageError(f"stage 'classify': none of the model's labels ({', '.join(map(str, names))}, ...) is one of [dataset].classes; map them with labels = {{...}}")
 
     def _probabilities(self, batch: Batch) -> np.ndarray:
-        images = batch.images
-        if self.config.method == "zero_shot":
-            img = extractors.features(self.context, batch, self.config.extractor)  # shared with later stages that ask
-            logits = 100.0 * (img / np.linalg.norm(img, axis=1, keepdims=True)) @ (self.text / np.linalg.norm(self.text, axis=1, keepdims=True)).T
+        clf = self.classifier
+        if isinstance(clf, ZeroShotClassifier):  # its image features are shared with later stages that ask
+            logits = clf.logits(batch.images, extractors.features(self.context, batch, clf.config.extractor))
         else:
-            torch = self.torch
-            parts = []
-            with torch.inference_mode():
-                for s in range(0, len(images), self.config.batch_size):
-                    x = self.processor(images=list(images[s : s + self.config.batch_size]), return_tensors="pt")["pixel_values"].to(self.device)
-                    parts.append(self.model(pixel_values=x).logits.float().cpu().numpy())
-            logits = np.concatenate(parts)[:, self.logit_rows]
+            logits = clf.logits(batch.images)
+        logits = np.asarray(logits, np.float64)[:, self.columns]
         logits = logits - logits.max(1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(1, keepdims=True)
