@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ManifestError, UsageError
 from .figures import cell, figures
+from .protocols import DatasetStage
 
 
 def parse_set(text: str) -> tuple[str, list[Any]]:
@@ -141,7 +142,7 @@ def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: 
         raise UsageError("sweep over one or two fields (--set given more than twice)")
     parsed = [parse_set(s) for s in sets]
     first = load_manifest(manifest_path)
-    if not any(s.cls.measures for s in first.stages):
+    if not any(issubclass(s.cls, DatasetStage) and s.cls.measures for s in first.stages):
         raise UsageError(f"{manifest_path}: sweep plots a measuring stage's numbers; add a metrics stage (or another that measures) with a reference set")
     root = out or first.output_dir().with_name(first.output_dir().name + "-sweep")
     # Every combination is built and validated before anything is made: a bad value costs no run
