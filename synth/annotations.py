@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from pydantic import Field, model_validator
 
 from .errors import UsageError
 from .protocols import PluginConfig, RunContext
+
 
 class AnnotationsConfig(PluginConfig):
     """Where the labelled examples come from: real images with masks, or generated samples."""

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-
 # Dropped samples a shard's stats keep a thumbnail of, per stage and reason (the report shows them).
 THUMBNAILS_PER_REASON = 4
 

@@ -13,17 +13,24 @@ from __future__ import annotations
 import errno
 import json
 import time
-
-import numpy as np
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from .background import BackgroundWriter
 from .batch import THUMBNAILS_PER_REASON, Batch
-from .dataset_phase import CANDIDATES, dataset_stages, load_table, measure, select, write_final
 from .card import dataset_json, readme_card
+from .dataset_phase import (
+    CANDIDATES,
+    dataset_stages,
+    load_table,
+    measure,
+    select,
+    write_final,
+)
 from .errors import RunError, UsageError
 from .manifest import Manifest
 from .output import OutputFolder, stats_name

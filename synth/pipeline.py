@@ -12,8 +12,8 @@ from .batch import Batch, inherit_labels
 from .errors import RunError, SynthError
 from .manifest import Manifest, Step
 from .plugins import one_line
-from .threads import apply_threads
 from .protocols import DatasetStage, RunContext
+from .threads import apply_threads
 
 # Every sample's json carries these keys (Hugging Face's loader infers one schema from a few
 # samples): group (a parent and its children share it), decode (what regenerates the image),
@@ -109,9 +109,14 @@ class Pipeline:
 
     def _drop_non_finite(self, batch: Batch) -> Batch:
         """A sample whose latent (as latent.npy will store it) or a score is inf or NaN is dropped
-        with the reason, never written: its image is black or noise, and its json unreadable."""
+        with the reason, never written: its image is black or noise, and its json unreadable. So
+        is one its generator withheld (condition "withheld": why, e.g. a safety checker's flag)."""
         reasons = [""] * len(batch)
         for i, rec in enumerate(batch.records):
+            withheld = (rec.get("condition") or {}).get("withheld")
+            if withheld:
+                reasons[i] = f"withheld by the generator: {withheld}"
+                continue
             if batch.latents is not None and not np.isfinite(self.context.as_stored(batch.latents[i])).all():
                 reasons[i] = f"latent is not finite (inf or NaN as {self.context.latent_dtype} stores it)"
             bad = [k for k, v in (rec.get("scores") or {}).items() if isinstance(v, float) and not math.isfinite(v)]

@@ -238,7 +238,17 @@ class RegistrationError(Exception):
 
 
 def _registrar(registry: Registry, plugin: str, kind: str):
-    from .protocols import STAGE_KINDS, Classifier, DatasetStage, Executor, FeatureExtractor, Generator, PluginConfig, SourceStage, Stage
+    from .protocols import (
+        STAGE_KINDS,
+        Classifier,
+        DatasetStage,
+        Executor,
+        FeatureExtractor,
+        Generator,
+        PluginConfig,
+        SourceStage,
+        Stage,
+    )
 
     info = registry.plugins[plugin]
     base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier}.get(kind)

@@ -162,7 +162,9 @@ class Generator:
         """Load weights. Called once per process, before the first batch."""
 
     def describe(self) -> dict[str, Any]:
-        """Identity recorded with every sample: name, model id, library version, licence."""
+        """Identity recorded with every sample: name, model id, library version, licence; under
+        "runtime", what the pixels also depend on but another machine may differ in (torch,
+        CUDA, device name): regenerate names those differences rather than refusing."""
         return {"name": self.name}
 
     def image_shape(self) -> tuple[int, int, int] | None:
@@ -190,7 +192,9 @@ class Generator:
         raise NotImplementedError
 
     def decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
-        """Images (B, H, W, 3) uint8 from latents and conditions."""
+        """Images (B, H, W, 3) uint8 from latents and conditions. A decode may add to a
+        condition what it learnt (a safety checker's flag); setting ``condition["withheld"]`` to
+        a reason makes the run drop that sample with it."""
         raise NotImplementedError
 
     def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:

@@ -40,9 +40,14 @@ def why_not(record: dict) -> str | None:
     return f"its image is not one decode of its latent (its last op, {last!r}, made it otherwise)"
 
 
+RUNTIME = "runtime"  # Generator.describe's machine facts: a difference there is named, not refused
+
+
 def different_generator(made: dict, ours: dict, keys) -> str | None:
     """The first of ``keys`` on which the generator that made a sample and this manifest's differ."""
     for k in keys:
+        if k == RUNTIME:
+            continue
         if k in made and made.get(k) != ours.get(k):
             return f"it was made with generator {k} {made.get(k)!r}, this manifest's is {ours.get(k)!r}: another generator, version or setting may draw other pixels"
     return None
@@ -96,5 +101,8 @@ def regenerate(folder: Path, key: str, out: Path | None = None) -> dict:
 
         old = np.asarray(Image.open(io.BytesIO(sample[fmt])).convert("RGB")).astype(int)
         diff = int(np.abs(old - image.astype(int)).max())
-        raise RunError(f"regenerated {key} into {target}, but it differs from the shard's image (largest pixel difference {diff}); the machine's kernels or libraries differ")
+        was, now = made.get(RUNTIME) or {}, after.get(RUNTIME) or {}
+        changed = [f"{k} {was.get(k)} -> {now.get(k)}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        why = f"made with {', '.join(changed)}" if changed else "the machine's kernels or libraries differ"
+        raise RunError(f"regenerated {key} into {target}, but it differs from the shard's image (largest pixel difference {diff}); {why}")
     return {"key": key, "shard": tar.name, "written": str(target), "identical": same}

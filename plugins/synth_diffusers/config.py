@@ -21,7 +21,7 @@ SCHEDULERS = {
 
 
 class DiffusersConfig(PluginConfig):
-    added_later = frozenset({"tags"})
+    added_later = frozenset({"tags", "safety_checker"})
 
     model: str = Field(description="Local pipeline folder, hub id (org/name) or builtin:NAME")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
@@ -41,6 +41,11 @@ class DiffusersConfig(PluginConfig):
         None,
         description="Tag sets of a tag-conditioned model, used in turn: sample i gets tags[i % n] (default: each "
         "sample's tags drawn from the model's training tag sets by (seed, index))",
+    )
+    safety_checker: Literal["drop", "keep", "off"] = Field(
+        "drop",
+        description="A pipeline's safety checker (Stable Diffusion's): drop flagged samples with the reason; keep them "
+        "(blacked out by the checker, condition.nsfw_flagged = true); or off (not run)",
     )
     guidance_scale: float = Field(7.5, ge=0.0, le=50.0)
     height: int | None = Field(None, ge=8, multiple_of=8)

@@ -230,6 +230,8 @@ class TextFamily(Family):
 
     def setup(self, model_ref: str) -> None:
         gen = self.gen
+        if gen.config.safety_checker == "off" and "safety_checker" in gen.pipe.components:
+            gen.pipe.safety_checker = None
         if not (gen._prompts or gen.config.templates):
             raise UsageError(f"generator: {gen.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
 
@@ -272,6 +274,8 @@ class TextFamily(Family):
         if flags is not None:
             for c, flag in zip(conditions, flags):
                 c["nsfw_flagged"] = bool(flag)
+                if flag and self.gen.config.safety_checker == "drop":
+                    c["withheld"] = "the safety checker flagged the image"
         return to_uint8(np.asarray(out.images))
 
     def replay(self, sched, z, conditions, cap, gens) -> None:

@@ -170,6 +170,7 @@ class DiffusersGenerator(Generator):
         if self.pipe is not None:
             out["pipeline"] = type(self.pipe).__name__
             out["dtype"] = str(self.dtype).replace("torch.", "")
+            out["runtime"] = runtime(self.torch, self.device)
         if self.family is not None and self.family.guided():
             out["guidance_scale"] = self.guidance()
         return out
@@ -231,7 +232,9 @@ class DiffusersGenerator(Generator):
             pad = f - len(z)
             if pad:
                 z = np.concatenate([z, np.zeros((pad, *z.shape[1:]), np.float32)])
-                conds, idx = conds + [conds[0]] * pad, idx + [idx[0]] * pad
+                # copies: a decode writes what it learns into each condition (a safety flag), and a
+                # pad's must not land on the real sample it copies
+                conds, idx = conds + [dict(conds[0]) for _ in range(pad)], idx + [idx[0]] * pad
             out.append(self._decode_group(z, conds, idx, seed)[: f - pad])
         return np.concatenate(out) if out else np.zeros((0, *self._image_shape()), np.uint8)
 
@@ -491,3 +494,17 @@ def _step_params(sched) -> set[str]:
     import inspect
 
     return set(inspect.signature(sched.step).parameters)
+
+
+def runtime(torch, device) -> dict[str, Any]:
+    """What the pixels also depend on besides the model and settings: torch, CUDA and the device's
+    name (kernels differ between them), recorded with every sample so that a difference on
+    another machine can be named."""
+    import platform
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = f"{dev.type} {platform.machine()}"
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "device": name}
