@@ -112,6 +112,38 @@ def test_stable_diffusion_templates_set_class_labels(tmp_path, models):
     assert Image.open(io.BytesIO(samples[0]["png"])).size == (24, 16)
 
 
+def test_per_class_templates_and_negatives(tmp_path, models):
+    """A class with its own templates and negative prompt; the others take the '*' entries."""
+    m = _manifest(
+        tmp_path,
+        models["sd"],
+        extra_dataset='classes = ["cat", "dog", "cow"]',
+        extra_gen='[generator.templates]\ncat = ["a tabby", "a kitten"]\n"*" = ["a photo of a {cls}"]\n[generator.negative_prompt]\ndog = "cats"\n"*" = "blurry"',
+        n=6,
+    )
+    res = synth("run", "-q", m)
+    assert res.returncode == 0, res.stderr
+    conds = [json.loads(s["json"])["condition"] for s in _samples(tmp_path / "out")]
+    assert [c["prompt"] for c in conds] == ["a tabby", "a photo of a dog", "a photo of a cow", "a kitten", "a photo of a dog", "a photo of a cow"]
+    assert [c["negative_prompt"] for c in conds] == ["blurry", "cats", "blurry"] * 2
+
+
+@pytest.mark.parametrize(
+    "gen, expected",
+    [
+        ('[generator.templates]\ncat = ["a tabby"]\ncow = ["a cow"]\n"*" = ["a {cls}"]', "generator: templates.cow: no such class in [dataset].classes"),
+        ('[generator.templates]\ncat = ["a tabby"]', "generator: templates: no template for class 'dog'; give it its own or a '*' entry"),
+        ('templates = ["a {cls}"]\n[generator.negative_prompt]\nbird = "x"', "generator: negative_prompt.bird: no such class"),
+    ],
+)
+def test_per_class_prompts_naming_unknown_classes_fail_validate(tmp_path, models, gen, expected):
+    m = _manifest(tmp_path, models["sd"], extra_dataset='classes = ["cat", "dog"]', extra_gen=gen)
+    res = synth("validate", m)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert expected in line, line
+
+
 def test_stable_diffusion_prompts_file(tmp_path, models):
     (tmp_path / "prompts.txt").write_text("# comment\na red ball\n\na blue cube\n")
     m = _manifest(tmp_path, models["sd"], extra_gen='prompts_file = "prompts.txt"\nheight = 16\nwidth = 16', n=3)

@@ -34,8 +34,12 @@ class DiffusersConfig(PluginConfig):
     # Text-to-image conditions (Stable Diffusion family). Exactly one source of prompts.
     prompts: list[str] | None = Field(None, description="Prompts, used in turn: sample i gets prompts[i % n]")
     prompts_file: str | None = Field(None, description="A text file, one prompt per line (relative to the manifest)")
-    templates: list[str] | None = Field(None, description="Templates over [dataset].classes, e.g. 'a photo of a {cls}'; set each sample's class")
-    negative_prompt: str | None = None
+    templates: list[str] | dict[str, list[str]] | None = Field(
+        None,
+        description="Templates over [dataset].classes, e.g. 'a photo of a {cls}' (set each sample's class); or per class, "
+        "{ cat = ['a tabby on a sofa'], '*' = ['a photo of a {cls}'] } ('*': every class not named)",
+    )
+    negative_prompt: str | dict[str, str] | None = Field(None, description="What to steer away from; or per class, with '*' for the others")
     # Tag-conditioned pixel models (`synth fit` with [fit] tags = true)
     tags: list[list[str]] | None = Field(
         None,
@@ -72,15 +76,41 @@ class DiffusersConfig(PluginConfig):
             raise ValueError("prompts is empty")
         if self.tags is not None and (given or not self.tags):
             raise ValueError("tags is empty" if not self.tags else "tags condition a tag model; prompts and templates a text-to-image one")
-        if self.templates is not None:
+        if isinstance(self.templates, list):
             if not self.templates:
                 raise ValueError("templates is empty")
             for t in self.templates:
                 if "{cls}" not in t:
                     raise ValueError(f"template {t!r} has no {{cls}} placeholder")
+        elif isinstance(self.templates, dict):
+            for name, ts in self.templates.items():
+                if not ts:
+                    raise ValueError(f"templates.{name} is empty")
         return self
+
+    def templates_for(self, name: str) -> list[str] | None:
+        """The templates of class ``name`` (per-class templates fall back on '*')."""
+        if isinstance(self.templates, dict):
+            return self.templates.get(name, self.templates.get("*"))
+        return self.templates
+
+    def negative_for(self, name: str | None) -> str | None:
+        if isinstance(self.negative_prompt, dict):
+            return self.negative_prompt.get(name, self.negative_prompt.get("*")) if name is not None else self.negative_prompt.get("*")
+        return self.negative_prompt
 
     def check_context(self, classes: list[str]) -> list[str]:
         if self.templates is not None and not classes:
             return ["templates need class names in [dataset].classes"]
-        return []
+        problems = []
+        for field in ("templates", "negative_prompt"):
+            table = getattr(self, field)
+            if isinstance(table, dict):
+                unknown = [k for k in table if k != "*" and k not in classes]
+                if unknown:
+                    problems.append(f"{field}.{unknown[0]}: no such class in [dataset].classes {list(classes)}")
+        if isinstance(self.templates, dict) and "*" not in self.templates:
+            missing = [c for c in classes if c not in self.templates]
+            if missing:
+                problems.append(f"templates: no template for class {missing[0]!r}; give it its own or a '*' entry")
+        return problems

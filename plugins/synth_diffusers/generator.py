@@ -191,7 +191,8 @@ class DiffusersGenerator(Generator):
             return {"tags": list(tags)}
         if cfg.templates is not None:
             cls = index % len(classes)
-            template = cfg.templates[(index // len(classes)) % len(cfg.templates)]
+            own = cfg.templates_for(classes[cls])
+            template = own[(index // len(classes)) % len(own)]
             cond = {"prompt": template.format(cls=classes[cls]), "class": cls}
         elif self._prompts is not None:
             cond = {"prompt": self._prompts[index % len(self._prompts)]}
@@ -201,8 +202,9 @@ class DiffusersGenerator(Generator):
             cond = {"class": index % len(classes)}
         else:
             return {}
-        if "prompt" in cond and cfg.negative_prompt:
-            cond["negative_prompt"] = cfg.negative_prompt
+        negative = cfg.negative_for(classes[cond["class"]] if cond.get("class") is not None else None)
+        if "prompt" in cond and negative:
+            cond["negative_prompt"] = negative
         return cond
 
     # -- sampling -----------------------------------------------------------------------------
