@@ -430,6 +430,11 @@ class DiffusersGenerator(Generator):
         """Initial latents that the deterministic sampler (ddim, eta 0) decodes back to about
         these images, along the sampler's own timesteps (see inversion.py). ``options``:
         method ("ddim" | "fixed_point"), steps (default: the generator's), iterations."""
+        if self._stochastic_sampler():
+            raise UsageError(
+                f"invert: scheduler {self.config.scheduler!r} adds fresh noise at every step, so no latent decodes back to the image; "
+                "use a deterministic one (ddim with eta 0, euler, dpm++, pndm, unipc)"
+            )
         return self._grouped(lambda im, conds: self._invert_group(im, conds, options or {}), [images], list(conditions))
 
     def _invert_group(self, images: np.ndarray, conditions: list[dict], options: dict) -> np.ndarray:
@@ -447,7 +452,7 @@ class DiffusersGenerator(Generator):
                 method=options.get("method", "ddim"), iterations=int(options.get("iterations", 2)), unet_kwargs=kwargs,
                 a_start=float(final) if final is not None else 1.0, dtype=self.dtype,
             )
-            return (x / sched.init_noise_sigma).float().cpu().numpy()
+            return x.float().cpu().numpy()
 
     def compose(self, latents_a: np.ndarray, latents_b: np.ndarray, masks: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, blend_until: float = 0.7) -> np.ndarray:
         """Mask-blended denoising: B's latent is denoised as a whole while, for the first

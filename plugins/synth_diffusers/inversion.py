@@ -9,8 +9,10 @@ the deterministic sampler (DDIM, eta 0) decodes to it, along the sampler's own t
   x_t'. Start from the DDIM guess and iterate, re-evaluating the UNet at the current estimate of
   x_t' (as ReNoise, AIDI and fixed-point inversion do), averaging the last iterates' noise
   predictions (ReNoise's averaging) for stability. ``iterations`` extra UNet calls per step.
-Both return x at the last timestep: the initial latent (times init_noise_sigma, which is 1 for
-DDIM-family schedulers).
+Both return x at the last timestep, in the variance-preserving form the UNet was trained in:
+the initial latent itself, for every deterministic sampler. (A sampler in sigma form, Euler's,
+starts from z * init_noise_sigma = z * sqrt(sigma_max^2 + 1), which is exactly this x written
+in its form; dividing by init_noise_sigma made Euler's inversions 14.6x too small for SD.)
 """
 
 from __future__ import annotations
