@@ -59,6 +59,44 @@ auto = { labeller = { name = "bright_class" }, samples = 120, views = 6, radii =
     assert "sigma_auto" in (out / "README.md").read_text()
 
 
+def test_sigma_auto_says_which_class_missed_its_target_and_can_refuse(tmp_path, example_plugin):
+    """Radii too large for the target: the run says which class missed and its best agreement
+    (summary, dataset.json, card), taking the smallest radius; on_miss = "error" stops in one line."""
+    body = """
+plugins = ["example"]
+[dataset]
+name = "miss"
+num_samples = 2
+shard_size = 2
+classes = ["dark", "mid", "bright"]
+[run]
+batch_size = 2
+[generator]
+name = "toy"
+size = 32
+[[stage]]
+name = "generate"
+[[stage]]
+name = "bright_class"
+[[stage]]
+name = "views"
+k = 1
+sigma = "auto"
+auto = { labeller = { name = "bright_class" }, samples = 60, views = 4, radii = [0.9, 1.0], target = 0.999%s }
+"""
+    env = {"PYTHONPATH": example_plugin["PYTHONPATH"]}
+    res = synth("run", write_manifest(tmp_path, body % ""), env=env)
+    assert res.returncode == 0, res.stderr
+    assert 'sigma = "auto": no radius from 0.9 up kept 100% agreement for' in res.stderr and "using the smallest radius, 0.9" in res.stderr
+    rep = json.loads((tmp_path / "out" / "dataset.json").read_text())["reports"]["stage[2]"]
+    assert rep["missed"] and all(0 <= best < 0.999 for best in rep["missed"].values())
+    assert "target not met: best" in (tmp_path / "out" / "README.md").read_text()
+    res = synth("run", write_manifest(tmp_path, body % ', on_miss = "error"', "err.toml"), "--output", tmp_path / "out2", env=env)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert "stage 'views'.auto: sigma = \"auto\": no radius from 0.9 up kept" in line and 'set on_miss = "smallest"' in line
+
+
 def test_a_dataset_made_earlier_is_read_back_with_its_latents(tmp_path, models):
     first = diffusers_manifest(tmp_path, models["ddpm"], n=4, shard=4, batch=4, name="first.toml", output="first")
     assert synth("run", "-q", first).returncode == 0
