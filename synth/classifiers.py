@@ -9,27 +9,11 @@ import json
 from typing import Any
 
 from .errors import UsageError
-
-
-def _settings(table: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in table.items() if k != "name"}
+from .extractors import resolve_named
 
 
 def _resolve(registry, table: dict[str, Any], where: str, problems: list[str]):
-    from pydantic import ValidationError
-
-    from .manifest import format_errors
-
-    try:
-        cls = registry.classifier(str(table.get("name")), f"{where}.name")
-    except UsageError as e:
-        problems.append(str(e))
-        return None
-    try:
-        return cls, cls.Config.model_validate(_settings(table))
-    except ValidationError as e:
-        problems += format_errors(e, where)
-        return None
+    return resolve_named(registry.classifier, table, where, problems)
 
 
 def check(plan, table: dict[str, Any], where: str = "classifier") -> list[str]:

@@ -36,13 +36,18 @@ def _settings(table: dict[str, Any]) -> dict[str, Any]:
 
 def _resolve(registry, spec, where: str, problems: list[str]):
     """(extractor class, its validated config), or None with the table's problems added."""
+    return resolve_named(registry.extractor, as_table(spec), where, problems)
+
+
+def resolve_named(lookup, table: dict[str, Any], where: str, problems: list[str]):
+    """A plugin table ``{name = ..., options}`` of any kind whose registry ``lookup(name, where)``
+    finds the class: (class, its validated config), or None with the problems added."""
     from pydantic import ValidationError
 
     from .manifest import format_errors
 
-    table = as_table(spec)
     try:
-        cls = registry.extractor(str(table.get("name")), f"{where}.name")
+        cls = lookup(str(table.get("name")), f"{where}.name")
     except UsageError as e:
         problems.append(str(e))
         return None
