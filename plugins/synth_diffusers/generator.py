@@ -484,6 +484,7 @@ class DiffusersGenerator(Generator):
         import json
 
         ident = self.describe()
+        ident.pop("runtime", None)  # the machine: caches keyed by the model (a trained head) hold across machines
         local = Path(self.model_ref or "")
         for f in sorted(local.glob("unet/*.safetensors")) + sorted(local.glob("unet/*.bin")):
             ident[f"sha256:{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
