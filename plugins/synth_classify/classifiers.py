@@ -18,15 +18,12 @@ import numpy as np
 from pydantic import Field
 
 from synth import extractors
+from synth.devices import DEVICE_PATTERN, torch_device
 from synth.errors import RunError, UsageError
 from synth.paths import model_ref
 from synth.protocols import Classifier, PluginConfig
 
 FILES = ("classifier.json", "classifier.safetensors")
-
-
-def _device(torch, device: str):
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
 def small_cnn(torch, classes: int, width: int = 16, depth: int = 3):
@@ -54,7 +51,7 @@ def save_classifier(module, folder: Path, classes: list[str], image_size: tuple[
 
 class TorchClassifierConfig(PluginConfig):
     path: str = Field(description="Folder with classifier.json and classifier.safetensors, or builtin:NAME")
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     batch_size: int = Field(256, ge=1)
 
 
@@ -89,7 +86,7 @@ class TorchClassifier(Classifier):
         self.torch = torch
         self.classes = list(meta["classes"])
         self.image_size = tuple(meta["image_size"])
-        self.device = _device(torch, self.config.device)
+        self.device = torch_device(torch, self.config.device)
         self.net = small_cnn(torch, len(self.classes), int(arch.get("width", 16)), int(arch.get("depth", 3)))
         self.net.load_state_dict(load_file(str(folder / "classifier.safetensors")))
         self.net.to(self.device).eval()
@@ -119,7 +116,7 @@ class TorchClassifier(Classifier):
 class TransformersClassifierConfig(PluginConfig):
     model: str = Field(description="Hub id or local folder of a transformers image-classification model")
     revision: str | None = None
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     batch_size: int = Field(64, ge=1)
 
 
@@ -145,7 +142,7 @@ class TransformersClassifier(Classifier):
         except (OSError, ValueError) as e:
             raise RunError(f"classifier 'transformers': cannot load {self.config.model!r}: {str(e).splitlines()[0]} (offline? a local folder works)") from None
         self.torch = torch
-        self.device = _device(torch, self.config.device)
+        self.device = torch_device(torch, self.config.device)
         self.model.to(self.device).eval()
         self.classes = [str(label) for _, label in sorted(self.model.config.id2label.items())]
 

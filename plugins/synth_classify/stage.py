@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from synth import classifiers, extractors
 from synth.batch import Batch
+from synth.devices import DEVICE_PATTERN
 from synth.errors import UsageError
 from synth.protocols import PluginConfig, Stage
 
@@ -35,7 +36,7 @@ class ClassifyConfig(PluginConfig):
     extractor: str | dict[str, Any] | None = Field(None, description='method = zero_shot: a CLIP extractor table, e.g. {name = "clip", model = "openai/clip-vit-base-patch32"}')
     prompt: str = Field("a photo of a {}", description="method = zero_shot: the text per class ({} is the class name)")
     skip: list[str] = Field(default_factory=lambda: ["background"], description="Classes no image is labelled with (background)")
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     batch_size: int = Field(64, ge=1)
     added_later = frozenset({"classifier"})
 

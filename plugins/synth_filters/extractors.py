@@ -8,15 +8,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
+from synth.devices import DEVICE_PATTERN, torch_device
 from synth.errors import RunError, UsageError
 from synth.paths import model_ref
 from synth.protocols import FeatureExtractor, PluginConfig
-
-
-def _device(torch, device: str):
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _local_or_hub(ref: str, plan_or_context) -> tuple[str, bool]:
@@ -26,7 +21,7 @@ def _local_or_hub(ref: str, plan_or_context) -> tuple[str, bool]:
 class HFConfig(PluginConfig):
     model: str = Field(description="Hub id or local folder")
     revision: str | None = None
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     batch_size: int = Field(64, ge=1)
 
 
@@ -44,7 +39,7 @@ class _HFExtractor(FeatureExtractor):
         import torch
 
         self.torch = torch
-        self.device = _device(torch, self.config.device)
+        self.device = torch_device(torch, self.config.device)
         where, _ = _local_or_hub(self.config.model, self.context)
         try:
             model = loader.from_pretrained(where, revision=self.config.revision, trust_remote_code=False)
@@ -126,7 +121,7 @@ class DinoFeatures(_HFExtractor):
 class InceptionConfig(PluginConfig):
     weights: str = Field(description="torch-fidelity's pt_inception-2015-12-05 weights file (downloaded once elsewhere)")
     feature: str = Field("2048", description="Which layer: 2048 (FID's), 768, 192 or 64")
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     batch_size: int = Field(64, ge=1)
 
 
@@ -150,7 +145,7 @@ class InceptionFeatures(FeatureExtractor):
         except ImportError:
             raise UsageError("extractor 'inception' needs torch-fidelity: pip install 'synth-data[filters]'") from None
         self.torch = torch
-        self.device = _device(torch, self.config.device)
+        self.device = torch_device(torch, self.config.device)
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", [self.config.feature], feature_extractor_weights_path=str(self.context.resolve_path(self.config.weights)))
         self.net.to(self.device).eval()
 
