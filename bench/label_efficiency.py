@@ -130,74 +130,16 @@ def region_vote(images: np.ndarray, labels: np.ndarray, tolerance: int | None) -
 from synth.segmetrics import class_ious, miou  # noqa: E402
 
 
-# -- the downstream segmenter ---------------------------------------------------------------------
-def small_unet(torch, k: int, width: int = 32):
-    nn = torch.nn
-
-    def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
-
-    class UNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            w = width
-            self.e1, self.e2, self.e3 = block(3, w), block(w, 2 * w), block(2 * w, 4 * w)
-            self.u2, self.d2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2), block(4 * w, 2 * w)
-            self.u1, self.d1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2), block(2 * w, w)
-            self.out = nn.Conv2d(w, k, 1)
-
-        def forward(self, x):
-            e1 = self.e1(x)
-            e2 = self.e2(nn.functional.max_pool2d(e1, 2))
-            e3 = self.e3(nn.functional.max_pool2d(e2, 2))
-            d2 = self.d2(torch.cat([self.u2(e3), e2], 1))
-            d1 = self.d1(torch.cat([self.u1(d2), e1], 1))
-            return self.out(d1)
-
-    return UNet()
-
-
-def _to_tensors(torch, images, masks):
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return x, torch.from_numpy(masks.astype(np.int64))
+# -- the downstream segmenter: the optimise plugin's segmentation task model, so that this bench
+# and `synth optimise` score with the same U-Net --------------------------------------------------
+from synth_optimise.models import segment, small_unet  # noqa: E402,F401
 
 
 def train_segmenter(torch, sets, steps: int, seed: int, batch: int = 32, lr: float = 1e-3, model=None, width: int = 16):
     """Train on ``sets``: a list of (images, masks, share) drawn from in every batch by share."""
-    torch.manual_seed(seed)
-    net = model or small_unet(torch, len(CLASSES), width)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    data = [(*_to_tensors(torch, im, m), share) for im, m, share in sets]
-    rng = np.random.default_rng(seed)
-    net.train()
-    for _ in range(steps):
-        xs, ys = [], []
-        for x, y, share in data:
-            n = max(1, round(batch * share))
-            idx = rng.integers(0, len(x), n)
-            xs.append(x[idx])
-            ys.append(y[idx])
-        x, y = torch.cat(xs), torch.cat(ys)
-        if rng.random() < 0.5:  # flips: the world has no preferred orientation
-            x, y = x.flip(-1), y.flip(-1)
-        if rng.random() < 0.5:
-            x, y = x.flip(-2), y.flip(-2)
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return net.eval()
+    from synth_optimise.models import train_segmenter as train
 
-
-def segment(torch, net, images, batch: int = 256) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(images), batch):
-            x, _ = _to_tensors(torch, images[s : s + batch], np.zeros(1))
-            out.append(net(x).argmax(1).numpy())
-    return np.concatenate(out)
+    return train(torch, sets, steps, seed, len(CLASSES), batch=batch, lr=lr, model=model, width=width)
 
 
 def main() -> None:

@@ -87,3 +87,14 @@ def register_classifiers(register):
     torch network saved with its preprocessing); stages that label images by class, and tools
     that ask what a classifier relies on, name one by table. See ``synth.protocols.Classifier``.
     """
+
+
+@hookspec
+def register_tasks(register):
+    """Register downstream task classes: ``register(TaskSubclass)``.
+
+    A task trains a small model on a dataset's samples and scores it on labelled real images
+    (segmentation mIoU, classification accuracy): ``synth optimise`` ranks datasets by it and a
+    selection can ask which samples teach what the validation set needs. See
+    ``synth.protocols.Task`` and ``synth.tasks``.
+    """

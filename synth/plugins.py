@@ -38,6 +38,7 @@ REGISTER_HOOKS = (
     ("register_executors", "executor"),
     ("register_extractors", "extractor"),
     ("register_classifiers", "classifier"),
+    ("register_tasks", "task"),
 )
 
 
@@ -55,6 +56,7 @@ class PluginInfo:
     executors: list[str] = field(default_factory=list)
     extractors: list[str] = field(default_factory=list)
     classifiers: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
 
     @property
     def package(self) -> str:
@@ -93,6 +95,7 @@ class Registry:
         self.executors: dict[str, type] = {}
         self.extractors: dict[str, type] = {}
         self.classifiers: dict[str, type] = {}
+        self.tasks: dict[str, type] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin name
@@ -122,6 +125,9 @@ class Registry:
 
     def classifier(self, name: str, where: str) -> type:
         return _lookup(self.classifiers, name, "classifier", where)
+
+    def task(self, name: str, where: str) -> type:
+        return _lookup(self.tasks, name, "task", where)
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
         """The plugin that registered ``kind`` ``name`` (e.g. ("stage", "boom"))."""
@@ -248,10 +254,11 @@ def _registrar(registry: Registry, plugin: str, kind: str):
         PluginConfig,
         SourceStage,
         Stage,
+        Task,
     )
 
     info = registry.plugins[plugin]
-    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier}.get(kind)
+    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier, "task": Task}.get(kind)
 
     def register(obj, path=None, description=""):
         if kind == "model":
@@ -284,7 +291,7 @@ def _registrar(registry: Registry, plugin: str, kind: str):
             for contract, of_kind in ((SourceStage, "source"), (DatasetStage, "dataset")):
                 if issubclass(obj, contract) != (obj.kind == of_kind):
                     raise RegistrationError(f"stage {name!r}: a {of_kind} stage subclasses synth.protocols.{contract.__name__}, and only a {of_kind} stage does")
-        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors, "classifier": registry.classifiers}[kind]
+        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors, "classifier": registry.classifiers, "task": registry.tasks}[kind]
         if name in table:
             other = registry.owner[(kind, name)]
             raise RegistrationError(f"{kind} {name!r} is already registered by plugin {other!r}")

@@ -517,3 +517,42 @@ class Classifier:
     def differentiable(self, pixels: Any) -> Any:
         """Logits (N, C) of a torch tensor (N, 3, H, W) in [0, 1], differentiable in it."""
         raise NotImplementedError(f"classifier {self.name!r} gives no gradients")
+
+
+class Task:
+    """A downstream model and its score: it trains on labelled images (a synthetic dataset's
+    samples) and scores on a labelled real validation set, so a search can rank datasets by what
+    they teach rather than by how close they look to real images.
+
+    Registered with ``register_tasks``; ``synth optimise`` names one in its space file
+    (``[task] name = "segmentation"``), and a selection that asks what a sample teaches uses it
+    through ``synth.tasks``. ``target`` says what a sample must carry: ``"seg"`` (class-id masks)
+    or ``"class"`` (one class id). ``score`` names the figure a search maximises; ``evaluate``
+    returns it first, then any others. Training is seeded: the same images, targets and seed give
+    the same model."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+    target: ClassVar[str] = "seg"
+    score: ClassVar[str] = "score"
+
+    def __init__(self, config: PluginConfig, classes: list[str]):
+        self.config = config
+        self.classes = list(classes)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.config.model_dump()}
+
+    def train(self, images: np.ndarray, targets: np.ndarray, seed: int) -> Any:
+        """A model trained on (N, H, W, 3) uint8 images and their targets ((N, H, W) class ids
+        for "seg", (N,) for "class")."""
+        raise NotImplementedError
+
+    def evaluate(self, model: Any, images: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """Figures of ``model`` on labelled images, ``score`` first (higher is better)."""
+        raise NotImplementedError
+
+    def sample_gradients(self, model: Any, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(N, D) float32: each image's gradient of the training loss in a fixed set of the
+        model's parameters (its last layer is enough), for influence estimates."""
+        raise NotImplementedError(f"task {self.name!r} gives no per-sample gradients")

@@ -89,6 +89,7 @@ def markdown(registry) -> str:
         ("Stages: `[[stage]]`", "stage", registry.stages, '[[stage]] name = "{name}"'),
         ("Feature extractors: `extractor = { name = ... }`", "extractor", registry.extractors, 'extractor "{name}"'),
         ("Classifiers: `classifier = { name = ... }`", "classifier", registry.classifiers, 'classifier "{name}"'),
+        ("Tasks: `[task] name = ...` (synth optimise)", "task", registry.tasks, 'task "{name}"'),
     ]
     for heading, kind, table, title in kinds:
         out += [f"## {heading}", ""]

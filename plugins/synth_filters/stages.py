@@ -243,7 +243,11 @@ class Dedup(DatasetStage):
 
 
 class SelectConfig(PluginConfig):
-    method: Literal["k_center", "class_quota"] = Field("k_center", description="k_center: cover the feature space; class_quota: balance the classes")
+    method: Literal["k_center", "class_quota", "influence"] = Field(
+        "k_center",
+        description="k_center: cover the feature space; class_quota: balance the classes; influence: what teaches the validation set "
+        "most (the highest scores.influence, recorded by an earlier influence stage)",
+    )
     keep: int | None = Field(None, ge=1, description="How many samples to keep")
     fraction: float | None = Field(None, gt=0, le=1, description="Or this share of them")
     extractor: Extractor = "shapes"
@@ -270,6 +274,11 @@ class Select(DatasetStage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
+        if config.method == "influence":
+            recorded = plan.scores_before()
+            if recorded is not None and "influence" not in recorded:
+                return ["method = \"influence\" keeps the highest scores.influence; put the influence stage (plugin optimise) before select"]
+            return []
         return extractors.check(plan, config.extractor) if config.method == "k_center" else []
 
     def select(self, table):
@@ -287,6 +296,11 @@ class Select(DatasetStage):
                 if per[c] < quota[c]:
                     keep[r], per[c] = True, per[c] + 1
             why = "over its class's quota"
+        elif self.config.method == "influence":
+            value = np.array([s.get("influence", -np.inf) for s in table.scores], np.float64)
+            best = np.lexsort((table.index, -value))[:target]  # highest first, lowest index on ties
+            keep[best] = True
+            why = f"not among the {target} most influential"
         else:
             f = table.features[extractors.extractor_id(self.config.extractor)].astype(np.float32)
             keep[k_center(f, order, target)] = True

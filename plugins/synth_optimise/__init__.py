@@ -1,0 +1,1 @@
+"""synth optimise: datasets chosen by what they teach a downstream model (tasks, search)."""
