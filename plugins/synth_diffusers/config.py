@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -20,8 +20,19 @@ SCHEDULERS = {
 }
 
 
+class FeedbackConfig(PluginConfig):
+    """Guidance toward what a downstream classifier gets wrong."""
+
+    classifier: dict[str, Any] = Field(description='The downstream classifier, e.g. {name = "torch", path = "models/my-classifier"}; it must give gradients')
+    weight: float = Field(0.0, ge=0.0, le=10.0, description="How far each guided step moves the clean-image estimate, in pixels of range [-1, 1] (0: off; 0.05 is gentle)")
+    objective: Literal["entropy", "loss"] = Field(
+        "entropy", description="entropy: toward images the classifier is unsure of; loss: toward misclassifying the sample's own class"
+    )
+    until: float = Field(1.0, gt=0.0, le=1.0, description="Guide the first this share of the sampler's steps (the rest refine the image)")
+
+
 class DiffusersConfig(PluginConfig):
-    added_later = frozenset({"tags", "safety_checker"})
+    added_later = frozenset({"tags", "safety_checker", "feedback"})
 
     model: str = Field(description="Local pipeline folder, hub id (org/name) or builtin:NAME")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
@@ -52,6 +63,9 @@ class DiffusersConfig(PluginConfig):
         "(blacked out by the checker, condition.nsfw_flagged = true); or off (not run)",
     )
     guidance_scale: float = Field(7.5, ge=0.0, le=50.0)
+    feedback: FeedbackConfig | None = Field(
+        None, description="Guide sampling toward what a downstream classifier gets wrong (pixel models): {classifier = {...}, weight = 0.05}"
+    )
     height: int | None = Field(None, ge=8, multiple_of=8)
     micro_batch: int = Field(
         16, ge=1, le=1024,

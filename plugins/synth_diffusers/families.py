@@ -126,12 +126,15 @@ class PixelFamily(Family):
         predict = self.predictor(conditions, capture)
         kw = self.gen._step_kwargs(sched, gens)
         left = None if steps is None else set(steps)
-        for t in sched.timesteps:
+        feedback, total = self.gen.feedback, len(sched.timesteps)
+        for i, t in enumerate(sched.timesteps):
             wanted = left is None or int(t) in left
             xin = sched.scale_model_input(x, t)
             if visit is not None and wanted:
                 visit(xin, t)
             out = predict(xin, t, record=wanted)
+            if feedback is not None and feedback.active(i, total):
+                out = feedback.guide(out, xin, t, conditions, self.gen._prediction_type())
             if left is not None:
                 left.discard(int(t))
             if (stop is not None and stop()) or left == set():

@@ -34,6 +34,7 @@ class DiffusersGenerator(Generator):
         self.family: Family | None = None  # what differs by model family (families.py), once loaded
         self.model_ref: str | None = None  # the local folder the model loads from, once set up
         self.kind = None  # the family's: "unet2d" | "text2image"
+        self.feedback = None  # feedback.Feedback when [generator.feedback] guides sampling
         self.num_class_embeds = None
         self.vocabulary = None  # tags.TagVocabulary of a tag-conditioned model
         self._prompts = self._read_prompts()
@@ -60,6 +61,10 @@ class DiffusersGenerator(Generator):
     @classmethod
     def check_plan(cls, config: DiffusersConfig, plan) -> list[str]:
         problems = cls._local_folder(config, plan)[1]
+        if config.feedback is not None:
+            from synth import classifiers
+
+            problems += classifiers.check(plan, config.feedback.classifier, "feedback.classifier")
         if config.prompts_file is not None and not plan.resolve_path(config.prompts_file).is_file():
             problems.append(f"prompts_file: no such file {plan.resolve_path(config.prompts_file)}")
         return problems
@@ -144,6 +149,13 @@ class DiffusersGenerator(Generator):
         self.family = family_of(self)
         self.kind = self.family.kind
         self.family.setup(model_ref)
+        self.feedback = None
+        if self.config.feedback is not None and self.config.feedback.weight > 0:
+            if self.kind != "unet2d":
+                raise UsageError(f"generator.feedback: guidance by a classifier works on pixel UNets; {self.config.model} is {self.kind} (not yet)")
+            from .feedback import Feedback
+
+            self.feedback = Feedback(self, self.config.feedback)
 
     def _resolve_model_ref(self, ref: str) -> str:
         return resolve_model_ref(ref, self.context.resolve_path)[0]
