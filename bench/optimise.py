@@ -1,0 +1,239 @@
+"""What `synth optimise` buys, in real labelled scenes (issue 36).
+
+On the shapes world, segmentation as the label-efficiency bench sets it up: the quickstart's
+manifest (builtin:shapes-32, the pixel head trained on K = 8 labelled scenes, the 10% most
+uncertain dropped) makes a synthetic set; the task's U-Net trains on it and is scored by mIoU on
+real test scenes. The real learning curve (the same U-Net on n real labelled scenes, n = 4..512)
+turns each set's test score into a *real-equivalent*: how many real labelled scenes give the same
+mIoU (interpolated on log n). Rows, all at the same sample count:
+- default: the manifest as written;
+- optimised: `synth optimise` over the space below (sampler x drop fraction; each sampler
+  calibrates its own head, ~4 min on 2 CPU cores), on `--val` real validation scenes, within
+  `--budget` runs of the default;
+- feedback: the optimised manifest with [generator.feedback] toward what a classifier trained on
+  the K labelled scenes' kinds finds uncertain (with --feedback-weight);
+- influence: twice the samples, the influence stage on the validation scenes, select the half
+  that teaches most.
+
+    python bench/optimise.py [--samples 500] [--val 50] [--test 500] [--seg-steps 1000]
+        [--budget 10] [--rows default,optimised,feedback,influence] [--out /tmp/synth-optimise-bench]
+
+Last line, for scripts:
+`real-equivalent: default <n0>, optimised <n1> (<r>x), search <c> runs`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+CLASSES = ["background", "circle", "square", "triangle"]
+
+SPACE = """
+[task]
+name = "segmentation"
+steps = {steps}
+width = {width}
+[search]
+budget = {budget}
+eta = 3
+min_samples = {min_samples}
+[values]
+"generator.scheduler" = ["dpm++", "euler_a"]
+"stage.drop_uncertain.fraction" = [0.05, 0.1, 0.3]
+"""
+
+
+def write_folder(folder: Path, images, masks, prefix: str) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (im, m) in enumerate(zip(images, masks)):
+        Image.fromarray(im).save(folder / f"{prefix}{i:04d}.png")
+        Image.fromarray(m).save(folder / f"{prefix}{i:04d}.seg.png")
+    return folder
+
+
+def manifest_text(samples: int, extra_generator: str = "", extra_stages: str = "", fraction: float = 0.1, scheduler: str = "dpm++", steps: int = 20) -> str:
+    """The quickstart's manifest (its shipped head loads, nothing trains) without the metrics
+    stage, at ``samples``."""
+    qs = tomllib.loads((ROOT / "manifests" / "quickstart.toml").read_text())
+    pixelhead = next(s for s in qs["stage"] if s["name"] == "pixelhead")
+    src = pixelhead["annotations"]["source"]
+    return f"""
+[dataset]
+name = "bench-optimise"
+output = "out"
+num_samples = {samples}
+shard_size = {min(samples, 500)}
+seed = 0
+classes = {CLASSES!r}
+[run]
+batch_size = 50
+[generator]
+name = "diffusers"
+model = "builtin:shapes-32"
+scheduler = "{scheduler}"
+steps = {steps}
+{extra_generator}
+[[stage]]
+name = "generate"
+[[stage]]
+name = "pixelhead"
+ensemble = {pixelhead['ensemble']}
+steps = {pixelhead['steps']}
+calibration_samples = {pixelhead['calibration_samples']}
+annotations = {{ source = {{ name = "shapes", split = "{src['split']}", size = {src['size']}, difficulty = {src['difficulty']} }}, count = {pixelhead['annotations']['count']} }}
+{extra_stages}
+[[stage]]
+name = "drop_uncertain"
+fraction = {fraction}
+"""
+
+
+def real_equivalent(score: float, curve: list[tuple[int, float]]) -> float:
+    """n real scenes giving ``score`` on the curve, interpolated on log n (clamped to its ends)."""
+    ns = np.log([n for n, _ in curve])
+    ys = np.array([y for _, y in curve])
+    ys = np.maximum.accumulate(ys)  # a noisy curve made monotone for the inverse
+    if score <= ys[0]:
+        return float(curve[0][0]) * (score / ys[0] if ys[0] > 0 else 1.0)
+    if score >= ys[-1]:
+        return float(curve[-1][0])
+    return float(np.exp(np.interp(score, ys, ns)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--val", type=int, default=50)
+    ap.add_argument("--test", type=int, default=500)
+    ap.add_argument("--seg-steps", type=int, default=1000)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--budget", type=float, default=10)
+    ap.add_argument("--min-samples", type=int, default=50)
+    ap.add_argument("--curve", default="4,8,16,32,64,128,256,512")
+    ap.add_argument("--feedback-weight", type=float, default=0.05)
+    ap.add_argument("--rows", default="default,optimised,feedback,influence")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/synth-optimise-bench"))
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+    rows = args.rows.split(",")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from synth.engine import run
+    from synth.manifest import load_manifest
+    from synth.progress import BarProgress
+    from synth.tasks import read_samples
+    from synth_optimise.search import optimise
+    from synth_optimise.tasks import SegmentationConfig, SegmentationTask
+    from synth_shapes.world import render_many
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    task = SegmentationTask(SegmentationConfig(steps=args.seg_steps, width=args.width), CLASSES)
+    test_x, test_y = render_many(0, range(args.test), 32, 0.5, "test")
+    val_x, val_y = render_many(1, range(args.val), 32, 0.5, "val")  # another seed than the head's labelled scenes
+    val = write_folder(out / "val", val_x, val_y, "v")
+    print(f"optimise bench: shapes world 32x32, segmentation U-Net width {args.width} x {args.seg_steps} steps; {args.samples} samples per set; "
+          f"{args.val} validation, {args.test} test scenes; {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", flush=True)
+
+    t0 = time.perf_counter()
+    curve = []
+    pool_x, pool_y = render_many(2, range(max(int(n) for n in args.curve.split(","))), 32, 0.5, "train")
+    for n in (int(v) for v in args.curve.split(",")):
+        score = task.evaluate(task.train(pool_x[:n], pool_y[:n], 0), test_x, test_y)["miou"]
+        curve.append((n, score))
+    print("  real learning curve (test mIoU): " + ", ".join(f"{n}: {s:.3f}" for n, s in curve) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    def score_set(name: str, text: str) -> dict:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "manifest.toml"
+        path.write_text(text)
+        t = time.perf_counter()
+        run(load_manifest(path), output=folder / "data", progress=BarProgress(disable=True), quiet=True, threads=args.threads)
+        x, y = read_samples(folder / "data", "seg")
+        test = task.evaluate(task.train(x, y, 0), test_x, test_y)["miou"]
+        r = {"row": name, "kept": len(x), "test_miou": test, "real_equivalent": real_equivalent(test, curve), "seconds": time.perf_counter() - t}
+        print(f"  {name}: {len(x)} kept, test mIoU {test:.3f}, real-equivalent {r['real_equivalent']:.0f} scenes ({r['seconds']:.0f} s)", flush=True)
+        return r
+
+    results = {}
+    default_text = manifest_text(args.samples)
+    if "default" in rows:
+        results["default"] = score_set("default", default_text)
+    search = None
+    best_text = default_text
+    if "optimised" in rows or "feedback" in rows:
+        (out / "search").mkdir(exist_ok=True)
+        base = out / "search" / "manifest.toml"
+        base.write_text(default_text)
+        space = out / "search" / "space.toml"
+        space.write_text(SPACE.format(steps=args.seg_steps, width=args.width, budget=args.budget, min_samples=args.min_samples))
+        t = time.perf_counter()
+        search = optimise(base, space, str(val), out=out / "search" / "trials", quiet=False, threads=args.threads)
+        print(f"  search: best {search['best']['label']} (validation mIoU {search['best']['score']:.3f}), {len(search['trials'])} trials, "
+              f"{search['cost_runs']:.2f} runs ({time.perf_counter() - t:.0f} s)", flush=True)
+        best_text = (out / "search" / "trials" / "best.toml").read_text()
+        if "optimised" in rows:
+            results["optimised"] = score_set("optimised", best_text)
+    if "feedback" in rows:
+        # A kind classifier (the scene's largest shape) trained on the validation scenes: the
+        # model whose uncertainty guides sampling toward ambiguous scenes.
+        folder = kind_classifier(torch, val_x, val_y, out / "feedback-classifier")
+        data = tomllib.loads(best_text)
+        gen = data["generator"]
+        extra = f'feedback = {{ classifier = {{ name = "torch", path = "{folder}" }}, weight = {args.feedback_weight} }}'
+        text = manifest_text(args.samples, extra, fraction=data["stage"][-1]["fraction"], scheduler=gen["scheduler"], steps=gen["steps"])
+        results["feedback"] = score_set("feedback", text)
+    if "influence" in rows:
+        extra = f'[[stage]]\nname = "influence"\nvalidation = "{val}"\ntask = {{ name = "segmentation", width = {args.width} }}\n'
+        text = manifest_text(2 * args.samples, extra_stages=extra) + f'[[stage]]\nname = "select"\nmethod = "influence"\nkeep = {int(round(args.samples * 0.9))}\n'
+        results["influence"] = score_set("influence", text)
+
+    print("\n| row | kept samples | test mIoU | real-equivalent scenes |\n| --- | --- | --- | --- |")
+    for r in results.values():
+        print(f"| {r['row']} | {r['kept']} | {r['test_miou']:.3f} | {r['real_equivalent']:.0f} |")
+    (out / "results.json").write_text(json.dumps({"curve": curve, "rows": results, "search": search and {k: search[k] for k in ("best", "cost_runs", "tried", "settings")}}, indent=1, default=str))
+    n0 = results.get("default", {}).get("real_equivalent", float("nan"))
+    n1 = results.get("optimised", {}).get("real_equivalent", float("nan"))
+    cost = search["cost_runs"] if search else float("nan")
+    print(f"real-equivalent: default {n0:.0f}, optimised {n1:.0f} ({n1 / n0:.2f}x), search {cost:.1f} runs")
+
+
+def kind_classifier(torch, images, masks, folder: Path) -> Path:
+    """synth's `torch` classifier (small_cnn) trained to name a scene's largest kind of shape."""
+    from synth_classify.classifiers import save_classifier, small_cnn
+
+    kinds = np.array([np.bincount(m.ravel(), minlength=4)[1:].argmax() for m in masks])
+    torch.manual_seed(0)
+    net = small_cnn(torch, 3, width=16, depth=3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(kinds)
+    net.train()
+    for _ in range(300):
+        idx = torch.randint(0, len(x), (min(64, len(x)),))
+        loss = torch.nn.functional.cross_entropy(net((x[idx] - 0.5) / 0.5), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    return save_classifier(net, folder, CLASSES[1:], (32, 32), width=16, depth=3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
