@@ -30,10 +30,11 @@ def test_shipped_model_is_small_safetensors_with_a_card():
 
 
 def test_every_shipped_shapes_model_is_safetensors_with_its_recipe():
-    """shapes-32-wide and shapes-32-gpu (stronger, slower) ship beside shapes-32 under the same rules."""
+    """shapes-32-wide and shapes-32-gpu (stronger, slower) and shapes-32-tags (conditioned on the
+    kinds a scene shows) ship beside shapes-32 under the same rules."""
     reg = load_registry()
-    assert {"shapes-32", "shapes-32-wide", "shapes-32-gpu"} <= set(reg.models)
-    for name in ("shapes-32", "shapes-32-wide", "shapes-32-gpu"):
+    assert {"shapes-32", "shapes-32-wide", "shapes-32-gpu", "shapes-32-tags"} <= set(reg.models)
+    for name in ("shapes-32", "shapes-32-wide", "shapes-32-gpu", "shapes-32-tags"):
         folder = Path(reg.resolve_model(f"builtin:{name}"))
         unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
         assert unet.is_file() and unet.stat().st_size <= 20 * 2**20, name
@@ -150,6 +151,27 @@ def test_the_fit_manifests_are_the_recipe_of_the_shipped_model(model, stages):
     else:
         assert Path(info["init_from"]["path"]).name == Path(cfgs[-2].output).name
         assert info["init_from"]["steps"] == cfgs[-2].steps
+
+
+def test_the_tag_model_is_its_manifests_recipe_from_the_shipped_shapes_32():
+    """builtin:shapes-32-tags: manifests/fit-shapes-32-tags.toml from builtin:shapes-32's weights,
+    its tag tokens shipped beside the UNet (safetensors), the UNet in fp16."""
+    from safetensors import safe_open
+
+    from synth.manifest import load_manifest
+    from synth_diffusers.fit import _recipe_hash, read_fit_config
+
+    m = load_manifest(MANIFESTS / "fit-shapes-32-tags.toml")
+    cfg = read_fit_config(m)
+    folder = Path(load_registry().resolve_model("builtin:shapes-32-tags"))
+    info = json.loads((folder / "fit.json").read_text())
+    assert cfg.init_from == "builtin:shapes-32" and Path(info["init_from"]["path"]).name == "shapes-32"
+    assert _recipe_hash(m, cfg, info["init_from"]) == info["recipe_sha256"] and info["finished"]
+    assert json.loads((folder / "tags" / "tags.json").read_text())["tags"] == ["circle", "square", "triangle"]
+    with safe_open(folder / "unet" / "diffusion_pytorch_model.safetensors", "pt") as st:
+        assert {st.get_slice(k).get_dtype() for k in st.keys()} == {"F16"}
+    with safe_open(folder / "tags" / "embeddings.safetensors", "pt") as st:
+        assert len(list(st.keys())) >= 1
 
 
 @pytest.mark.parametrize("manifest", sorted(p.name for p in MANIFESTS.glob("fit-*.toml")))

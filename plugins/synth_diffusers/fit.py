@@ -543,13 +543,20 @@ def _condition_text(info: dict) -> str:
     return f"classes: {info['num_classes'] or 'unconditional'}"
 
 
+def _load_text(info: dict) -> str:
+    if info.get("tags"):
+        return ("Load it: in a manifest `[generator] name = \"diffusers\"`, `model = \"<folder>\"` (the UNet cross-attends to "
+                "the tokens in tags/, which diffusers' own pipelines do not read)")
+    return 'Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`'
+
+
 def model_card(m: Manifest, cfg: FitConfig, info: dict) -> str:
     hours = info["training_seconds"] / 3600
     status = "finished" if info["finished"] else f"stopped early at step {info['steps_done']} of {info['steps_planned']}"
     return f"""---
 license: {cfg.license}
 library_name: diffusers
-pipeline_tag: unconditional-image-generation
+pipeline_tag: {'image-generation' if info.get('tags') else 'unconditional-image-generation'}
 tags:
 - synth
 - diffusers
@@ -566,7 +573,7 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 - Final loss (mean of the last 200 steps): {info['final_loss_mean_last_200']:.4f}; {trend_line(info.get('loss_trend'))}
 {_init_line(info)}{_watch_line(info)}- Training time: {info['training_seconds']:.0f} s ({hours:.2f} h) on {_machine_text(info['machine'])}
 - Training images: {info['num_training_images']}; {_condition_text(info)}; weights saved in {info['saved_dtype']}
-- Load it: `DDPMPipeline.from_pretrained(folder)`, or in a manifest `[generator] name = "diffusers"`, `model = "<folder>"`
+- {_load_text(info)}
 
 ![samples](samples.png)
 
