@@ -166,7 +166,7 @@ def test_missing_model_folder_and_unreachable_hub_id(tmp_path):
     assert res.returncode == 2 and f"generator.model: no such folder {tmp_path / 'nope'}" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     res = synth("validate", _manifest(tmp_path, "builtin:shapes-23", name="c.toml"))
-    assert res.returncode == 2 and "generator.model: unknown built-in model 'shapes-23' (known: shapes-32, shapes-32-gpu, shapes-32-wide)" in res.stderr
+    assert res.returncode == 2 and "generator.model: unknown built-in model 'shapes-23' (known: shapes-32, shapes-32-gpu, shapes-32-tags, shapes-32-wide)" in res.stderr
     res = synth("run", _manifest(tmp_path, "some-org/not-cached-model", name="b.toml"))
     assert res.returncode == 1
     (line,) = res.stderr.strip().splitlines()
