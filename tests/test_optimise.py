@@ -46,6 +46,16 @@ def test_successive_halving_keeps_the_better_arm():
     assert wins >= 45, wins
 
 
+def _validation(folder, n: int) -> None:
+    """n real scenes of the val split with their masks beside them (NAME.seg.png)."""
+    from synth_shapes.world import render_many
+
+    folder.mkdir()
+    for i, (im, m) in enumerate(zip(*render_many(0, range(n), 32, 0.3, "val"))):
+        Image.fromarray(im).save(folder / f"v{i:03d}.png")
+        Image.fromarray(m).save(folder / f"v{i:03d}.seg.png")
+
+
 def _world(tmp_path, train: int = 48, val: int = 24):
     """Real scenes with right, blank and shuffled masks (so the answer is known), and a
     validation folder with masks beside the images."""
@@ -59,11 +69,7 @@ def _world(tmp_path, train: int = 48, val: int = 24):
         Image.fromarray(m).save(tmp_path / "right" / f"s{i:03d}.png")
         Image.fromarray(np.zeros_like(m)).save(tmp_path / "blank" / f"s{i:03d}.png")
         Image.fromarray(masks[(i + 7) % len(masks)]).save(tmp_path / "shuffled" / f"s{i:03d}.png")
-    vx, vy = render_many(0, range(val), 32, 0.3, "val")
-    (tmp_path / "val").mkdir()
-    for i, (im, m) in enumerate(zip(vx, vy)):
-        Image.fromarray(im).save(tmp_path / "val" / f"v{i:03d}.png")
-        Image.fromarray(m).save(tmp_path / "val" / f"v{i:03d}.seg.png")
+    _validation(tmp_path / "val", val)
     manifest = write_manifest(tmp_path, f"""
 [dataset]
 name = "opt"
@@ -178,15 +184,12 @@ def test_influence_selection_prefers_the_samples_built_to_help(tmp_path):
     from synth_shapes.world import render_many
 
     x, y = render_many(0, range(64), 32, 0.3, "train")
-    vx, vy = render_many(0, range(32), 32, 0.3, "val")
-    for name in ("images", "mixed", "val"):
+    for name in ("images", "mixed"):
         (tmp_path / name).mkdir()
     for i, im in enumerate(x):
         Image.fromarray(im).save(tmp_path / "images" / f"s{i:03d}.png")
         Image.fromarray(y[i] if i % 2 == 0 else y[(i + 7) % 64]).save(tmp_path / "mixed" / f"s{i:03d}.png")
-    for i, (im, m) in enumerate(zip(vx, vy)):
-        Image.fromarray(im).save(tmp_path / "val" / f"v{i:03d}.png")
-        Image.fromarray(m).save(tmp_path / "val" / f"v{i:03d}.seg.png")
+    _validation(tmp_path / "val", 32)
     manifest = write_manifest(tmp_path, f"""
 [dataset]
 name = "infl"
