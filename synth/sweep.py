@@ -69,8 +69,14 @@ def assign(data: dict, key: str, value: Any, where: str) -> None:
     target[rest[-1]] = value
 
 
-def _label(combo: dict[str, Any]) -> str:
+def label(combo: dict[str, Any]) -> str:
+    """'steps=10,sigma=0.3' for {"generator.steps": 10, "stage.views.sigma": 0.3}."""
     return ",".join(f"{k.split('.')[-1]}={v}" for k, v in combo.items())
+
+
+def folder_name(label: str) -> str:
+    """A label as a folder name (characters a path could misread become _)."""
+    return re.sub(r"[^A-Za-z0-9_.,=-]", "_", label)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[int]:
@@ -153,27 +159,27 @@ def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: 
         data = json.loads(json.dumps(base))
         for k, v in combo.items():
             assign(data, k, v, str(manifest_path))
-        label = _label(combo)
+        label_text = label(combo)
         body = tomli_w.dumps(data)
         try:
             m = load_manifest(manifest_path, text=body)  # validate with the original's folder for paths
         except ManifestError as e:
-            raise UsageError(f"--set {label}: {e.problems[0]}") from None
-        plans.append((combo, label, body, m))
+            raise UsageError(f"--set {label_text}: {e.problems[0]}") from None
+        plans.append((combo, label_text, body, m))
     rows = []
-    for combo, label, body, m in plans:
-        folder = root / re.sub(r"[^A-Za-z0-9_.,=-]", "_", label)
+    for combo, label_text, body, m in plans:
+        folder = root / folder_name(label_text)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "manifest.toml").write_text(f"# {manifest_path} with {label}\n" + body)
+        (folder / "manifest.toml").write_text(f"# {manifest_path} with {label_text}\n" + body)
         summary = run(m, output=folder / "data", progress=BarProgress(disable=quiet), quiet=quiet, threads=threads)
         info = json.loads((folder / "data" / "dataset.json").read_text())
         metrics = next(iter((info.get("metrics") or {}).values()), {})
-        rows.append({"label": label, "values": combo, "output": str(folder / "data"), "samples": info["num_samples"], "metrics": {k: metrics.get(k) for k, _ in figures(metrics)}, "labels": dict(figures(metrics))})
+        rows.append({"label": label_text, "values": combo, "output": str(folder / "data"), "samples": info["num_samples"], "metrics": {k: metrics.get(k) for k, _ in figures(metrics)}, "labels": dict(figures(metrics))})
         if not quiet:
             import sys
 
             state = "nothing to do (already finished)" if summary.nothing_to_do else f"made {summary.shards_made} shards"
-            print(f"sweep {label}: {state}; {summary.num_samples} samples; " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1]["metrics"].items() if isinstance(v, float)), file=sys.stderr)
+            print(f"sweep {label_text}: {state}; {summary.num_samples} samples; " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1]["metrics"].items() if isinstance(v, float)), file=sys.stderr)
     for xk, yk in (("recall", "precision"), ("coverage", "density")):
         ok = [i for i, r in enumerate(rows) if r["metrics"].get(xk) is not None and r["metrics"].get(yk) is not None]
         for j in pareto([(rows[i]["metrics"][xk], rows[i]["metrics"][yk]) for i in ok]):
@@ -181,8 +187,8 @@ def sweep(manifest_path: Path, sets: list[str], out: Path | None = None, quiet: 
     plot(rows, root / "sweep.png")
     shown: dict[str, str] = {}
     for r in rows:
-        for k, label in r["labels"].items():
-            shown.setdefault(k, label)
+        for k, name in r["labels"].items():
+            shown.setdefault(k, name)
     table = ["| value | samples | " + " | ".join(shown.values()) + " | Pareto |", "| --- | --- |" + " --- |" * len(shown) + " --- |"]
     for r in rows:
         table.append(f"| {r['label']} | {r['samples']} | " + " | ".join(cell(r["metrics"], k) for k in shown) + f" | {', '.join(r.get('pareto', [])) or ''} |")

@@ -36,9 +36,13 @@ def small_unet(torch, k: int, width: int = 32):
     return UNet()
 
 
+def pixels(torch, images):
+    """(N, H, W, 3) uint8 images as the models take them: (N, 3, H, W) floats in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def to_tensors(torch, images, masks):
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return x, torch.from_numpy(np.asarray(masks).astype(np.int64))
+    return pixels(torch, images), torch.from_numpy(np.asarray(masks).astype(np.int64))
 
 
 def train_segmenter(torch, sets, steps: int, seed: int, classes: int, batch: int = 32, lr: float = 1e-3, model=None, width: int = 16):
@@ -99,7 +103,7 @@ def train_classifier(torch, x, y, steps: int, seed: int, classes: int, batch: in
     torch.manual_seed(seed)
     net = small_classifier(torch, classes)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    xt = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    xt = pixels(torch, x)
     yt = torch.from_numpy(np.asarray(y).astype(np.int64))
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -115,6 +119,5 @@ def classify(torch, net, images, batch: int = 256) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for s in range(0, len(images), batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
-            out.append(net(x).argmax(1).numpy())
+            out.append(net(pixels(torch, images[s : s + batch])).argmax(1).numpy())
     return np.concatenate(out)

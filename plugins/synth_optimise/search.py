@@ -17,7 +17,6 @@ import hashlib
 import itertools
 import json
 import math
-import re
 import sys
 import time
 import tomllib
@@ -29,6 +28,7 @@ from pydantic import Field, ValidationError
 
 from synth.errors import ManifestError, UsageError
 from synth.protocols import PluginConfig, RunContext
+from synth.sweep import folder_name, label
 
 Scalar = bool | int | float | str
 
@@ -99,11 +99,7 @@ def fit_budget(arms: int, full: int, cfg: SearchConfig) -> tuple[int, list[tuple
 
 
 def label_of(values: dict[str, Any]) -> str:
-    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or "as written"
-
-
-def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.,=-]", "_", label)
+    return label(values) or "as written"
 
 
 def halving(arms: list[Any], plan: list[tuple[int, int]], score_of, stop=lambda: False) -> tuple[list[dict], int]:
@@ -206,7 +202,7 @@ def optimise(manifest_path: Path, space_path: Path, validation: str, out: Path |
         data = tomllib.loads(body)
         data["dataset"]["num_samples"] = samples
         trial_body = tomli_w.dumps(data)
-        folder = root / "trials" / slug(label_of(values)) / f"n{samples}"
+        folder = root / "trials" / folder_name(label_of(values)) / f"n{samples}"
         ident = hashlib.sha256((trial_body + task_id + val_id + str(space.search.seed)).encode()).hexdigest()
         record_path = folder / "trial.json"
         spent[0] += samples / full

@@ -101,8 +101,7 @@ class ClassificationTask(Task):
         out = []
         with torch.inference_mode():
             for s in range(0, len(images), 256):
-                x = torch.from_numpy(np.ascontiguousarray(images[s : s + 256])).permute(0, 3, 1, 2).float() / 127.5 - 1
-                feats = body(x)
+                feats = body(models.pixels(torch, images[s : s + 256]))
                 err = torch.softmax(head(feats), 1) - torch.nn.functional.one_hot(torch.from_numpy(targets[s : s + 256].astype(np.int64)), len(self.classes)).float()
                 out.append(torch.cat([torch.einsum("nk,nc->nkc", err, feats).flatten(1), err], 1).numpy())
         return np.concatenate(out).astype(np.float32)
