@@ -98,3 +98,14 @@ def register_tasks(register):
     selection can ask which samples teach what the validation set needs. See
     ``synth.protocols.Task`` and ``synth.tasks``.
     """
+
+
+@hookspec
+def register_probes(register):
+    """Register attribute probe classes: ``register(ProbeSubclass)``.
+
+    A probe measures named attributes of images (a shape's colour, size, position; the
+    background) and says which of them an edit changed: ``synth discover`` names what each
+    discovered direction moves with one, and counts the attributes a counterfactual changes
+    besides the one it is about. See ``synth.protocols.Probe``.
+    """

@@ -39,6 +39,7 @@ REGISTER_HOOKS = (
     ("register_extractors", "extractor"),
     ("register_classifiers", "classifier"),
     ("register_tasks", "task"),
+    ("register_probes", "probe"),
 )
 
 
@@ -57,6 +58,7 @@ class PluginInfo:
     extractors: list[str] = field(default_factory=list)
     classifiers: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
+    probes: list[str] = field(default_factory=list)
 
     @property
     def package(self) -> str:
@@ -96,6 +98,7 @@ class Registry:
         self.extractors: dict[str, type] = {}
         self.classifiers: dict[str, type] = {}
         self.tasks: dict[str, type] = {}
+        self.probes: dict[str, type] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin name
@@ -128,6 +131,9 @@ class Registry:
 
     def task(self, name: str, where: str) -> type:
         return _lookup(self.tasks, name, "task", where)
+
+    def probe(self, name: str, where: str) -> type:
+        return _lookup(self.probes, name, "probe", where)
 
     def plugin_of(self, kind: str, name: str) -> PluginInfo | None:
         """The plugin that registered ``kind`` ``name`` (e.g. ("stage", "boom"))."""
@@ -252,13 +258,14 @@ def _registrar(registry: Registry, plugin: str, kind: str):
         FeatureExtractor,
         Generator,
         PluginConfig,
+        Probe,
         SourceStage,
         Stage,
         Task,
     )
 
     info = registry.plugins[plugin]
-    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier, "task": Task}.get(kind)
+    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier, "task": Task, "probe": Probe}.get(kind)
 
     def register(obj, path=None, description=""):
         if kind == "model":
@@ -291,7 +298,7 @@ def _registrar(registry: Registry, plugin: str, kind: str):
             for contract, of_kind in ((SourceStage, "source"), (DatasetStage, "dataset")):
                 if issubclass(obj, contract) != (obj.kind == of_kind):
                     raise RegistrationError(f"stage {name!r}: a {of_kind} stage subclasses synth.protocols.{contract.__name__}, and only a {of_kind} stage does")
-        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors, "classifier": registry.classifiers, "task": registry.tasks}[kind]
+        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors, "classifier": registry.classifiers, "task": registry.tasks, "probe": registry.probes}[kind]
         if name in table:
             other = registry.owner[(kind, name)]
             raise RegistrationError(f"{kind} {name!r} is already registered by plugin {other!r}")

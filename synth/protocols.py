@@ -116,7 +116,7 @@ class Generator:
     """The G of data++.
 
     capabilities: a subset of {"sample", "decode", "condition:prompt", "condition:class",
-    "condition:tags", "invert", "features", "compose", "attention", "contrast"}; stages check
+    "condition:tags", "invert", "features", "compose", "attention", "contrast", "hspace"}; stages check
     them before they need them.
     """
 
@@ -249,6 +249,27 @@ class Generator:
         are true and B elsewhere, denoised together (A's path inside the mask until
         ``blend_until`` of the steps, then one path), so the seam is the model's own."""
         raise NotImplementedError(f"generator {self.name!r} cannot compose two latents")
+
+    def hspace_spec(self, options: dict[str, Any]) -> Any:
+        """Capability "hspace": turn options (block, until) into the spec of a semantic space
+        (h-space: a UNet block's output, shifted while the sampler is in its noisiest steps, as
+        Asyrp edits); errors name the option."""
+        raise NotImplementedError(f"generator {self.name!r} has no h-space")
+
+    def hspace_shape(self, spec: Any) -> tuple[int, ...]:
+        """The shape of one sample's shift in that space."""
+        raise NotImplementedError(f"generator {self.name!r} has no h-space")
+
+    def decode_shifted(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, shifts: np.ndarray, spec: Any) -> np.ndarray:
+        """``decode`` with ``shifts`` (B, *hspace_shape) added in h-space; zero shifts give
+        ``decode``'s images byte for byte."""
+        raise NotImplementedError(f"generator {self.name!r} has no h-space")
+
+    def hspace_gradients(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, spec: Any, objective: Any) -> tuple[np.ndarray, float]:
+        """(B, *hspace_shape) gradients of ``objective`` (a function of a torch batch of the
+        decoded images (B, 3, H, W) in [0, 1] returning (B,)) with respect to each sample's own
+        shift at zero, and the RMS of the block's output there (the space's natural unit)."""
+        raise NotImplementedError(f"generator {self.name!r} has no h-space")
 
     def bundled(self, kind: str) -> list[Path]:
         """Folders of ready-made artefacts of ``kind`` shipped with the model, read-only (e.g.
@@ -517,6 +538,42 @@ class Classifier:
     def differentiable(self, pixels: Any) -> Any:
         """Logits (N, C) of a torch tensor (N, 3, H, W) in [0, 1], differentiable in it."""
         raise NotImplementedError(f"classifier {self.name!r} gives no gradients")
+
+
+class Probe:
+    """Attribute probes: named, measurable attributes of images (a shape's colour, its size, the
+    background) and when an edit changed them.
+
+    Registered with ``register_probes``; ``synth discover`` names one with a table such as
+    ``probe = { name = "shapes" }`` and uses it to say which attributes each discovered direction
+    moves (and how many others a counterfactual changes: MNAC). ``attributes`` is known after
+    ``setup()``; ``measure`` returns one array per attribute, a row per image; ``changed`` says
+    per image and attribute whether ``after`` differs from ``before`` by more than the probe's
+    own threshold for that attribute (what a person would call a change)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    def __init__(self, config: PluginConfig, context: RunContext):
+        self.config = config
+        self.context = context
+        self.attributes: list[str] = []
+
+    @classmethod
+    def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
+        """Problems visible without loading (images the probe cannot read, classes it does not know)."""
+        return []
+
+    def setup(self) -> None:
+        """Load what the probe needs, once per process; sets ``attributes``."""
+
+    def measure(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Per attribute, (N,) or (N, k) values of (N, H, W, 3) uint8 images."""
+        raise NotImplementedError
+
+    def changed(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per attribute, (N,) bool: whether image i's attribute changed from ``before`` to ``after``."""
+        raise NotImplementedError
 
 
 class Task:

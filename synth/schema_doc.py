@@ -90,6 +90,7 @@ def markdown(registry) -> str:
         ("Feature extractors: `extractor = { name = ... }`", "extractor", registry.extractors, 'extractor "{name}"'),
         ("Classifiers: `classifier = { name = ... }`", "classifier", registry.classifiers, 'classifier "{name}"'),
         ("Tasks: `[task] name = ...` (synth optimise)", "task", registry.tasks, 'task "{name}"'),
+        ("Attribute probes: `probe = { name = ... }` (synth discover)", "probe", registry.probes, 'probe "{name}"'),
     ]
     for heading, kind, table, title in kinds:
         out += [f"## {heading}", ""]

@@ -26,7 +26,7 @@ class DiffusersGenerator(Generator):
 
     name = "diffusers"
     Config = DiffusersConfig
-    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "contrast"})
+    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "contrast", "hspace"})
 
     def __init__(self, config, context):
         super().__init__(config, context)
@@ -94,7 +94,7 @@ class DiffusersGenerator(Generator):
                 return {"capabilities": frozenset(caps)}
             ih, iw = config.height or h * scale, config.width or w * scale
             return {"capabilities": frozenset(caps), "latent_shape": (unet["in_channels"], ih // scale, iw // scale), "image_shape": (ih, iw, 3)}
-        caps.add("compose")
+        caps |= {"compose", "hspace"}
         if unet.get("num_class_embeds"):
             caps |= {"condition:class", "contrast"}
         vocabulary = read_vocabulary(folder) if unet.get("_class_name") == "UNet2DConditionModel" else None
@@ -236,6 +236,9 @@ class DiffusersGenerator(Generator):
         return np.stack([self.torch.randn(shape, generator=g).numpy() for g in self._generators(indices, seed, "latent")])
 
     def decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
+        return self._decode(latents, conditions, indices, seed)
+
+    def _decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, shifts: np.ndarray | None = None, spec=None) -> np.ndarray:
         # Torch's kernels give (slightly) different results for different batch sizes, never for
         # different neighbours: decode in groups of exactly micro_batch, padding the last one.
         latents = np.asarray(latents, dtype=np.float32)
@@ -243,13 +246,15 @@ class DiffusersGenerator(Generator):
         out = []
         for s in range(0, n, f):
             z, conds, idx = latents[s : s + f], list(conditions[s : s + f]), list(indices[s : s + f])
+            shift = None if shifts is None else np.array(shifts[s : s + f], np.float32)  # a writable copy
             pad = f - len(z)
             if pad:
                 z = np.concatenate([z, np.zeros((pad, *z.shape[1:]), np.float32)])
+                shift = None if shift is None else np.concatenate([shift, np.zeros((pad, *shift.shape[1:]), np.float32)])
                 # copies: a decode writes what it learns into each condition (a safety flag), and a
                 # pad's must not land on the real sample it copies
                 conds, idx = conds + [dict(conds[0]) for _ in range(pad)], idx + [idx[0]] * pad
-            out.append(self._decode_group(z, conds, idx, seed)[: f - pad])
+            out.append(self._decode_group(z, conds, idx, seed, shift, spec)[: f - pad])
         return np.concatenate(out) if out else np.zeros((0, *self._image_shape()), np.uint8)
 
     def image_shape(self) -> tuple[int, int, int] | None:
@@ -260,12 +265,53 @@ class DiffusersGenerator(Generator):
         scale = self.family.image_scale()
         return (h * scale, w * scale, 3)
 
-    def _decode_group(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
+    def _decode_group(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, shift: np.ndarray | None = None, spec=None) -> np.ndarray:
         torch = self.torch
         z = torch.from_numpy(latents).to(self.device, self.dtype)
         gens = self._generators(indices, seed, DENOISE)
         with torch.inference_mode():
-            return self.family.decode(z, conditions, gens)
+            if shift is None:
+                return self.family.decode(z, conditions, gens)
+            from .hspace import Shift, edited_steps
+
+            with Shift(self.pipe.unet, spec, torch.from_numpy(shift), edited_steps(self._fresh_scheduler().timesteps, spec)):
+                return self.family.decode(z, conditions, gens)
+
+    # -- h-space (Asyrp): shifts of a block's output that edit what every image shows --------------
+    def _check_hspace(self) -> None:
+        if self.kind != "unet2d":
+            raise UsageError(f"hspace: {self.config.model} is {self.kind}; h-space edits and their gradients run on pixel UNets (not yet Stable Diffusion)")
+
+    def hspace_spec(self, options: dict[str, Any]):
+        from .hspace import spec_of
+
+        self._check_hspace()
+        return spec_of(self.pipe.unet, options)
+
+    def hspace_shape(self, spec) -> tuple[int, ...]:
+        from .hspace import block_shape
+
+        return block_shape(self, spec)
+
+    def decode_shifted(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, shifts: np.ndarray, spec) -> np.ndarray:
+        self._check_hspace()
+        shifts = np.asarray(shifts, np.float32)
+        if len(shifts) != len(latents) or tuple(shifts.shape[1:]) != self.hspace_shape(spec):
+            raise UsageError(f"hspace: shifts have shape {tuple(shifts.shape)}, expected ({len(latents)}, {', '.join(map(str, self.hspace_shape(spec)))})")
+        return self._decode(latents, conditions, indices, seed, shifts, spec)
+
+    def hspace_gradients(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, spec, objective) -> tuple[np.ndarray, float]:
+        from .hspace import gradients
+
+        self._check_hspace()
+        latents = np.asarray(latents, np.float32)
+        grads, units = [], []
+        for s in range(0, len(latents), self.config.micro_batch):
+            z = self.torch.from_numpy(latents[s : s + self.config.micro_batch]).to(self.device, self.dtype)
+            g, unit = gradients(self, z, list(conditions[s : s + len(z)]), self._generators(indices[s : s + len(z)], seed, DENOISE), spec, objective)
+            grads.append(g)
+            units.append(unit)
+        return np.concatenate(grads), float(np.mean(units))
 
     # -- per-pixel features (DatasetGAN / ddpm-segmentation) --------------------------------------
     def feature_spec(self, options: dict[str, Any]):

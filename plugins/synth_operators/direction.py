@@ -1,7 +1,9 @@
 """`direction`: move samples along a direction in latent space, z + a w, with w from a file,
 from "before" / "after" example images (inverted; the mean latent difference: the day-to-night
 method), or from the principal components of many latents. A computed direction is saved under a
-name and reused by name."""
+name and reused by name. A saved direction may also live in the generator's h-space (what
+`synth discover` finds and saves): each child is then its parent's latent decoded with the shift
+a * unit * w added there (synth.directions)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
+from synth import directions
 from synth.batch import Batch
 from synth.errors import UsageError
 from synth.expand import (
@@ -24,7 +27,6 @@ from synth.expand import (
     need_latents,
 )
 from synth.manifest import source_step
-from synth.paths import cache_dir
 from synth.protocols import PluginConfig, Stage
 
 
@@ -32,7 +34,7 @@ class DirectionConfig(PluginConfig):
     added_later = frozenset({"keep_norm"})
 
     file: str | None = Field(None, description="A .npy direction of the latent's shape (relative to the manifest)")
-    saved: str | None = Field(None, description="A direction saved earlier with save_as (in the cache: directions/NAME.npy)")
+    saved: str | None = Field(None, description="A direction saved earlier with save_as or by synth discover (in the cache: directions/NAME.npy)")
     before: dict[str, Any] | None = Field(None, description="Source stage table of 'before' example images (inverted)")
     after: dict[str, Any] | None = Field(None, description="Source stage table of 'after' example images, paired or not")
     examples: int = Field(16, ge=1, le=10000, description="How many before / after images to read")
@@ -58,10 +60,6 @@ class DirectionConfig(PluginConfig):
         if (self.before is None) != (self.after is None):
             raise ValueError("before and after go together")
         return self
-
-
-def directions_dir(context) -> Path:
-    return cache_dir("directions")
 
 
 def step(z: np.ndarray, w: np.ndarray, a: float, keep_norm: bool) -> np.ndarray:
@@ -98,8 +96,8 @@ class Direction(Stage):
     def check_plan(cls, config, plan) -> list[str]:
         if config.file is not None and not plan.resolve_path(config.file).is_file():
             return [f"file: no such direction file {plan.resolve_path(config.file)}"]
-        if config.saved is not None and not (directions_dir(plan) / f"{config.saved}.npy").is_file():
-            return [f"saved: no direction saved as {config.saved!r} (in {directions_dir(plan)}); compute it once with save_as"]
+        if config.saved is not None and not directions.exists(config.saved):
+            return [f"saved: no direction saved as {config.saved!r} (in {directions.folder()}); compute it once with save_as or synth discover"]
         if config.file is not None and plan.generator is not None:
             shape = (plan.generator.cls.static_info(plan.generator.config, plan) or {}).get("latent_shape")
             try:
@@ -112,14 +110,26 @@ class Direction(Stage):
 
     def setup(self) -> None:
         cfg, gen = self.config, self.context.generator
+        self.meta: dict[str, Any] = {}
         if cfg.file is not None:
             w, how = self._load(self.context.resolve_path(cfg.file), "file"), {"from": "file", "file": cfg.file}
         elif cfg.saved is not None:
-            w, how = self._load(directions_dir(self.context) / f"{cfg.saved}.npy", "saved"), {"from": "saved", "saved": cfg.saved}
+            w, self.meta = directions.load(cfg.saved, "stage 'direction'.saved")
+            how = {"from": "saved", "saved": cfg.saved}
         elif cfg.pca is not None:
             w, how = self._pca(), {"from": "pca", "component": cfg.pca, "samples": cfg.pca_samples}
         else:
             w, how = self._from_examples(), {"from": "examples", "examples": cfg.examples}
+        self.spec = None
+        if directions.space(self.meta) == "h":
+            if not gen.supports("hspace"):
+                raise UsageError(f"stage 'direction'.saved: {cfg.saved!r} lives in h-space, which generator {gen.name!r} does not have")
+            self.spec = gen.hspace_spec(self.meta.get("hspace") or {})
+            shape = gen.hspace_shape(self.spec)
+            if tuple(w.shape) != tuple(shape):
+                raise UsageError(f"stage 'direction'.saved: {cfg.saved!r} has shape {tuple(w.shape)}, this generator's h-space is {tuple(shape)} (found with another model?)")
+            self.w, self.how = w, {**how, "space": "h"}  # already in the space's units: normalize does not apply
+            return
         shape = gen.latent_shape()
         if shape is not None and tuple(w.shape) != shape:
             raise UsageError(f"stage 'direction': the direction has shape {tuple(w.shape)}, this generator's latents are {shape}")
@@ -128,16 +138,14 @@ class Direction(Stage):
         self.w = w.astype(np.float32)
         self.how = how
         if cfg.save_as:
-            folder = directions_dir(self.context)
-            folder.mkdir(parents=True, exist_ok=True)
-            np.save(folder / f"{cfg.save_as}.npy", self.w, allow_pickle=False)
-            (folder / f"{cfg.save_as}.json").write_text(json.dumps({**how, "generator": json.loads(gen.fingerprint())}, indent=1, default=str))
+            directions.save(cfg.save_as, self.w, {**how, "space": "latent", "generator": json.loads(gen.fingerprint())})
 
     def share(self):
-        return {"w": self.w, "how": self.how}
+        return {"w": self.w, "how": self.how, "meta": self.meta}
 
     def adopt(self, shared) -> None:
-        self.w, self.how = shared["w"], shared["how"]
+        self.w, self.how, self.meta = shared["w"], shared["how"], shared["meta"]
+        self.spec = self.context.generator.hspace_spec(self.meta.get("hspace") or {}) if directions.space(self.meta) == "h" else None
 
     def _load(self, path: Path, field: str) -> np.ndarray:
         try:
@@ -171,20 +179,28 @@ class Direction(Stage):
     def process(self, batch: Batch) -> Batch:
         gen, cfg, seed = self.context.generator, self.config, self.context.seed
         z = need_latents(batch, self.name)
-        rows, keys, ops, lat, idx = [], [], [], [], []
+        rows, keys, ops, lat, idx, shifts = [], [], [], [], [], []
         for r, (key, rec) in enumerate(zip(batch.keys, batch.records)):
             index = int(rec.get("index", 0))
             for j, a in enumerate(cfg.alphas):
                 rows.append(r)
                 keys.append(f"{key}_d{j}")
                 ops.append({"op": "direction", "alpha": a, "step": j, **self.how})
-                lat.append(step(z[r], self.w, a, cfg.keep_norm))
+                if self.spec is None:
+                    lat.append(step(z[r], self.w, a, cfg.keep_norm))
+                else:  # an h-space edit: the parent's own latent, shifted while it decodes
+                    lat.append(z[r])
+                    shifts.append(directions.shift(self.w, self.meta, a))
                 idx.append(child_index(seed, index, "direction", key, j))
         children = batch.derive(rows, keys, ops)
         children.latents = self.context.as_stored(np.stack(lat))
-        children.images = decode_children(gen, children.latents, conditions(children), idx, seed)
+        if self.spec is None:
+            children.images = decode_children(gen, children.latents, conditions(children), idx, seed)
+        else:
+            children.images = gen.decode_shifted(np.stack(lat), conditions(children), idx, seed, np.stack(shifts), self.spec)
         for rec, r, i in zip(children.records, rows, idx):
-            mark(rec, batch.keys[r], i, seed)
+            # an h-space child is no plain decode of its latent (the shift is in its lineage)
+            mark(rec, batch.keys[r], i if self.spec is None else None, seed)
         for key, rec in zip(batch.keys, batch.records):
             rec["group"] = rec.get("group") or key
         return drop_seg(interleave(batch, children, len(cfg.alphas), cfg.keep_parent))

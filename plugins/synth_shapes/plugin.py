@@ -27,3 +27,10 @@ def register_extractors(register):
 def register_models(register):
     for folder in sorted(MODELS.glob("*/model_index.json")):
         register(folder.parent.name, folder.parent, description=f"shipped shapes-world model {folder.parent.name}")
+
+
+@hookimpl
+def register_probes(register):
+    from .probe import ShapesProbe
+
+    register(ShapesProbe)
