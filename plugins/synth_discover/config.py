@@ -1,0 +1,36 @@
+"""The manifest's [discover] table (register_tables): what `synth discover` explains and how."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from synth.directions import NAME_PATTERN
+from synth.protocols import PluginConfig
+
+
+class DiscoverConfig(PluginConfig):
+    """What `synth discover` asks of a classifier: which directions in the generator's h-space
+    change its decision for ``target`` most, on the images of the manifest's source."""
+
+    classifier: dict[str, Any] = Field(description='The classifier to explain, e.g. {name = "torch", path = "models/my-classifier"}')
+    target: str = Field(description="The class whose decision is explained (one of the classifier's classes)")
+    samples: int = Field(64, ge=2, le=100_000, description="How many images of the source the directions are found and ranked on")
+    candidates: int = Field(8, ge=1, le=64, description="Candidate directions: the top principal components of the per-image gradients of the target's log-odds in h-space")
+    hspace: dict[str, Any] = Field(default_factory=dict, description='The space: {block = "mid", start = 0.0, until = 0.5} (the UNet block whose output is shifted, and the part of the sampling steps, as shares noisiest first, it is shifted in)')
+    alphas: list[float] = Field([-1.0, -0.5, 0.0, 0.5, 1.0], min_length=2, description="The steps of each strip, in units of the block's RMS; ranking and counterfactuals use the largest")
+    show: int = Field(4, ge=1, le=64, description="How many of the ranked directions are drawn as strips and saved")
+    strip_images: int = Field(6, ge=1, le=64, description="Images per strip")
+    probe: dict[str, Any] = Field(default_factory=lambda: {"name": "image"}, description='Attribute probes that name what each direction moves, e.g. {name = "shapes"}')
+    save_as: str | None = Field(None, pattern=NAME_PATTERN, description="Name prefix of the saved directions (default: the dataset's name); each is saved as PREFIX-TARGET-RANK")
+
+    @model_validator(mode="after")
+    def _steps(self):
+        if max(abs(a) for a in self.alphas) == 0:
+            raise ValueError("alphas: at least one step must be non-zero")
+        return self
+
+    def reach(self) -> float:
+        """The counterfactual step: the largest of the strip's steps."""
+        return max(abs(a) for a in self.alphas)

@@ -1,0 +1,77 @@
+"""What `synth discover` shows: each direction's strip (images down, steps across, the
+classifier's probability of the target under each) and one HTML page with the ranking, what
+each direction moves, its flip rate and MNAC, and the command that makes data from it."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+CELL = 96  # pixels a strip cell is drawn at (32 px scenes are unreadable at their own size)
+LABEL = 14
+
+
+def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list[float], path: Path) -> None:
+    """(images, steps, H, W, 3) uint8 and (images, steps) probabilities as one PNG."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rows, cols = strip.shape[:2]
+    font = ImageFont.load_default()
+    canvas = Image.new("RGB", (cols * CELL, LABEL + rows * (CELL + LABEL)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, a in enumerate(alphas):
+        draw.text((j * CELL + 4, 1), f"step {a:+g}", fill="black", font=font)
+    for i in range(rows):
+        top = LABEL + i * (CELL + LABEL)
+        for j in range(cols):
+            cell = Image.fromarray(strip[i, j]).resize((CELL, CELL), Image.NEAREST)
+            canvas.paste(cell, (j * CELL, top))
+            draw.text((j * CELL + 4, top + CELL + 1), f"p = {probs[i, j]:.2f}", fill="black", font=font)
+    canvas.save(path, optimize=False)
+
+
+def write_page(result: dict, path: Path) -> None:
+    e = html.escape
+    target = e(result["target"])
+    attrs = result["attributes"]
+    rows, sections = [], []
+    for d in result["directions"]:
+        rows.append(
+            f"<tr class=direction id=row-{d['rank']}><td>{d['rank']}</td><td><code>{e(d['name'])}</code></td>"
+            f"<td class=moves>{e(d['moves'])}</td><td class=effect>{d['effect']:.3f}</td>"
+            f"<td class=flip-rate>{d['flip_rate']:.2f}</td><td class=mnac>{d['mnac']:.2f}</td></tr>"
+        )
+        shares = "".join(f"<td class='share{' main' if a == d['moves'] else ''}'>{d['changed'][a]:.2f}</td>" for a in attrs)
+        sections.append(
+            f"<section class=strip-section id=direction-{d['rank']}><h2>{d['rank']}. {e(d['name'])}: moves {e(d['moves'])}</h2>"
+            f"<p>Share of images whose attribute changed from one end of the strip to the other:</p>"
+            f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr>{shares}</tr></table>"
+            f"<img class=strip src='{e(d['strip'])}' alt='strip of {e(d['name'])}'>"
+            f"<p>Counterfactual data from it: <code>[[stage]] name = \"direction\" saved = \"{e(d['name'])}\" "
+            f"alphas = [{', '.join(f'{a:g}' for a in result['alphas'] if a)}]</code></p></section>"
+        )
+    clf = e(", ".join(f"{k} = {v}" for k, v in result["classifier"].items()))
+    page = f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>What the classifier relies on for {target}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+td.main {{ font-weight: bold; background: #fff3c4; }}
+img.strip {{ image-rendering: pixelated; border: 1px solid #ddd; }}
+</style></head><body>
+<h1>What the classifier relies on for <q id=target>{target}</q></h1>
+<p id=summary>Classifier: {clf}. Classes: {e(', '.join(result['classes']))}. {result['images']} images of the source
+<code>{e(result['source'])}</code>; {result['candidates']} candidate directions in the generator's h-space
+(block <code>{e(result['space']['block'])}</code>, shifted from {result['space']['start']:g} to {result['space']['until']:g} of the sampling steps),
+ranked greedily by the mean change of the target's log-odds per unit step (AttFind). A counterfactual is each image
+stepped {result['step']:g} toward the other decision; attributes by the <code>{e(result['probe'])}</code> probe.</p>
+<table id=directions><tr><th>rank</th><th>saved as</th><th>moves</th><th>effect (log-odds per step)</th><th>flip rate</th><th>MNAC</th></tr>
+{''.join(rows)}
+</table>
+{''.join(sections)}
+</body></html>
+"""
+    path.write_text(page, encoding="utf-8")
