@@ -195,3 +195,28 @@ def test_bad_input_fails_in_one_line(found, tmp_path, case, expected):
     assert expected in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_attfind_ranks_greedily_on_the_images_not_yet_explained():
+    from synth_discover.discover import attfind_order
+
+    # candidate 0 moves images 0-1 a lot and flips them; 1 moves the same images less (and 2-3 a
+    # little); 2 moves only images 2-3
+    effects = np.array([[3.0, 3.0, 0.0, 0.0], [2.0, 2.0, 0.2, 0.2], [0.0, 0.0, 1.0, 1.0]])
+    flips = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1]], bool)
+    assert attfind_order(effects, np.zeros_like(flips)) == [0, 1, 2]  # by the mean over all images
+    assert attfind_order(effects, flips) == [0, 2, 1]  # once 0 explains images 0-1, 2 leads on the rest
+    flips[0] = False
+    assert attfind_order(effects, flips) == [0, 1, 2]  # 0 explains nothing: all images still count
+
+
+def test_candidates_are_the_shared_gradient_signed_to_raise_the_target():
+    from synth_discover.discover import candidates
+
+    rng = np.random.default_rng(0)
+    shared = rng.standard_normal(50)
+    grads = np.stack([s * shared + 0.3 * rng.standard_normal(50) for s in rng.uniform(0.5, 3.0, 40)])  # one direction, many scales
+    out = candidates(grads, 3)
+    assert out.shape == (3, 50) and np.allclose(np.sqrt((out**2).mean(1)), 1.0, atol=1e-5)
+    assert np.corrcoef(out[0], shared)[0, 1] > 0.95  # the first is the shared direction, pointing up the gradients
+    assert candidates(-grads, 1)[0] @ shared < 0

@@ -189,13 +189,10 @@ class Discovery:
         effects, flips = np.stack(effects), np.stack(flips)
         order = attfind_order(effects, flips)
         before = self.probe.measure(base)
+        named = {c: self._moves(*ends[c]) for c in order}
         shown = []
         for rank, c in enumerate(order[: cfg.show], start=1):
-            # what it moves: the attribute changed in most images from one end of the strip to the other
-            minus, plus = ends[c]
-            moved = self.probe.changed(self.probe.measure(minus), self.probe.measure(plus))
-            shares = {a: float(np.mean(moved[a])) for a in self.probe.attributes}
-            main = max(self.probe.attributes, key=lambda a: (shares[a], -self.probe.attributes.index(a)))
+            main, shares = named[c]
             # what else a counterfactual changes: the attributes besides that one (MNAC)
             cf, flipped, steps = self._counterfactuals(z, conds, indices, cands[c], is_target)
             changed = self.probe.changed(before, self.probe.measure(cf))
@@ -208,8 +205,15 @@ class Discovery:
                 "counterfactual_changed": {a: float(np.mean(changed[a][counted])) for a in self.probe.attributes},
                 "mean_step": float(np.mean(np.abs(steps[flipped]))) if flipped.any() else None,
             })
-        result = self._write(batch, z, conds, cands, order, shown, effects, n)
-        return result
+        ranked = [{"rank": r, "candidate": int(c), "effect": float(effects[c].mean()), "moves": named[c][0]} for r, c in enumerate(order, start=1)]
+        return self._write(batch, z, conds, cands, order, shown, ranked, effects, n)
+
+    def _moves(self, minus: np.ndarray, plus: np.ndarray) -> tuple[str, dict[str, float]]:
+        """What a direction moves: the attribute changed in most images from one end of its strip
+        to the other, and the share of images each attribute changed in."""
+        moved = self.probe.changed(self.probe.measure(minus), self.probe.measure(plus))
+        shares = {a: float(np.mean(moved[a])) for a in self.probe.attributes}
+        return max(self.probe.attributes, key=lambda a: (shares[a], -self.probe.attributes.index(a))), shares
 
     def _counterfactuals(self, z, conds, indices, w, is_target):
         """Each image stepped toward the other decision by the smallest of COUNTERFACTUAL_STEPS
@@ -236,7 +240,7 @@ class Discovery:
         return out, flipped, steps
 
     # -- what it writes -----------------------------------------------------------------------------
-    def _write(self, batch, z, conds, cands, order, shown, effects, n) -> dict[str, Any]:
+    def _write(self, batch, z, conds, cands, order, shown, ranked, effects, n) -> dict[str, Any]:
         from .page import strip_png, write_page
 
         cfg = self.cfg
@@ -276,6 +280,7 @@ class Discovery:
             "source": self.manifest.stages[0].name, "images": n, "probe": self.probe.name, "attributes": list(self.probe.attributes),
             "candidates": len(cands), "order": [int(c) for c in order], "candidate_effects": [float(e.mean()) for e in effects],
             "step": cfg.reach(), "alphas": list(cfg.alphas), "directions": shown,
+            "ranked": ranked,  # every candidate, named: where an attribute ranks
             "strip_keys": list(keys),
         }
         (self.out / "discover.json").write_text(json.dumps(result, indent=1, default=str))
