@@ -161,13 +161,13 @@ def bench_generate(name: str, build, size: int, sizes: list[int], tiny: bool, de
             idx = list(range(b))
             z = gen.sample_latents(idx, 0)
             conds = [gen.condition(i) for i in idx]
-            sec, peak = timed(torch, lambda: gen.decode(z, conds, idx, 0), 1 if not tiny else 1)
+            sec, peak = timed(torch, lambda g=gen: g.decode(z, conds, idx, 0), 1)
             rows.append({"model": name, "what": "generate", "px": size, "batch": b, "img_per_s": round(b / sec, 3), "peak_gib": round(peak, 2)})
             print(json.dumps(rows[-1]), flush=True)
             if features:
                 images = np.zeros((b, size, size, 3), np.uint8) + 127
                 spec = gen.feature_spec({})
-                sec, peak = timed(torch, lambda: gen.features(images, conds, spec), 1)
+                sec, peak = timed(torch, lambda g=gen: g.features(images, conds, spec), 1)
                 rows.append({"model": name, "what": "features", "px": size, "batch": b, "img_per_s": round(b / sec, 3), "peak_gib": round(peak, 2), "blocks": list(spec.blocks), "timesteps": list(spec.timesteps)})
                 print(json.dumps(rows[-1]), flush=True)
             del gen

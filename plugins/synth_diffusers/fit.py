@@ -641,7 +641,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     try:
         while trainer.step < cfg.steps:
             t0 = time.perf_counter()
-            loss = trainer.train_step()
+            trainer.train_step()
             trainer.seconds += time.perf_counter() - t0
             bar.update(1)
             if trainer.step % 10 == 0:
