@@ -49,8 +49,8 @@ def write_page(result: dict, path: Path) -> None:
             f"<p>Share of images whose attribute changed from one end of the strip to the other:</p>"
             f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr>{shares}</tr></table>"
             f"<img class=strip src='{e(d['strip'])}' alt='strip of {e(d['name'])}'>"
-            f"<p>Counterfactual data from it: <code>[[stage]] name = \"direction\" saved = \"{e(d['name'])}\" "
-            f"alphas = [{', '.join(f'{a:g}' for a in result['alphas'] if a)}]</code></p></section>"
+            f"<p>Counterfactual data from it, in a manifest after its source:</p><pre class=snippet>[[stage]]\nname = \"direction\"\n"
+            f"saved = \"{e(d['name'])}\"\nalphas = [{', '.join(f'{a:g}' for a in result['alphas'] if a)}]</pre></section>"
         )
     clf = e(", ".join(f"{k} = {v}" for k, v in result["classifier"].items()))
     page = f"""<!doctype html>
@@ -67,7 +67,7 @@ img.strip {{ image-rendering: pixelated; border: 1px solid #ddd; }}
 <code>{e(result['source'])}</code>; {result['candidates']} candidate directions in the generator's h-space
 (block <code>{e(result['space']['block'])}</code>, shifted from {result['space']['start']:g} to {result['space']['until']:g} of the sampling steps),
 ranked greedily by the mean change of the target's log-odds per unit step (AttFind). A counterfactual is each image
-stepped {result['step']:g} toward the other decision; attributes by the <code>{e(result['probe'])}</code> probe.</p>
+stepped toward the other decision by the least step up to {result['step']:g} that flips it; attributes by the <code>{e(result['probe'])}</code> probe.</p>
 <table id=directions><tr><th>rank</th><th>saved as</th><th>moves</th><th>effect (log-odds per step)</th><th>flip rate</th><th>MNAC</th></tr>
 {''.join(rows)}
 </table>
