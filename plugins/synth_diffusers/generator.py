@@ -291,7 +291,10 @@ class DiffusersGenerator(Generator):
     def hspace_shape(self, spec) -> tuple[int, ...]:
         from .hspace import block_shape
 
-        return block_shape(self, spec)
+        shapes = self.__dict__.setdefault("_hspace_shapes", {})  # one UNet call per block, not per decode
+        if spec.block not in shapes:
+            shapes[spec.block] = block_shape(self, spec)
+        return shapes[spec.block]
 
     def decode_shifted(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, shifts: np.ndarray, spec) -> np.ndarray:
         self._check_hspace()

@@ -108,7 +108,7 @@ def gradients(gen, z, conditions: list[dict], gens, spec: HSpaceSpec, objective)
     torch = gen.torch
     sched = gen._fresh_scheduler()
     unet = gen.pipe.unet
-    delta = torch.zeros((z.shape[0], *block_shape(gen, spec)), device=gen.device, dtype=torch.float32, requires_grad=True)
+    delta = torch.zeros((z.shape[0], *gen.hspace_shape(spec)), device=gen.device, dtype=torch.float32, requires_grad=True)
     with torch.inference_mode(False), torch.enable_grad():
         with Shift(unet, spec, delta, edited_steps(sched.timesteps, spec)) as hook:
             x = gen.family.sample(sched, z, conditions, gens)
