@@ -27,7 +27,7 @@ from pydantic import (
 
 from .errors import ManifestError, UsageError
 from .plugins import Registry, load_registry
-from .protocols import DatasetStage, PlanContext, PluginConfig, SourceStage
+from .protocols import DatasetStage, PlanContext, PluginConfig, Resources, SourceStage
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # What names can hold: sample keys are s%08d (more would break their sort order) and shards
@@ -161,6 +161,12 @@ class Manifest:
             return str(given)
         return str(self.output_dir(override))
 
+    def resources(self) -> Resources:
+        """What one worker holding the whole pipeline needs: the generator's and every stage's
+        declared resources together (see ``Resources.of_pipeline``). Executors place by it."""
+        steps = ([self.generator] if self.generator else []) + list(self.stages)
+        return Resources.of_pipeline([step.cls.resources(step.config) for step in steps])
+
     def identity(self) -> dict[str, Any]:
         """Everything that decides the dataset's bytes (the hash covers exactly this)."""
         dataset = self.dataset.model_dump(mode="json")
@@ -287,7 +293,7 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
             default_classes = stages[0].cls.default_classes(stages[0].config) if issubclass(stages[0].cls, SourceStage) else None
             if not engine.dataset.classes and default_classes is not None:
                 engine.dataset.classes = list(default_classes)
-            problems += _check_pipeline(generator, stages, engine.dataset.classes)
+            problems += _check_pipeline(generator, stages)
             if not problems:
                 problems += _check_plan(path.parent, engine, registry, generator, stages)
 
@@ -349,8 +355,12 @@ def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, genera
                 problems += [_at(f"{step.where}.{loc}", p) for p in inner.cls.check_plan(inner.config, PlanContext(**ctx, position=-2))]
     if problems:
         return problems
+    # The one capability check: what this configured generator offers where its files tell
+    # (static_info), else what its class may offer at most.
     info = generator.cls.static_info(generator.config, PlanContext(**ctx, position=-1)) if generator is not None else None
     caps = (info or {}).get("capabilities")
+    if caps is None and generator is not None:
+        caps = generator.cls.capabilities
     for step in stages:
         missing = sorted(step.cls.requires - caps) if caps is not None else []
         if missing:
@@ -448,16 +458,11 @@ def _validate_step(registry: Registry, kind: str, raw: dict, where: str, problem
     return Step(where=where, name=name, cls=cls, config=config)
 
 
-def _check_pipeline(generator: Step | None, stages: list[Step], classes: list[str]) -> list[str]:
+def _check_pipeline(generator: Step | None, stages: list[Step]) -> list[str]:
     """Cross-field rules no single config model can see."""
     problems = []
     if not issubclass(stages[0].cls, SourceStage):
         problems.append(f"{stages[0].where}: the first stage must be a source stage, {stages[0].name!r} is a {stages[0].cls.kind} stage")
-    caps = generator.cls.capabilities if generator else frozenset()
-    for step in ([generator] if generator else []) + stages:
-        check = getattr(step.cls, "check_context", None)
-        if check is not None:
-            problems += [f"{step.where}: {p}" for p in check(step.config, classes)]
     seen_dataset = False
     for step in stages:
         if step is not stages[0] and issubclass(step.cls, SourceStage):
@@ -466,15 +471,8 @@ def _check_pipeline(generator: Step | None, stages: list[Step], classes: list[st
             seen_dataset = True
         elif seen_dataset:
             problems.append(f"{step.where}: per-sample stage {step.name!r} cannot follow a dataset-level stage")
-        missing = sorted(step.cls.requires - caps)
-        if missing:
-            if generator is None:
-                problems.append(f"{step.where}: stage {step.name!r} needs a [generator] table")
-            else:
-                problems.append(
-                    f"{step.where}: stage {step.name!r} needs generator capabilities {missing} that "
-                    f"{generator.name!r} does not offer"
-                )
+        if step.cls.requires and generator is None:
+            problems.append(f"{step.where}: stage {step.name!r} needs a [generator] table")
     return problems
 
 

@@ -39,6 +39,33 @@ class PluginConfig(BaseModel):
         return data
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one step needs of the worker that holds it, declared by its ``resources`` (None:
+    not said). Executors read the whole pipeline's (``Manifest.resources``) to place workers:
+    Ray gives each actor these CPUs, GPUs and memory unless [run.ray] says otherwise."""
+
+    cpus: float | None = None
+    gpus: float | None = None  # a fraction shares one GPU between workers
+    memory_gb: float | None = None
+
+    @staticmethod
+    def of_pipeline(parts: Sequence["Resources"]) -> "Resources":
+        """One worker holds every step at once: the most CPUs and GPUs any step asks for (steps
+        run one after another on them), and the sum of their memory (all stay loaded)."""
+
+        def most(values):
+            known = [v for v in values if v is not None]
+            return max(known) if known else None
+
+        memory = [p.memory_gb for p in parts if p.memory_gb is not None]
+        return Resources(
+            cpus=most(p.cpus for p in parts),
+            gpus=most(p.gpus for p in parts),
+            memory_gb=sum(memory) if memory else None,
+        )
+
+
 @dataclass
 class RunContext:
     """What a generator or stage may know about the run it is part of."""
@@ -132,18 +159,16 @@ class Generator:
         self.context = context
 
     @classmethod
-    def check_context(cls, config: PluginConfig, classes: list[str]) -> list[str]:
-        """Problems only visible with the rest of the manifest (e.g. templates without classes).
-
-        Called while validating, before anything loads; return one message per problem.
-        """
+    def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
+        """Problems visible from the whole manifest without loading weights (e.g. a ``builtin:``
+        model that no plugin registers, a local model folder that does not exist, templates for
+        a class not in ``plan.classes``). Called while validating; one message per problem."""
         return []
 
     @classmethod
-    def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
-        """Problems visible from the whole manifest without loading weights (e.g. a ``builtin:``
-        model that no plugin registers, a local model folder that does not exist)."""
-        return []
+    def resources(cls, config: PluginConfig) -> Resources:
+        """What a worker holding this generator needs (see ``Resources``); default: not said."""
+        return Resources()
 
     @classmethod
     def static_info(cls, config: PluginConfig, plan: PlanContext) -> dict[str, Any] | None:
@@ -315,9 +340,9 @@ class Stage:
         self.context = context
 
     @classmethod
-    def check_context(cls, config: PluginConfig, classes: list[str]) -> list[str]:
-        """Problems only visible with the rest of the manifest; see Generator.check_context."""
-        return []
+    def resources(cls, config: PluginConfig) -> Resources:
+        """What a worker holding this stage needs (see ``Resources``); default: not said."""
+        return Resources()
 
     @classmethod
     def bounds(cls, config: PluginConfig) -> dict[str, Any] | None:
@@ -328,8 +353,9 @@ class Stage:
     @classmethod
     def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
         """Problems visible from the whole manifest without loading anything: a path that does
-        not exist, a score no earlier stage records, more samples than a finite source holds.
-        ``plan.position`` is this stage's index. Called while validating; one message each."""
+        not exist, a score no earlier stage records, more samples than a finite source holds, a
+        class not in ``plan.classes``. ``plan.position`` is this stage's index (-2: a source
+        embedded in another stage's table). Called while validating; one message each."""
         return []
 
     @classmethod

@@ -108,7 +108,7 @@ def test_a_classifier_is_a_labeller_for_sigma_auto(tiny, tmp_path):
     [
         ('[[stage]]\nname = "classify"\nmethod = "zero_shot"\n', 'stage[1]: method = "zero_shot" needs extractor = {name = "clip", model = "..."}'),
         ('[[stage]]\nname = "classify"\nmodel = "./nowhere"\n', "stage[1].model: no such folder"),
-        ('[[stage]]\nname = "classify"\nmodel = "{vit}"\nlabels = {{ tri = "triangel" }}\n', "stage[1]: labels: 'triangel' is not one of [dataset].classes"),
+        ('[[stage]]\nname = "classify"\nmodel = "{vit}"\nlabels = {{ tri = "triangel" }}\n', "stage[1].labels: 'triangel' is not one of [dataset].classes"),
     ],
 )
 def test_bad_classify_tables_fail_validate_in_one_line(tiny, tmp_path, stage, expected):

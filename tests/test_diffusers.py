@@ -131,9 +131,9 @@ def test_per_class_templates_and_negatives(tmp_path, models):
 @pytest.mark.parametrize(
     "gen, expected",
     [
-        ('[generator.templates]\ncat = ["a tabby"]\ncow = ["a cow"]\n"*" = ["a {cls}"]', "generator: templates.cow: no such class in [dataset].classes"),
-        ('[generator.templates]\ncat = ["a tabby"]', "generator: templates: no template for class 'dog'; give it its own or a '*' entry"),
-        ('templates = ["a {cls}"]\n[generator.negative_prompt]\nbird = "x"', "generator: negative_prompt.bird: no such class"),
+        ('[generator.templates]\ncat = ["a tabby"]\ncow = ["a cow"]\n"*" = ["a {cls}"]', "generator.templates.cow: no such class in [dataset].classes"),
+        ('[generator.templates]\ncat = ["a tabby"]', "generator.templates: no template for class 'dog'; give it its own or a '*' entry"),
+        ('templates = ["a {cls}"]\n[generator.negative_prompt]\nbird = "x"', "generator.negative_prompt.bird: no such class"),
     ],
 )
 def test_per_class_prompts_naming_unknown_classes_fail_validate(tmp_path, models, gen, expected):

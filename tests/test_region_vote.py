@@ -86,5 +86,5 @@ def test_region_vote_background_must_be_a_class(tmp_path, models):
     res = synth("run", m)
     assert res.returncode == 2, res.stderr
     (line,) = res.stderr.strip().splitlines()
-    assert "stage[1]: region_vote.background: 'sky' is not one of [dataset].classes" in line, line
+    assert "stage[1].region_vote.background: 'sky' is not one of [dataset].classes" in line, line
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.tar"))

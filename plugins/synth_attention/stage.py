@@ -39,8 +39,8 @@ class AttentionLabels(Stage):
     scores = frozenset({SCORE})
     seg = "makes"
 
-    @classmethod
-    def check_context(cls, config: AttentionConfig, classes: list[str]) -> list[str]:
+    @staticmethod
+    def _check_classes(config: AttentionConfig, classes: list[str]) -> list[str]:
         if len(classes) < 2:
             return ["attention needs [dataset].classes: the label names, class id = position (at least 2)"]
         problems = []
@@ -53,16 +53,17 @@ class AttentionLabels(Stage):
 
     @classmethod
     def check_plan(cls, config: AttentionConfig, plan) -> list[str]:
+        problems = cls._check_classes(config, plan.classes)
         gen = plan.generator
         if gen is None:
-            return ["attention needs a [generator]: it reads the generator's own conditioning"]
+            return problems + ["attention needs a [generator]: it reads the generator's own conditioning"]
         info = gen.cls.static_info(gen.config, plan) or {}
         caps = info.get("capabilities")
         if caps is not None and config.method not in caps:
             what = "class tokens to attend to" if config.method == "attention" else "a class or tag condition to contrast"
             hint = ' (a tag model of `synth fit` with [fit] tags, or Stable Diffusion)' if config.method == "attention" else ""
-            return [f"method {config.method!r}: the generator {gen.label()!r} has no {what}{hint}"]
-        return []
+            problems.append(f"method {config.method!r}: the generator {gen.label()!r} has no {what}{hint}")
+        return problems
 
     @classmethod
     def nested_sources(cls, config: AttentionConfig) -> dict:

@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from synth import classifiers, extractors
 from synth.batch import Batch
-from synth.devices import DEVICE_PATTERN
+from synth.devices import DEVICE_PATTERN, accelerator_resources
 from synth.errors import UsageError
 from synth.protocols import PluginConfig, Stage
 
@@ -72,7 +72,12 @@ class Classify(Stage):
     scores = frozenset({"class_confidence"})
 
     @classmethod
-    def check_context(cls, config, classes: list[str]) -> list[str]:
+    def resources(cls, config):
+        # the transformers classifier runs on the stage's device; zero-shot on its extractor's
+        return accelerator_resources(config.device) if config.method == "model" and config.classifier is None else super().resources(config)
+
+    @staticmethod
+    def _check_classes(config, classes: list[str]) -> list[str]:
         if not [c for c in classes if c not in config.skip]:
             return ["classify needs [dataset].classes (the names it labels with)"]
         unknown = sorted(set(config.labels.values()) - set(classes))
@@ -82,6 +87,9 @@ class Classify(Stage):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
+        wrong = cls._check_classes(config, plan.classes)
+        if wrong:  # the classifier's own check needs the class names right
+            return wrong
         table = config.classifier_table(plan.classes)
         problems = classifiers.check(plan, table)
         if config.classifier is None:  # the short forms name their own fields

@@ -113,7 +113,7 @@ class DiffusersConfig(PluginConfig):
             return self.negative_prompt.get(name, self.negative_prompt.get("*")) if name is not None else self.negative_prompt.get("*")
         return self.negative_prompt
 
-    def check_context(self, classes: list[str]) -> list[str]:
+    def check_classes(self, classes: list[str]) -> list[str]:
         if self.templates is not None and not classes:
             return ["templates need class names in [dataset].classes"]
         problems = []

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from synth.devices import accelerator_resources
 from synth.errors import UsageError
 from synth.protocols import Generator
 from synth.seeding import sample_seed
@@ -40,8 +41,8 @@ class DiffusersGenerator(Generator):
         self._prompts = self._read_prompts()
 
     @classmethod
-    def check_context(cls, config: DiffusersConfig, classes: list[str]) -> list[str]:
-        return config.check_context(classes)
+    def resources(cls, config: DiffusersConfig):
+        return accelerator_resources(config.device)
 
     @classmethod
     def _local_folder(cls, config: DiffusersConfig, plan) -> tuple[Path | None, list[str]]:
@@ -60,7 +61,7 @@ class DiffusersGenerator(Generator):
 
     @classmethod
     def check_plan(cls, config: DiffusersConfig, plan) -> list[str]:
-        problems = cls._local_folder(config, plan)[1]
+        problems = config.check_classes(plan.classes) + cls._local_folder(config, plan)[1]
         if config.feedback is not None:
             from synth import classifiers
 

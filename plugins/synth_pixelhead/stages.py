@@ -37,7 +37,7 @@ class PixelHead(Stage):
 
     @classmethod
     def check_plan(cls, config: PixelHeadConfig, plan) -> list[str]:
-        problems = []
+        problems = cls._check_classes(config, plan.classes)
         if config.head is not None and not (plan.resolve_path(config.head) / "head.json").is_file():
             problems.append(f"head: {plan.resolve_path(config.head)} is not a trained head (no head.json)")
         gen = plan.generator
@@ -46,8 +46,8 @@ class PixelHead(Stage):
             problems += gen.cls.check_feature_options(gen.config, options, plan)
         return problems
 
-    @classmethod
-    def check_context(cls, config: PixelHeadConfig, classes: list[str]) -> list[str]:
+    @staticmethod
+    def _check_classes(config: PixelHeadConfig, classes: list[str]) -> list[str]:
         if len(classes) < 2:
             return ["pixelhead needs [dataset].classes: the label names, class id = position (at least 2)"]
         vote = config.region_vote

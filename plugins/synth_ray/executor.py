@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from synth.errors import RunError, UsageError
-from synth.protocols import Executor, PluginConfig
+from synth.protocols import Executor, PluginConfig, Resources
 
 MAX_ATTEMPTS = 3
 # Environment a worker needs to behave as this process does (plugins allowed, caches, offline).
@@ -38,9 +38,14 @@ class RayConfig(PluginConfig):
     )
     actors: int | None = Field(None, ge=1, strict=True, description="Workers holding the pipeline (default: from the cluster's resources)")
     gpus_per_worker: float | None = Field(
-        None, ge=0, description="GPUs each worker holds (fractions share a GPU); default: 1 when the cluster has GPUs, else 0, so no two actors land on one GPU unasked"
+        None,
+        ge=0,
+        description="GPUs each worker holds (fractions share a GPU); default: when the cluster has GPUs, what the pipeline's steps declare (1 for a model on the GPU, 0 when all run on the CPU), or 1 when a step does not say, so no two actors land on one GPU unasked; else 0",
     )
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds (also its torch threads unless [run] threads says otherwise)")
+    cpus_per_worker: float | None = Field(
+        None, gt=0, description="CPUs each worker holds (also its torch threads unless [run] threads says otherwise); default: the most a step declares, else 1"
+    )
+    memory_gb: float | None = Field(None, gt=0, description="Memory each worker reserves in Ray's scheduler (GiB); default: the sum the steps declare, else none reserved")
     connect_timeout: float = Field(30.0, gt=0, le=3600, description="Seconds to reach address before giving up, in one line")
 
 
@@ -82,13 +87,28 @@ class RayExecutor(Executor):
             raise UsageError(f"ray: cannot {'join ' + address if address else 'start a local Ray'}: {e}".split("\n")[0]) from None
         return True
 
-    def _placement(self, resources: dict[str, float], tasks: int) -> tuple[int, float]:
+    def _per_worker(self, needs: Resources, gpus: float) -> tuple[float, float, float | None]:
+        """(CPUs, GPUs, memory GiB) each actor holds: [run.ray] where it says, else what the
+        pipeline's steps declare (``needs``); GPUs only where the cluster has them."""
+        cfg = self.config
+        cpus = cfg.cpus_per_worker if cfg.cpus_per_worker is not None else max(1.0, needs.cpus or 1.0)
+        if cfg.gpus_per_worker is not None:
+            per_gpu = cfg.gpus_per_worker
+        else:
+            per_gpu = (needs.gpus if needs.gpus is not None else 1.0) if gpus >= 1 else 0.0
+        memory = cfg.memory_gb if cfg.memory_gb is not None else needs.memory_gb
+        return cpus, per_gpu, memory
+
+    def _placement(self, resources: dict[str, float], tasks: int, needs: Resources = Resources()) -> tuple[int, float]:
         """(actors, GPUs per actor) for a cluster with these resources: one GPU each by default
-        when it has GPUs, never more actors than its GPUs hold (nor its CPUs, nor the tasks)."""
+        when it has GPUs and a step uses one (or does not say), never more actors than its GPUs
+        hold (nor its CPUs, its memory, or the tasks)."""
         cfg = self.config
         gpus = resources.get("GPU", 0)
-        per_gpu = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
-        fit = math.floor(resources.get("CPU", 1) / cfg.cpus_per_worker)
+        cpus, per_gpu, memory = self._per_worker(needs, gpus)
+        fit = math.floor(resources.get("CPU", 1) / cpus)
+        if memory and resources.get("memory"):
+            fit = min(fit, max(1, math.floor(resources["memory"] / (memory * 2**30))))
         if per_gpu > 0:
             fit = min(fit, math.floor(gpus / per_gpu))
             if fit == 0:
@@ -107,16 +127,19 @@ class RayExecutor(Executor):
         if getattr(store, "protocol", None) == "memory":
             raise UsageError("ray: a memory:// output lives in one process; actors cannot reach it (write to a folder or an object store)")
         started = self._connect(ray)
-        cfg = self.config
         Actor = ray.remote(ShardWorker)
         m = job.manifest
+        needs = m.resources()
+        cpus, _, memory = self._per_worker(needs, 0)
         # an actor's torch threads: what it was given CPUs for, unless asked otherwise
-        threads = job.threads or m.run.threads or max(1, int(cfg.cpus_per_worker))
+        threads = job.threads or m.run.threads or max(1, int(cpus))
         args = (str(m.path), m.text, store.location, job.name, threads)
         slots: list[dict[str, Any]] = []
         try:
-            n, per_gpu = self._placement(ray.cluster_resources(), len(job.tasks))
-            opts = dict(num_cpus=cfg.cpus_per_worker, num_gpus=per_gpu, max_restarts=0, max_task_retries=0)
+            n, per_gpu = self._placement(ray.cluster_resources(), len(job.tasks), needs)
+            opts = dict(num_cpus=cpus, num_gpus=per_gpu, max_restarts=0, max_task_retries=0)
+            if memory:
+                opts["memory"] = int(memory * 2**30)
             first = Actor.options(**opts).remote(*args, None)
             shared = self._get(ray, first.shared_state.remote(), "setting the pipeline up", RayTaskError, RayActorError)
             job.reports.update(ray.get(first.reports.remote()))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from synth.batch import Batch
+from synth.devices import accelerator_resources
 from synth.errors import UsageError
 from synth.paths import model_ref
 from synth.protocols import Stage
@@ -69,6 +70,10 @@ class SamStage(Stage):
     scores = frozenset({"sam_instances", "sam_agreement", "sam_kept_share"})
 
     # -- before anything loads ----------------------------------------------------------------
+    @classmethod
+    def resources(cls, config: SamStageConfig):
+        return accelerator_resources(config.device)
+
     @classmethod
     def check_plan(cls, config: SamStageConfig, plan) -> list[str]:
         problems = []

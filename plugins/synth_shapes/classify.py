@@ -34,7 +34,8 @@ class ShapesClassify(Stage):
     scores = frozenset()
 
     @classmethod
-    def check_context(cls, config, classes: list[str]) -> list[str]:
+    def check_plan(cls, config, plan) -> list[str]:
+        classes = plan.classes
         if classes and list(classes) != list(CLASSES):
             return [f"shapes_classify labels with the shapes world's classes {list(CLASSES)}; use exactly these"]
         return []

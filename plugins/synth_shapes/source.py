@@ -36,8 +36,11 @@ class WorldSource(SourceStage):
         return (config.size, config.size)
 
     @classmethod
-    def check_context(cls, config, classes: list[str]) -> list[str]:
-        if classes and list(classes) != list(cls.classes):
+    def check_plan(cls, config, plan) -> list[str]:
+        # Only the run's own source labels its samples; an embedded one (a reference set for the
+        # filters, a labeller's annotations) is checked by the stage that embeds it.
+        classes = plan.classes
+        if plan.position >= 0 and classes and list(classes) != list(cls.classes):
             return [f"the {cls.name} world's classes are {list(cls.classes)}; leave [dataset].classes empty or use exactly these"]
         return []
 
