@@ -6,7 +6,8 @@ import pytest
 
 from conftest import synth, write_manifest
 from synth.errors import UsageError
-from synth.sweep import assign, parse_set, pareto
+from synth.grid import assign, parse_set
+from synth_filters.sweep import pareto
 
 MANIFEST = """
 [dataset]

@@ -107,7 +107,7 @@ def test_sweep_with_a_malformed_or_refused_value_creates_nothing(tmp_path):
 
 
 def test_sweep_values_are_swept_once(tmp_path):
-    from synth.sweep import parse_set
+    from synth.grid import parse_set
 
     assert parse_set("dataset.seed=1,2,1,2") == ("dataset.seed", [1, 2])
 

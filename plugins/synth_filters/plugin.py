@@ -16,3 +16,10 @@ def register_extractors(register):
 
     for ex in (ClipFeatures, DinoFeatures, InceptionFeatures, GeneratorFeatures):
         register(ex)
+
+
+@hookimpl
+def register_commands(cli):
+    from .commands import register
+
+    register(cli)

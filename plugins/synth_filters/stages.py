@@ -15,7 +15,7 @@ from synth.errors import UsageError
 from synth.fidelity import fid, kid, knn_radii, nearest, prdc, realism
 from synth.protocols import DatasetStage, PluginConfig, Stage
 
-from synth.reference import ReferenceConfig, check_size, reference_features
+from .reference import ReferenceConfig, check_size, reference_features
 from synth.selection import k_center
 
 Extractor = str | dict[str, Any]

@@ -28,7 +28,7 @@ from pydantic import Field, ValidationError
 
 from synth.errors import ManifestError, UsageError
 from synth.protocols import PluginConfig, RunContext
-from synth.sweep import folder_name, label
+from synth.grid import folder_name, label
 
 Scalar = bool | int | float | str
 
@@ -146,7 +146,7 @@ def optimise(manifest_path: Path, space_path: Path, validation: str, out: Path |
     from synth.engine import run
     from synth.manifest import load_manifest, read_toml
     from synth.progress import BarProgress
-    from synth.sweep import assign
+    from synth.grid import assign
 
     started = time.monotonic()
     manifest_path = Path(manifest_path).expanduser().resolve()

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from . import extractors
-from .errors import UsageError
-from .manifest import source_step
-from .paths import cache_dir
-from .protocols import PluginConfig
+from synth import extractors
+from synth.errors import UsageError
+from synth.manifest import source_step
+from synth.paths import cache_dir
+from synth.protocols import PluginConfig
 
 
 class ReferenceConfig(PluginConfig):

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
-from .manifest import Manifest, source_step
-from .pipeline import Pipeline
-from .segmetrics import class_ious_from, confusion, mean_iou
+from synth.errors import UsageError
+from synth.manifest import Manifest, source_step
+from synth.pipeline import Pipeline
+from synth.segmetrics import class_ious_from, confusion, mean_iou
 
 
 def labelled_source(path: str, masks: str | None, size: int | None) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def labelled_source(path: str, masks: str | None, size: int | None) -> dict[str,
 
 
 def evaluate(manifest: Manifest, table: dict[str, Any], count: int | None = None, batch_size: int | None = None, quiet: bool = False, threads: int | None = None) -> dict[str, Any]:
-    from .bars import progress_bar
+    from synth.bars import progress_bar
 
     classes = list(manifest.dataset.classes)
     k = len(classes)

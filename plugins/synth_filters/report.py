@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .figures import cell, columns
-from .reading import iter_samples, read_dataset_info
+from synth.figures import cell, columns
+from synth.reading import iter_samples, read_dataset_info
 
 MAX_ROWS = 20000  # samples whose scores and labels feed the charts (said on the page when capped)
 KEPT, DROPPED, MARK = (70, 110, 200), (225, 130, 40), (200, 30, 30)
@@ -240,7 +240,7 @@ STYLE = (
 
 def write(folder: Path, samples: int = 32) -> tuple[Path, Path]:
     """report.html, report.md and their pictures beside the shards (recorded as synth's own)."""
-    from .inspect import contact_sheet
+    from synth.inspect import contact_sheet
 
     folder = Path(folder)
     r = build(folder, samples)
@@ -254,8 +254,8 @@ def write(folder: Path, samples: int = 32) -> tuple[Path, Path]:
     page.write_text(_html(r, folder, grid_path if grid_path.exists() else None), encoding="utf-8")
     twin = folder / "report.md"
     twin.write_text(_markdown(r, grid_path.exists()), encoding="utf-8")
-    from .output import OutputFolder
-    from .storage import LocalStore
+    from synth.output import OutputFolder
+    from synth.storage import LocalStore
 
     OutputFolder(LocalStore(folder), info["name"]).record_extra(["report.html", "report.md", "report-grid.png", *r["charts"]])
     return page, twin
