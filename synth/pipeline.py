@@ -38,6 +38,7 @@ class Pipeline:
             registry=manifest.registry,
             quiet=quiet,
             num_samples=manifest.dataset.num_samples,
+            batch_size=manifest.run.batch_size,
             latent_dtype=manifest.dataset.latent_dtype,
         )
         self.generator = None

@@ -77,6 +77,7 @@ class RunContext:
     generator: "Generator | None" = None
     extra: dict[str, Any] = field(default_factory=dict)
     num_samples: int = 0  # the run's source samples ([dataset].num_samples)
+    batch_size: int = 0  # the run's [run] batch_size (0: not in a run)
     latent_dtype: str = "float32"  # how latent.npy stores latents ([dataset].latent_dtype)
     quiet: bool = False  # no progress display (synth run --quiet): pass as disable= to synth.bars.progress_bar
 

@@ -188,3 +188,40 @@ def test_stage_requiring_missing_capability_is_a_validation_error(tmp_path):
     m = write_manifest(tmp_path, '[dataset]\nnum_samples = 2\n[[stage]]\nname = "generate"\n')
     res = synth("validate", m)
     assert res.returncode == 2 and "needs a [generator] table" in res.stderr
+
+
+def test_the_call_size_follows_the_batch_so_calls_carry_no_padding():
+    from synth_diffusers.generator import call_size
+
+    assert [call_size(b) for b in (1, 3, 4, 8, 16)] == [1, 3, 4, 8, 16]  # a batch up to 16: one call of its size
+    assert call_size(32) == 16 and call_size(50) == 10 and call_size(100) == 10  # divides the batch
+    assert call_size(37) == 13  # no divisor in 8..16: the one that pads least (39 rows for 37)
+    assert call_size(0) == 16  # outside a run
+
+
+def test_stable_diffusion_calls_carry_the_batch_and_a_sample_does_not_depend_on_its_neighbours(tmp_path, models):
+    """With [run] batch_size = 8 (the shipped SD manifests'), every VAE decode carries the batch's
+    8 rows (it carried 16, half of them padding, before the call size followed the batch); a run
+    whose last batch is short (12 samples: 8 + 4 padded to 8) gives the same bytes for those 4 as
+    a run where they sit in a full batch."""
+    import torch
+
+    from synth.engine import run
+
+    rows = []
+
+    def hook(module, args, out):
+        if type(module).__name__ == "Decoder":
+            rows.append(int(args[0].shape[0]))
+
+    outs = {}
+    for n in (12, 16):
+        m = load_manifest(_manifest(tmp_path, models["sd"], 'classes = ["cat", "dog"]', 'templates = ["a {cls}"]', n=n, shard=16, batch=8, name=f"m{n}.toml"))
+        handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        try:
+            run(m, output=tmp_path / f"out{n}", quiet=True)
+        finally:
+            handle.remove()
+        outs[n] = {s["__key__"]: s["png"] for t in sorted((tmp_path / f"out{n}").glob("*.tar")) for s in iter_samples(t)}
+    assert rows and set(rows) == {8}, rows
+    assert len(outs[12]) == 12 and all(outs[12][k] == outs[16][k] for k in outs[12])

@@ -67,10 +67,11 @@ class DiffusersConfig(PluginConfig):
         None, description="Guide sampling toward what a downstream classifier gets wrong (pixel models): {classifier = {...}, weight = 0.05}"
     )
     height: int | None = Field(None, ge=8, multiple_of=8)
-    micro_batch: int = Field(
-        16, ge=1, le=1024,
-        description="The model always sees this many samples at once (the last group padded): its kernels' results "
-        "depend on the batch size, so a sample's pixels then never depend on the batch it came in",
+    micro_batch: int | None = Field(
+        None, ge=1, le=1024,
+        description="The model always sees this many samples at once (a short group padded): its kernels' results "
+        "depend on the call size, so a sample's pixels then never depend on its neighbours; default: from [run] batch_size "
+        "(the size of at most 16 that pads least: 8 for 8, 10 for 50, 16 for 32), so no call but a run's last carries padding",
     )
     width: int | None = Field(None, ge=8, multiple_of=8)
 

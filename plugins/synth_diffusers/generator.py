@@ -239,11 +239,16 @@ class DiffusersGenerator(Generator):
     def decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int) -> np.ndarray:
         return self._decode(latents, conditions, indices, seed)
 
+    @property
+    def micro_batch(self) -> int:
+        """Rows per model call: the manifest's micro_batch, else chosen from [run] batch_size."""
+        return self.config.micro_batch or call_size(self.context.batch_size)
+
     def _decode(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, shifts: np.ndarray | None = None, spec=None) -> np.ndarray:
         # Torch's kernels give (slightly) different results for different batch sizes, never for
         # different neighbours: decode in groups of exactly micro_batch, padding the last one.
         latents = np.asarray(latents, dtype=np.float32)
-        n, f = len(latents), self.config.micro_batch
+        n, f = len(latents), self.micro_batch
         out = []
         for s in range(0, n, f):
             z, conds, idx = latents[s : s + f], list(conditions[s : s + f]), list(indices[s : s + f])
@@ -310,8 +315,8 @@ class DiffusersGenerator(Generator):
         self._check_hspace()
         latents = np.asarray(latents, np.float32)
         grads, units = [], []
-        for s in range(0, len(latents), self.config.micro_batch):
-            z = self.torch.from_numpy(latents[s : s + self.config.micro_batch]).to(self.device, self.dtype)
+        for s in range(0, len(latents), self.micro_batch):
+            z = self.torch.from_numpy(latents[s : s + self.micro_batch]).to(self.device, self.dtype)
             g, unit = gradients(self, z, list(conditions[s : s + len(z)]), self._generators(indices[s : s + len(z)], seed, DENOISE), spec, objective)
             grads.append(g)
             units.append(unit)
@@ -373,7 +378,7 @@ class DiffusersGenerator(Generator):
         """``fn(*arrays_group, conditions_group)`` on groups of exactly micro_batch rows (the last
         padded with copies of its first row), results trimmed and joined: a row's result never
         depends on how many rows came with it (see decode)."""
-        n, f = len(conditions), self.config.micro_batch
+        n, f = len(conditions), self.micro_batch
         outs = []
         for s in range(0, n, f):
             group = [None if a is None else np.asarray(a[s : s + f]) for a in arrays]
@@ -523,7 +528,7 @@ class DiffusersGenerator(Generator):
         one image. UNet2DModel pipelines (pixel space) only."""
         if not isinstance(self.family, PixelFamily):
             raise UsageError("compose: only pixel-space UNet2DModel pipelines for now (Stable Diffusion's latent masks are not implemented)")
-        f = self.config.micro_batch
+        f = self.micro_batch
         out = []
         for s in range(0, len(latents_a), f):
             za, zb, m = latents_a[s : s + f], latents_b[s : s + f], masks[s : s + f]
@@ -551,6 +556,17 @@ class DiffusersGenerator(Generator):
         for f in sorted(local.glob("unet/*.safetensors")) + sorted(local.glob("unet/*.bin")):
             ident[f"sha256:{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
         return json.dumps(ident, sort_keys=True, default=str)
+
+
+def call_size(batch_size: int, most: int = 16) -> int:
+    """The rows per model call for batches of ``batch_size``: between half of ``most`` (or of the
+    batch) and ``most``, the size that pads a batch least, the larger on a tie. Every call has
+    this size (a short group padded), since torch's results depend on the call size; choosing it
+    to fit the batch keeps the padding to a run's last, partial batch. Outside a run: ``most``."""
+    if batch_size <= 0:
+        return most
+    top = min(batch_size, most)
+    return min(range((top + 1) // 2, top + 1), key=lambda f: (-(-batch_size // f) * f, -f))
 
 
 def words(text: str) -> list[str]:
