@@ -126,8 +126,8 @@ def main() -> None:
 
     from label_efficiency import miou, segment, train_segmenter
     from synth.segmetrics import class_ious
-    from synth_shapes.oracle import Oracle, label_agreement, worst_confusions
-    from synth_shapes.world import render_many
+    from synth_shapes import Oracle, label_agreement, worst_confusions
+    from synth_shapes import render_many
 
     torch.set_num_threads(args.threads)
     rows = set(args.rows.split(","))

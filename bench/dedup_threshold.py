@@ -27,8 +27,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=4.0, help="pixel noise (0-255 scale) for the self-similarity check")
     args = ap.parse_args()
 
-    from synth_shapes.featurenet import FeatureNet
-    from synth_shapes.world import render_many
+    from synth_shapes import FeatureNet
+    from synth_shapes import render_many
 
     net = FeatureNet()
     images = render_many(args.seed, range(args.n))[0]

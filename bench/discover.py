@@ -46,7 +46,7 @@ WARM, COOL = np.array([0.22, 0.0, -0.22]), np.array([-0.22, 0.0, 0.22])
 
 def scenes(n: int, split: str, seed: int):
     """Real scenes whose shapes are all circles or all squares, with their kind (0, 1), and masks."""
-    from synth_shapes.world import render_many
+    from synth_shapes import render_many
 
     images, masks = render_many(seed, range(n), 32, 0.5, split)
     present = np.stack([(masks == k).reshape(len(masks), -1).sum(1) >= 3 for k in (1, 2, 3)], 1)
@@ -75,7 +75,7 @@ def plant(images, masks, y, kind: str, agree: float, rng) -> np.ndarray:
 def train(x, y, seed: int, epochs: int):
     import torch
 
-    from synth_classify.classifiers import small_cnn
+    from synth_classify import small_cnn
 
     torch.manual_seed(seed)
     net = small_cnn(torch, 2, width=16, depth=3)
@@ -176,7 +176,7 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="synth-discover-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("SYNTH_CACHE_DIR", str(root / "cache"))
-    from synth_classify.classifiers import save_classifier
+    from synth_classify import save_classifier
 
     test_x, test_y, test_m = scenes(3000, "test", 0)
     rows = []

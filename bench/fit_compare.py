@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def real_scenes(world: str, n: int) -> np.ndarray:
     if world == "cells":
-        from synth_shapes.cells import render_cells
+        from synth_shapes import render_cells
 
         return np.stack([render_cells(0, i, 32, "test")[0] for i in range(n)])
-    from synth_shapes.world import render_many
+    from synth_shapes import render_many
 
     return render_many(0, range(n), 32, 0.5, "test")[0]
 
@@ -47,7 +47,7 @@ def main() -> None:
 
     from label_efficiency import generate, load_generator
     from synth.fidelity import fid, kid, prdc
-    from synth_shapes.featurenet import FeatureNet
+    from synth_shapes import FeatureNet
 
     torch.set_num_threads(args.threads)
     net = FeatureNet()

@@ -58,7 +58,7 @@ def manifest(folder: Path, recipe: dict, images: int, minutes: float, seed: int 
 
 def evaluate(trainer, oracle, featnet, real_images, real_feats, n: int) -> dict:
     from synth.fidelity import prdc
-    from synth_shapes.oracle import shape_fidelity
+    from synth_shapes import shape_fidelity
 
     samples = trainer.sample(n, 20)
     fid = shape_fidelity(oracle, samples, real_images)
@@ -71,7 +71,7 @@ def run_recipe(name: str, recipe: dict, args, oracle, featnet, real_images, real
     import torch
 
     from synth.manifest import load_manifest
-    from synth_diffusers.fit import Trainer, load_training_data, read_fit_config
+    from synth_diffusers import Trainer, load_training_data, read_fit_config
 
     folder = Path(tempfile.mkdtemp(prefix=f"synth-fitcurve-{name}-"))
     m = load_manifest(manifest(folder, recipe, args.images, args.minutes, args.seed))
@@ -95,9 +95,9 @@ def run_recipe(name: str, recipe: dict, args, oracle, featnet, real_images, real
 
 
 def recipe_job(name: str, args) -> list[dict]:
-    from synth_shapes.featurenet import FeatureNet
-    from synth_shapes.oracle import Oracle
-    from synth_shapes.world import render_many
+    from synth_shapes import FeatureNet
+    from synth_shapes import Oracle
+    from synth_shapes import render_many
 
     import torch
 

@@ -58,7 +58,7 @@ def profile_steps(trainer, steps: int) -> dict:
 
 def measure(manifest: Path, batch_sizes: list[int], steps: int, warmup: int, profile: int = 0) -> list[dict]:
     from synth.manifest import load_manifest
-    from synth_diffusers.fit import Trainer, load_training_data, read_fit_config
+    from synth_diffusers import Trainer, load_training_data, read_fit_config
 
     m = load_manifest(manifest)
     cfg = read_fit_config(m)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         sizes = [int(x) for x in args.batch_sizes.split(",")]
     else:
         from synth.manifest import load_manifest
-        from synth_diffusers.fit import read_fit_config
+        from synth_diffusers import read_fit_config
 
         sizes = [read_fit_config(load_manifest(args.manifest)).batch_size]
     rows = measure(args.manifest, sizes, args.steps, args.warmup, args.profile)

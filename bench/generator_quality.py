@@ -100,9 +100,9 @@ def main() -> None:
     import torch
 
     from synth.fidelity import prdc
-    from synth_shapes.featurenet import FeatureNet, confident
-    from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity, worst_confusions
-    from synth_shapes.world import render_many
+    from synth_shapes import FeatureNet, confident
+    from synth_shapes import Oracle, label_agreement, shape_fidelity, worst_confusions
+    from synth_shapes import render_many
 
     net = FeatureNet()
     oracle = Oracle()

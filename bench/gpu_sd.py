@@ -4,8 +4,8 @@ memory do not depend on the weights' values).
 
 For each model and batch size: images/s and the peak GPU memory of
 - generate: the diffusers generator's decode (20 dpm++ steps, guidance 7.5, fp16) at 512 px for
-  SD 1.5 and 1024 px for SDXL, through synth's own generator (its loader is bypassed: it is
-  handed the random pipeline);
+  SD 1.5 and 1024 px for SDXL, through synth's own generator (set up on the random pipeline,
+  `setup(pipeline=...)`);
 - pixel head features: the generator's per-pixel features of 512 px images (SD 1.5: the
   default decoder blocks at three noise levels), what the pixelhead stage pays per image;
 - SAM vit_h's image encoder at 1024 px (fp32, as the sam stage runs it by default).
@@ -111,24 +111,18 @@ def sdxl(tiny: bool, tmp: Path):
 
 
 def generator_for(pipe, size: int, batch: int, device: str):
-    """synth's diffusers generator, set up on ``pipe`` (its loader handed the random pipeline)."""
+    """synth's diffusers generator (from the plugin registry), set up on ``pipe``."""
     from synth.plugins import load_registry
     from synth.protocols import RunContext
-    from synth_diffusers import generator as module
-    from synth_diffusers.config import DiffusersConfig
 
-    cfg = DiffusersConfig(
+    registry = load_registry()
+    cls = registry.generator("diffusers", "bench")
+    cfg = cls.Config(
         model="random-weights", scheduler="dpm++", steps=20, guidance_scale=7.5, height=size, width=size,
         prompts=["a photo of a red car on a street"], micro_batch=batch, device=device, dtype="float16" if device == "cuda" else "float32",
     )
-    ctx = RunContext(seed=0, manifest_dir=Path("."), classes=[], registry=load_registry(), quiet=True)
-    gen = module.DiffusersGenerator(cfg, ctx)
-    real = module.load_pipeline
-    module.load_pipeline = lambda ref, config, dtype: pipe.to(dtype=dtype)
-    try:
-        gen.setup()
-    finally:
-        module.load_pipeline = real
+    gen = cls(cfg, RunContext(seed=0, manifest_dir=Path("."), classes=[], registry=registry, quiet=True))
+    gen.setup(pipeline=pipe)
     return gen
 
 
@@ -180,7 +174,7 @@ def bench_generate(name: str, build, size: int, sizes: list[int], tiny: bool, de
 def bench_sam(sizes: list[int], tiny: bool, device: str) -> list[dict]:
     import torch
 
-    from synth_sam.architecture import RELEASED, SamArchitecture, build_segment_anything
+    from synth_sam import RELEASED, SamArchitecture, build_segment_anything
 
     arch = SamArchitecture(embed_dim=32, depth=2, num_heads=2, global_attn_indexes=[1], prompt_dim=32) if tiny else RELEASED["vit_h"]
     with torch.device(device):

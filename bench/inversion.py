@@ -38,9 +38,9 @@ def main() -> None:
     import torch
 
     from label_efficiency import load_generator
-    from synth_diffusers.inversion import evaluations
-    from synth_operators.invert import psnr
-    from synth_shapes.world import render_many
+    from synth_diffusers import evaluations
+    from synth_operators import psnr
+    from synth_shapes import render_many
 
     images, _ = render_many(0, range(args.n), 32, 0.5, "test")
     print(f"inversion round trip: {args.model}, {args.n} real shapes-world test images, DDIM decode (eta 0); "

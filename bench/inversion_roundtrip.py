@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from label_efficiency import load_generator
-    from synth_shapes.world import render_many
+    from synth_shapes import render_many
 
     images, _ = render_many(args.seed, range(args.n), 32, args.difficulty, "test")
     print(f"inversion round trip: {args.model}, {args.n} real shapes-world images (difficulty {args.difficulty}), DDIM eta 0")

@@ -82,8 +82,8 @@ def generate(gen, n: int, seed: int, batch: int = 64) -> np.ndarray:
 def head_predict(gen, ensemble, spec, images: np.ndarray, top: float, latents=None, seed: int = 0, batch: int = 64):
     """Labels and per-image uncertainty; ``latents`` (generated images: sample index = row,
     decoded with ``seed``) for trajectory features."""
-    from synth_pixelhead.extraction import feature_groups
-    from synth_pixelhead.head import image_uncertainty
+    from synth_pixelhead import feature_groups
+    from synth_pixelhead import image_uncertainty
 
     n, h, w = len(images), images.shape[1], images.shape[2]
     labels, scores = np.empty((n, h, w), np.int64), np.empty(n)
@@ -105,11 +105,11 @@ def pick_k_center(args, ks, gen, images: np.ndarray) -> dict:
     from synth.selection import k_center
 
     if args.pick_features == "shapes":
-        from synth_shapes.featurenet import FeatureNet
+        from synth_shapes import FeatureNet
 
         feats = FeatureNet().embed(images)[0].astype(np.float32)
     else:
-        from synth_filters.generator_features import GeneratorFeatures
+        from synth_filters import GeneratorFeatures
 
         extractor = GeneratorFeatures(GeneratorFeatures.Config(blocks=args.blocks, timesteps=args.timesteps), gen.context)
         extractor.setup()
@@ -132,12 +132,12 @@ from synth.segmetrics import class_ious, miou  # noqa: E402
 
 # -- the downstream segmenter: the optimise plugin's segmentation task model, so that this bench
 # and `synth optimise` score with the same U-Net --------------------------------------------------
-from synth_optimise.models import segment, small_unet  # noqa: E402,F401
+from synth_optimise import segment, small_unet  # noqa: E402,F401
 
 
 def train_segmenter(torch, sets, steps: int, seed: int, batch: int = 32, lr: float = 1e-3, model=None, width: int = 16):
     """Train on ``sets``: a list of (images, masks, share) drawn from in every batch by share."""
-    from synth_optimise.models import train_segmenter as train
+    from synth_optimise import train_segmenter as train
 
     return train(torch, sets, steps, seed, len(CLASSES), batch=batch, lr=lr, model=model, width=width)
 
@@ -177,9 +177,9 @@ def main() -> None:
     import torch
 
     from synth.annotations import Examples
-    from synth_pixelhead.config import PixelHeadConfig
-    from synth_pixelhead.training import train_head
-    from synth_shapes.world import render_many
+    from synth_pixelhead import PixelHeadConfig
+    from synth_pixelhead import train_head
+    from synth_shapes import render_many
 
     torch.set_num_threads(args.threads)
     t_all = time.perf_counter()
@@ -208,7 +208,7 @@ def main() -> None:
     print(f"label efficiency: {args.model} ({args.scheduler}:{args.steps}), shapes world {args.size}x{args.size} difficulty {args.difficulty}")
     print(f"  test: {args.test} real (split test); labelled pool: split val; generated: {args.generated} in {t_gen:.0f} s, {args.drop:.0%} most uncertain dropped")
     if len(gen_x):
-        from synth_shapes.oracle import Oracle, label_agreement, shape_fidelity, worst_confusions
+        from synth_shapes import Oracle, label_agreement, shape_fidelity, worst_confusions
 
         oracle = Oracle()
         fid = shape_fidelity(oracle, gen_x, test_x)

@@ -137,9 +137,9 @@ def main() -> None:
     from synth.manifest import load_manifest
     from synth.progress import BarProgress
     from synth.tasks import read_samples
-    from synth_optimise.search import optimise
-    from synth_optimise.tasks import SegmentationConfig, SegmentationTask
-    from synth_shapes.world import render_many
+    from synth_optimise import optimise
+    from synth_optimise import SegmentationConfig, SegmentationTask
+    from synth_shapes import render_many
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +216,7 @@ def main() -> None:
 
 def kind_classifier(torch, images, masks, folder: Path) -> Path:
     """synth's `torch` classifier (small_cnn) trained to name a scene's largest kind of shape."""
-    from synth_classify.classifiers import save_classifier, small_cnn
+    from synth_classify import save_classifier, small_cnn
 
     kinds = np.array([np.bincount(m.ravel(), minlength=4)[1:].argmax() for m in masks])
     torch.manual_seed(0)

@@ -85,7 +85,7 @@ def peak_rss_gb() -> float:
 
 def materialise_one(size: int) -> None:
     """The baseline's per-image cost: every level upsampled and stacked at full resolution."""
-    from synth_pixelhead.pyramid import upsample
+    from synth_pixelhead import upsample
 
     gen = SyntheticFeatures(size)
     gen.labels[0] = masks(1, size)[0]
@@ -107,11 +107,11 @@ def main() -> None:
 
     import torch
 
-    from synth_diffusers.features import FeatureSpec
+    from synth_diffusers import FeatureSpec
     from synth.annotations import Examples
-    from synth_pixelhead.config import PixelHeadConfig
-    from synth_pixelhead.head import image_uncertainty
-    from synth_pixelhead.training import train_head
+    from synth_pixelhead import PixelHeadConfig
+    from synth_pixelhead import image_uncertainty
+    from synth_pixelhead import train_head
 
     torch.set_num_threads(2)
     n, size = args.images, args.size

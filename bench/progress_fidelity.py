@@ -42,8 +42,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from synth_shapes.oracle import Oracle, confident_foreground
-    from synth_shapes.world import render_many
+    from synth_shapes import Oracle, confident_foreground
+    from synth_shapes import render_many
 
     oracle = Oracle()
     real, _ = render_many(args.seed, range(args.real), 32, 0.5, "test")

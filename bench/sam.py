@@ -38,10 +38,10 @@ def run_one(config: str, images: int, side: int = 16) -> dict:
     from synth.batch import Batch
     from synth.plugins import load_registry
     from synth.protocols import RunContext
-    from synth_sam.architecture import RELEASED, SamArchitecture, build_segment_anything
-    from synth_sam.config import SamStageConfig
-    from synth_sam.stage import SamStage
-    from synth_shapes.world import render_many
+    from synth_sam import RELEASED, SamArchitecture, build_segment_anything
+    from synth_sam import SamStageConfig
+    from synth_sam import SamStage
+    from synth_shapes import render_many
 
     import tempfile
 

@@ -52,7 +52,7 @@ def single_kind(masks: np.ndarray, min_pixels: int = 1) -> np.ndarray:
 
 def labelled_pool(n: int, split: str, seed: int = 0):
     """Real single-kind scenes among the first ``n`` of a split, with their kind (0..2)."""
-    from synth_shapes.world import render_many
+    from synth_shapes import render_many
 
     images, masks = render_many(seed, range(n), 32, 0.5, split)
     y = single_kind(masks)
@@ -67,14 +67,14 @@ def per_class(images, y, k: int):
 
 def train_eval(torch, x, y, test_x, test_y, steps: int, seed: int) -> float:
     """The optimise plugin's classification task model (the CNN `synth optimise` trains)."""
-    from synth_optimise.models import classify, train_classifier
+    from synth_optimise import classify, train_classifier
 
     net = train_classifier(torch, x, y, steps, seed, SHAPES)
     return float((classify(torch, net, test_x) == test_y).mean())
 
 
 def views_of(gen, latents, labels, radius_of, k: int, seed: int):
-    from synth_operators.common import mix
+    from synth_operators import mix
 
     from synth.seeding import sample_rng
 
@@ -90,7 +90,7 @@ def views_of(gen, latents, labels, radius_of, k: int, seed: int):
 
 
 def augmented(images, labels, k: int, seed: int):
-    from synth_operators.augment import AugmentConfig, augment_one
+    from synth_operators import AugmentConfig, augment_one
 
     from synth.seeding import sample_rng
 
@@ -118,7 +118,7 @@ def main() -> None:
 
     import torch
     from label_efficiency import load_generator
-    from synth_shapes.oracle import Oracle
+    from synth_shapes import Oracle
 
     t0 = time.time()
     gen = load_generator(args.model, "ddim", args.sampler_steps, 0)
@@ -131,7 +131,7 @@ def main() -> None:
     # sigma = "auto" as the `views` stage finds it, with the oracle as labeller: per class, the
     # largest radius whose views the labeller still gives the label it gives their parent (the
     # decoded inversion); parents the oracle already mislabels say nothing about the radius.
-    from synth_operators.sigma_auto import largest_agreeing
+    from synth_operators import largest_agreeing
 
     cal_x, cal_y = labelled_pool(600, "train")
     cal_x, cal_y = per_class(cal_x, cal_y, 16)

@@ -307,3 +307,19 @@ def _registrar(registry: Registry, plugin: str, kind: str):
         getattr(info, f"{kind}s").append(name)
 
     return register
+
+
+def public_api(package: str, names: dict[str, str]):
+    """A plugin package's public names, imported on first use: ``names`` maps each to the module
+    (relative to ``package``) that defines it. The package sets ``__getattr__`` to the result and
+    ``__all__`` to the names, so a user or a bench script writes ``from synth_shapes import
+    Oracle`` and never a module path, and importing the package (which loading the plugin does)
+    still imports no model library."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name not in names:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(names[name], package), name)
+
+    return __getattr__

@@ -86,3 +86,45 @@ def test_a_stage_kind_and_its_contract_go_together():
             register(bad)
     register(Good)
     assert reg.stages["good"] is Good and reg.default_source() is None  # not the default unless it says so
+
+
+BENCH = CORE.parent / "bench"
+
+
+def _plugin_imports(path: Path):
+    """(line, module, names) of every import of a first-party plugin package in ``path``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("synth_"):
+            yield node.lineno, node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("synth_"):
+                    yield node.lineno, a.name, []
+
+
+def test_bench_scripts_use_only_the_plugins_public_names():
+    """A bench script imports a plugin's public names (its package's __all__), never one of its
+    modules: plugins may reorganise their insides without breaking a benchmark."""
+    import importlib
+
+    found, checked = [], 0
+    for path in sorted(BENCH.glob("*.py")):
+        for line, module, names in _plugin_imports(path):
+            if "." in module or not names:
+                found.append(f"{path.name}:{line} imports {module} (a module, not the package's public names)")
+                continue
+            package = importlib.import_module(module)
+            for name in names:
+                checked += 1
+                if name not in getattr(package, "__all__", ()):
+                    found.append(f"{path.name}:{line} imports {module}.{name}, which is not in its __all__")
+    assert checked > 20 and found == []
+
+
+def test_every_public_name_of_a_plugin_resolves():
+    import importlib
+
+    for name in sorted(first_party()):
+        package = importlib.import_module(metadata.entry_points(group="synth", name=name)[0].value.rsplit(".", 1)[0])
+        for public in getattr(package, "__all__", ()):
+            assert getattr(package, public) is not None, f"{package.__name__}.{public}"

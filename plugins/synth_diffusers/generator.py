@@ -136,14 +136,16 @@ class DiffusersGenerator(Generator):
         return None
 
     # -- set-up -----------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, pipeline: Any = None) -> None:
+        """Load the manifest's model; or adopt ``pipeline``, a diffusers pipeline already in
+        memory (one a notebook built, or random weights for a benchmark), cast to the dtype."""
         import torch
 
         self.torch = torch
         self.device, self.dtype = pick_device_dtype(self.config.device, self.config.dtype)
-        model_ref = self._resolve_model_ref(self.context.registry.resolve_model(self.config.model))
+        model_ref = self._resolve_model_ref(self.context.registry.resolve_model(self.config.model)) if pipeline is None else self.config.model
         self.model_ref = model_ref
-        self.pipe = load_pipeline(model_ref, self.config, self.dtype)
+        self.pipe = load_pipeline(model_ref, self.config, self.dtype) if pipeline is None else pipeline.to(dtype=self.dtype)
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
         self._set_scheduler()
