@@ -21,12 +21,13 @@ from pydantic import Field, model_validator
 
 from .errors import UsageError
 from .protocols import PluginConfig, RunContext
+from .refs import SourceRef
 
 
 class AnnotationsConfig(PluginConfig):
     """Where the labelled examples come from: real images with masks, or generated samples."""
 
-    source: dict[str, Any] | None = Field(
+    source: SourceRef | None = Field(
         None, description="A source stage table whose samples carry masks, e.g. {name = \"shapes\", split = \"train\"}"
     )
     count: int = Field(8, ge=1, le=100000, description="How many labelled images to read from the source")

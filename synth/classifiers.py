@@ -8,6 +8,7 @@ import hashlib
 import json
 from typing import Any
 
+from . import refs
 from .errors import UsageError
 from .extractors import resolve_named
 
@@ -22,7 +23,7 @@ def check(plan, table: dict[str, Any], where: str = "classifier") -> list[str]:
     found = _resolve(plan.registry, table, where, problems)
     if found is not None:
         cls, config = found
-        problems += [f"{where}.{p}" for p in cls.check_plan(config, plan)]
+        problems += [f"{where}.{p}" for p in cls.check_plan(config, plan) + refs.check(plan, config)]
     return problems
 
 

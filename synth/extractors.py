@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import refs
 from .errors import UsageError
 
 
@@ -70,7 +71,7 @@ def check(plan, spec, where: str = "extractor") -> list[str]:
     found = _resolve(plan.registry, spec, where, problems)
     if found is not None:
         cls, config = found
-        problems += [f"{where}.{p}" for p in cls.check_plan(config, plan)]
+        problems += [f"{where}.{p}" for p in cls.check_plan(config, plan) + refs.check(plan, config)]
     return problems
 
 

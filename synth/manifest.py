@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import refs
 from .errors import ManifestError, UsageError
 from .plugins import Registry, load_registry
 from .protocols import DatasetStage, PlanContext, PluginConfig, Resources, SourceStage
@@ -264,6 +265,8 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
     gen_raw = data.get("generator")
     if isinstance(gen_raw, dict) and isinstance(gen_raw.get("name"), str):
         generator = _validate_step(registry, "generator", gen_raw, "generator", problems)
+        if generator is not None:
+            refs.validate(registry, generator.config, "generator", problems)
     stage_raw = data.get("stage", [])
     stages_ok = True
     if isinstance(stage_raw, list):
@@ -272,8 +275,7 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
                 step = _validate_step(registry, "stage", raw, f"stage[{i}]", problems)
                 if step:
                     stages.append(step)
-                    for loc, nested in step.cls.nested_sources(step.config).items():
-                        source_step(registry, nested, f"{step.where}.{loc}", problems)
+                    refs.validate(registry, step.config, step.where, problems)
                 else:
                     stages_ok = False
 
@@ -346,13 +348,12 @@ def _check_plan(folder: Path, engine: EngineManifest, registry: Registry, genera
     problems = []
     ctx = dict(manifest_dir=folder, classes=list(engine.dataset.classes), num_samples=engine.dataset.num_samples, registry=registry, generator=generator, stages=stages)
     if generator is not None:
-        problems += [_at("generator", p) for p in generator.cls.check_plan(generator.config, PlanContext(**ctx, position=-1))]
+        plan = PlanContext(**ctx, position=-1)
+        problems += [_at("generator", p) for p in generator.cls.check_plan(generator.config, plan) + refs.check(plan, generator.config)]
     for i, step in enumerate(stages):
-        problems += [_at(step.where, p) for p in step.cls.check_plan(step.config, PlanContext(**ctx, position=i))]
-        for loc, nested in step.cls.nested_sources(step.config).items():  # e.g. a reference set's source
-            inner = source_step(registry, nested, f"{step.where}.{loc}", [])
-            if inner is not None:
-                problems += [_at(f"{step.where}.{loc}", p) for p in inner.cls.check_plan(inner.config, PlanContext(**ctx, position=-2))]
+        plan = PlanContext(**ctx, position=i)
+        # the step's own look, then what its tables refer to (a reference set, an extractor, ...)
+        problems += [_at(step.where, p) for p in step.cls.check_plan(step.config, plan) + refs.check(plan, step.config)]
     if problems:
         return problems
     # The one capability check: what this configured generator offers where its files tell

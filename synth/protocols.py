@@ -359,15 +359,6 @@ class Stage:
         embedded in another stage's table). Called while validating; one message each."""
         return []
 
-    @classmethod
-    def nested_sources(cls, config: PluginConfig) -> dict[str, dict[str, Any]]:
-        """Source-stage tables this stage's config embeds, by location (e.g. "annotations.source").
-
-        The manifest validates each like a top-level stage, so its errors show before anything
-        loads; build it at set-up with ``synth.manifest.source_step``.
-        """
-        return {}
-
     def setup(self) -> None:
         """Load models. Called once per process, before the first batch."""
 
@@ -493,8 +484,8 @@ class FeatureExtractor:
     Registered with ``register_extractors``; a stage names one with a table such as
     ``extractor = { name = "clip", model = "openai/clip-vit-base-patch32" }``, and asks
     ``synth.extractors.features(context, batch, table)``, which computes each sample's features
-    once per run; its ``check_plan`` returns ``synth.extractors.check(plan, table)`` so that
-    ``synth validate`` reports a misnamed extractor or a missing model file. ``embed_text`` is for
+    once per run; a config field of type ``synth.refs.ExtractorRef`` is checked while validating
+    (a misnamed extractor, a missing model file) with no code in the stage. ``embed_text`` is for
     extractors that also embed text (CLIP: clip_score)."""
 
     name: ClassVar[str]

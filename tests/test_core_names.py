@@ -125,6 +125,6 @@ def test_every_public_name_of_a_plugin_resolves():
     import importlib
 
     for name in sorted(first_party()):
-        package = importlib.import_module(metadata.entry_points(group="synth", name=name)[0].value.rsplit(".", 1)[0])
+        package = importlib.import_module(tuple(metadata.entry_points(group="synth", name=name))[0].value.rsplit(".", 1)[0])
         for public in getattr(package, "__all__", ()):
             assert getattr(package, public) is not None, f"{package.__name__}.{public}"

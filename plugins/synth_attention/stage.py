@@ -65,12 +65,6 @@ class AttentionLabels(Stage):
             problems.append(f"method {config.method!r}: the generator {gen.label()!r} has no {what}{hint}")
         return problems
 
-    @classmethod
-    def nested_sources(cls, config: AttentionConfig) -> dict:
-        if config.calibrate is not None and config.calibrate.source is not None:
-            return {"calibrate.source": config.calibrate.source}
-        return {}
-
     def setup(self) -> None:
         cfg, ctx = self.config, self.context
         gen = ctx.generator

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -22,6 +21,7 @@ from synth.devices import DEVICE_PATTERN, torch_device
 from synth.errors import RunError, UsageError
 from synth.paths import model_ref
 from synth.protocols import Classifier, PluginConfig
+from synth.refs import ExtractorRef
 
 FILES = ("classifier.json", "classifier.safetensors")
 
@@ -160,7 +160,7 @@ class TransformersClassifier(Classifier):
 
 
 class ZeroShotConfig(PluginConfig):
-    extractor: str | dict[str, Any] = Field(description='A CLIP extractor table, e.g. {name = "clip", model = "openai/clip-vit-base-patch32"}')
+    extractor: ExtractorRef = Field(description='A CLIP extractor table, e.g. {name = "clip", model = "openai/clip-vit-base-patch32"}')
     prompt: str = Field("a photo of a {}", description="The text per class ({} is the class name)")
     classes: list[str] | None = Field(None, description="Its class names (default: [dataset].classes without background)")
 
@@ -173,7 +173,7 @@ class ZeroShotClassifier(Classifier):
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        problems = extractors.check(plan, config.extractor)
+        problems = []
         if "{}" not in config.prompt:
             problems.append("prompt needs {} where the class name goes")
         return problems

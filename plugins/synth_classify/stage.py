@@ -19,6 +19,7 @@ from synth.batch import Batch
 from synth.devices import DEVICE_PATTERN, accelerator_resources
 from synth.errors import UsageError
 from synth.protocols import PluginConfig, Stage
+from synth.refs import ClassifierRef
 
 from .classifiers import ZeroShotClassifier
 
@@ -31,7 +32,7 @@ class ClassifyConfig(PluginConfig):
     method: Literal["model", "zero_shot"] = Field("model", description="model: an image-classification model (or the classifier table); zero_shot: CLIP against a prompt per class")
     model: str | None = Field(None, description="method = model: hub id or local folder of a transformers image-classification model")
     revision: str | None = None
-    classifier: dict[str, Any] | None = Field(None, description='Any registered classifier, e.g. {name = "torch", path = "models/my-classifier"}')
+    classifier: ClassifierRef | None = Field(None, description='Any registered classifier, e.g. {name = "torch", path = "models/my-classifier"}')
     labels: dict[str, str] = Field(default_factory=dict, description="Classifier class -> dataset class, where the names differ")
     extractor: str | dict[str, Any] | None = Field(None, description='method = zero_shot: a CLIP extractor table, e.g. {name = "clip", model = "openai/clip-vit-base-patch32"}')
     prompt: str = Field("a photo of a {}", description="method = zero_shot: the text per class ({} is the class name)")
@@ -90,11 +91,10 @@ class Classify(Stage):
         wrong = cls._check_classes(config, plan.classes)
         if wrong:  # the classifier's own check needs the class names right
             return wrong
-        table = config.classifier_table(plan.classes)
-        problems = classifiers.check(plan, table)
-        if config.classifier is None:  # the short forms name their own fields
-            problems = [p.removeprefix("classifier.") for p in problems]
-        return problems
+        if config.classifier is not None:
+            return []  # a classifier table: checked as a reference (synth.refs)
+        # the short forms (model, zero_shot) make a classifier table; they name their own fields
+        return [p.removeprefix("classifier.") for p in classifiers.check(plan, config.classifier_table(plan.classes))]
 
     def setup(self) -> None:
         classes = list(self.context.classes)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from synth.protocols import PluginConfig
+from synth.refs import ClassifierRef
 
 SCHEDULERS = {
     "default": None,
@@ -23,7 +24,7 @@ SCHEDULERS = {
 class FeedbackConfig(PluginConfig):
     """Guidance toward what a downstream classifier gets wrong."""
 
-    classifier: dict[str, Any] = Field(description='The downstream classifier, e.g. {name = "torch", path = "models/my-classifier"}; it must give gradients')
+    classifier: ClassifierRef = Field(description='The downstream classifier, e.g. {name = "torch", path = "models/my-classifier"}; it must give gradients')
     weight: float = Field(0.0, ge=0.0, le=10.0, description="How far each guided step moves the clean-image estimate, in pixels of range [-1, 1] (0: off; 0.05 is gentle)")
     objective: Literal["entropy", "loss"] = Field(
         "entropy", description="entropy: toward images the classifier is unsure of; loss: toward misclassifying the sample's own class"

@@ -62,10 +62,6 @@ class DiffusersGenerator(Generator):
     @classmethod
     def check_plan(cls, config: DiffusersConfig, plan) -> list[str]:
         problems = config.check_classes(plan.classes) + cls._local_folder(config, plan)[1]
-        if config.feedback is not None:
-            from synth import classifiers
-
-            problems += classifiers.check(plan, config.feedback.classifier, "feedback.classifier")
         if config.prompts_file is not None and not plan.resolve_path(config.prompts_file).is_file():
             problems.append(f"prompts_file: no such file {plan.resolve_path(config.prompts_file)}")
         return problems

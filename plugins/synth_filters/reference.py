@@ -18,10 +18,11 @@ from synth.errors import UsageError
 from synth.manifest import source_step
 from synth.paths import cache_dir
 from synth.protocols import PluginConfig
+from synth.refs import SourceRef
 
 
 class ReferenceConfig(PluginConfig):
-    source: dict[str, Any] = Field(description="A source stage table of real images, e.g. {name = \"folder\", path = \"real/\"}")
+    source: SourceRef = Field(description="A source stage table of real images, e.g. {name = \"folder\", path = \"real/\"}")
     count: int = Field(1000, ge=4, le=10_000_000, description="How many images to read from it")
 
 

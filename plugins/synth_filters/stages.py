@@ -14,21 +14,18 @@ from synth.batch import Batch
 from synth.errors import UsageError
 from synth.fidelity import fid, kid, knn_radii, nearest, prdc, realism
 from synth.protocols import DatasetStage, PluginConfig, Stage
-
-from .reference import ReferenceConfig, check_size, reference_features
+from synth.refs import ExtractorRef
 from synth.selection import k_center
 
-Extractor = str | dict[str, Any]
+from .reference import ReferenceConfig, check_size, reference_features
+
+Extractor = ExtractorRef
 
 
 class _WithReference(Stage):
     @classmethod
-    def nested_sources(cls, config) -> dict:
-        return {"reference.source": config.reference.source}
-
-    @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        return extractors.check(plan, config.extractor) + check_size(plan, config.reference.source)
+        return check_size(plan, config.reference.source)
 
     def _reference(self) -> np.ndarray:
         gen = self.context.generator
@@ -124,10 +121,6 @@ class ClipScore(Stage):
     def bounds(cls, config):
         return {"score": "clip_score", "min": config.min} if config.min is not None else None
 
-    @classmethod
-    def check_plan(cls, config, plan) -> list[str]:
-        return extractors.check(plan, config.extractor)
-
     def process(self, batch: Batch) -> Batch:
         prompts = [(r.get("condition") or {}).get("prompt") for r in batch.records]
         missing = [k for k, p in zip(batch.keys, prompts) if not p]
@@ -180,16 +173,12 @@ class Dedup(DatasetStage):
         return [config.extractor]
 
     @classmethod
-    def nested_sources(cls, config) -> dict:
-        return {"reference.source": config.reference.source} if config.reference is not None else {}
-
-    @classmethod
     def check_plan(cls, config, plan) -> list[str]:
-        problems = extractors.check(plan, config.extractor)
+        problems: list[str] = []
         if config.reference is not None:
-            return problems + check_size(plan, config.reference.source)
-        if config.threshold is None and not problems:
-            ex = plan.registry.extractor(extractors.as_table(config.extractor)["name"], "extractor.name")
+            return check_size(plan, config.reference.source)
+        ex = plan.registry.extractors.get(str(extractors.as_table(config.extractor).get("name")))  # unknown: said by the reference check
+        if config.threshold is None and ex is not None:
             if ex.duplicate_cosine is None:
                 problems.append(
                     f"threshold: extractor {ex.name!r} has no measured duplicate threshold; give threshold, or reference = {{source = ...}} "
@@ -278,8 +267,7 @@ class Select(DatasetStage):
             recorded = plan.scores_before()
             if recorded is not None and "influence" not in recorded:
                 return ["method = \"influence\" keeps the highest scores.influence; put the influence stage (plugin optimise) before select"]
-            return []
-        return extractors.check(plan, config.extractor) if config.method == "k_center" else []
+        return []
 
     def select(self, table):
         n = len(table)

@@ -28,6 +28,7 @@ from synth.expand import (
 )
 from synth.manifest import source_step
 from synth.protocols import PluginConfig, Stage
+from synth.refs import SourceRef
 
 
 class DirectionConfig(PluginConfig):
@@ -35,8 +36,8 @@ class DirectionConfig(PluginConfig):
 
     file: str | None = Field(None, description="A .npy direction of the latent's shape (relative to the manifest)")
     saved: str | None = Field(None, description="A direction saved earlier with save_as or by synth discover (in the cache: directions/NAME.npy)")
-    before: dict[str, Any] | None = Field(None, description="Source stage table of 'before' example images (inverted)")
-    after: dict[str, Any] | None = Field(None, description="Source stage table of 'after' example images, paired or not")
+    before: SourceRef | None = Field(None, description="Source stage table of 'before' example images (inverted)")
+    after: SourceRef | None = Field(None, description="Source stage table of 'after' example images, paired or not")
     examples: int = Field(16, ge=1, le=10000, description="How many before / after images to read")
     pca: int | None = Field(None, ge=0, le=64, description="Use principal component PCA of `pca_samples` generated latents")
     pca_samples: int = Field(512, ge=8, le=100000)
@@ -83,14 +84,6 @@ class Direction(Stage):
     scores = frozenset()
     latents = "needs"
     seg = "drops"
-
-    @classmethod
-    def nested_sources(cls, config):
-        out = {}
-        if config.before is not None:
-            out["before"] = config.before
-            out["after"] = config.after
-        return out
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:

@@ -20,6 +20,7 @@ from synth.batch import Batch
 from synth.errors import UsageError
 from synth.manifest import stage_step
 from synth.protocols import PluginConfig
+from synth.refs import StageRef
 from synth.seeding import sample_rng, sample_seed
 
 from .common import mix
@@ -31,7 +32,7 @@ class AutoConfig(PluginConfig):
 
     added_later = frozenset({"on_miss"})
 
-    labeller: dict[str, Any] = Field(description="A stage table that labels images, e.g. {name = \"shapes_classify\"}")
+    labeller: StageRef = Field(description="A stage table that labels images, e.g. {name = \"shapes_classify\"}")
     label_from: Literal["class", "seg_majority"] = Field("class", description="The label: the class the labeller sets, or the majority non-background class of its seg")
     target: float = Field(0.95, gt=0, lt=1, description="Share of views whose label must agree with the parent's")
     samples: int = Field(24, ge=2, le=1000, description="Calibration parents (generated, their own seeds)")

@@ -57,15 +57,6 @@ class Views(Stage):
     latents = "needs"
     seg = "drops"
 
-    @classmethod
-    def check_plan(cls, config, plan) -> list[str]:
-        from synth.manifest import stage_step
-
-        problems: list[str] = []
-        if config.auto is not None:
-            stage_step(plan.registry, config.auto.labeller, "auto.labeller", problems)
-        return problems
-
     def setup(self) -> None:
         self.radii: dict[Any, float] = {}
         self.calibration: dict | None = None

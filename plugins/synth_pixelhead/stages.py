@@ -55,12 +55,6 @@ class PixelHead(Stage):
             return [f"region_vote.background: {vote.background!r} is not one of [dataset].classes {classes}"]
         return []
 
-    @classmethod
-    def nested_sources(cls, config: PixelHeadConfig) -> dict:
-        if config.annotations is not None and config.annotations.source is not None:
-            return {"annotations.source": config.annotations.source}
-        return {}
-
     def setup(self) -> None:
         cfg, ctx = self.config, self.context
         gen = ctx.generator
