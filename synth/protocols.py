@@ -151,6 +151,10 @@ class Generator:
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
     capabilities: ClassVar[frozenset[str]] = frozenset({"sample", "decode"})
+    # The generator's own option models for invert and features (typed, validated by the
+    # generator); a stage may build one or pass a dict of the same fields.
+    InvertOptions: ClassVar[type[PluginConfig]] = PluginConfig
+    FeatureOptions: ClassVar[type[PluginConfig]] = PluginConfig
     # Where the generator's tensors live once set up (a torch device, or "cpu"): stages that
     # train or label on its features work there too.
     device: Any = "cpu"
@@ -223,9 +227,10 @@ class Generator:
         a reason makes the run drop that sample with it."""
         raise NotImplementedError
 
-    def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:
+    def invert(self, images: np.ndarray, conditions: list[dict], options: Any = None) -> np.ndarray:
         """Initial latents that decode back to about these images (capability "invert");
-        ``options`` are the generator's own (e.g. method, steps)."""
+        ``options``: an instance of the generator's ``InvertOptions`` or a dict the generator
+        validates into one (a wrong option is a one-line error naming it)."""
         raise NotImplementedError(f"generator {self.name!r} cannot invert images")
 
     def features(
@@ -240,8 +245,9 @@ class Generator:
         fresh noise at every step can be replayed with the same noise."""
         raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
 
-    def feature_spec(self, options: dict[str, Any]) -> Any:
-        """Turn a stage's feature options (e.g. blocks, timesteps) into a spec; errors name the option."""
+    def feature_spec(self, options: Any) -> Any:
+        """Turn a stage's feature options (the generator's ``FeatureOptions``, or a dict it
+        validates into one: blocks, timesteps, ...) into a spec; errors name the option."""
         raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
 
     def named_classes(self, conditions: list[dict]) -> np.ndarray:

@@ -225,3 +225,24 @@ def test_stable_diffusion_calls_carry_the_batch_and_a_sample_does_not_depend_on_
         outs[n] = {s["__key__"]: s["png"] for t in sorted((tmp_path / f"out{n}").glob("*.tar")) for s in iter_samples(t)}
     assert rows and set(rows) == {8}, rows
     assert len(outs[12]) == 12 and all(outs[12][k] == outs[16][k] for k in outs[12])
+
+
+def test_invert_and_feature_options_are_the_generators_typed_models(tmp_path, models):
+    """A stage's invert or feature options are validated by the generator into its own models:
+    a wrong one is a one-line error naming it, and a typed instance passes as it is."""
+    from synth.errors import UsageError
+    from synth_diffusers.generator import DiffusersGenerator
+
+    pipe = Pipeline(load_manifest(_manifest(tmp_path, models["ddpm"], extra_gen='scheduler = "ddim"')))
+    pipe.setup()
+    gen = pipe.generator
+    images = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(UsageError, match=r"^invert\.method: Input should be 'fixed_point' or 'ddim'"):
+        gen.invert(images, [{}, {}], {"method": "dddim"})
+    with pytest.raises(UsageError, match=r"^invert\.iteration: unknown field"):
+        gen.invert(images, [{}, {}], {"iteration": 3})
+    typed = gen.invert(images, [{}, {}], DiffusersGenerator.InvertOptions(method="fixed_point", iterations=1))
+    assert np.array_equal(typed, gen.invert(images, [{}, {}], {"method": "fixed_point", "iterations": 1}))
+    with pytest.raises(UsageError, match=r"^features\.timesteps\[0\]: Input should be a valid integer"):
+        gen.feature_spec({"timesteps": ["late"]})
+    assert gen.feature_spec(DiffusersGenerator.FeatureOptions(blocks=["mid"], timesteps=[10])).blocks == ("mid",)

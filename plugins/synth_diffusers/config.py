@@ -130,3 +130,23 @@ class DiffusersConfig(PluginConfig):
             if missing:
                 problems.append(f"templates: no template for class {missing[0]!r}; give it its own or a '*' entry")
         return problems
+
+
+class InvertOptions(PluginConfig):
+    """What a stage may ask of the generator's ``invert`` (the invert and direction operators,
+    discover): validated here, so a wrong option is named, whoever passes it."""
+
+    method: Literal["fixed_point", "ddim"] = "ddim"
+    steps: int | None = Field(None, ge=1, le=1000, description="Inversion steps (default: the generator's sampling steps)")
+    iterations: int = Field(2, ge=1, le=10, description="fixed_point: extra UNet calls per step")
+
+
+class FeatureOptions(PluginConfig):
+    """What a stage may ask of the generator's per-pixel features (pixelhead, the generator
+    extractor): which blocks, at which timesteps, read how."""
+
+    blocks: list[str] | None = Field(None, description="UNet blocks (default: mid and every up block)")
+    timesteps: list[int] | None = Field(None, description="Training-schedule timesteps (default: 50, 150, 250)")
+    noise_seed: int | None = None
+    source: Literal["noised", "inverted", "trajectory"] | None = None
+    inversion_steps: int | None = Field(None, ge=1, le=1000)

@@ -12,7 +12,7 @@ from synth.errors import UsageError
 from synth.protocols import Generator
 from synth.seeding import sample_seed
 
-from .config import SCHEDULERS, DiffusersConfig
+from .config import SCHEDULERS, DiffusersConfig, FeatureOptions, InvertOptions
 from .loading import load_pipeline, local_problems, model_license, pick_device_dtype, resolve_model_ref, train_timesteps, unet_blocks
 from .families import Family, PixelFamily, family_of
 from .tags import read_vocabulary
@@ -28,6 +28,8 @@ class DiffusersGenerator(Generator):
     name = "diffusers"
     Config = DiffusersConfig
     capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "contrast", "hspace"})
+    InvertOptions = InvertOptions
+    FeatureOptions = FeatureOptions
 
     def __init__(self, config, context):
         super().__init__(config, context)
@@ -100,17 +102,21 @@ class DiffusersGenerator(Generator):
         return {"capabilities": frozenset(caps), "latent_shape": (unet["in_channels"], h, w), "image_shape": (h, w, 3)}
 
     @classmethod
-    def check_feature_options(cls, config: DiffusersConfig, options: dict[str, Any], plan) -> list[str]:
+    def check_feature_options(cls, config: DiffusersConfig, options: dict[str, Any] | FeatureOptions, plan) -> list[str]:
+        try:
+            opts = typed_options(FeatureOptions, options, "features")
+        except UsageError as e:
+            return [str(e).removeprefix("features.")]
         folder, problems = cls._local_folder(config, plan)
         if folder is None or problems:
             return []  # reported by check_plan; a hub model is checked when it loads
         problems = []
         blocks = unet_blocks(folder)
-        for b in options.get("blocks") or []:
+        for b in opts.blocks or []:
             if blocks is not None and b not in blocks:
                 problems.append(f"blocks: unknown block {b!r} ({config.model} has {', '.join(blocks)})")
         top = train_timesteps(folder)
-        for t in options.get("timesteps") or []:
+        for t in opts.timesteps or []:
             if top is not None and not 0 <= t < top:
                 problems.append(f"timesteps: {t} is outside 0..{top - 1} ({config.model} is trained on {top} timesteps)")
         return problems
@@ -321,17 +327,18 @@ class DiffusersGenerator(Generator):
         return np.concatenate(grads), float(np.mean(units))
 
     # -- per-pixel features (DatasetGAN / ddpm-segmentation) --------------------------------------
-    def feature_spec(self, options: dict[str, Any]):
+    def feature_spec(self, options: dict[str, Any] | FeatureOptions):
         from .features import FeatureSpec, available_blocks, check_spec
 
+        opts = typed_options(FeatureOptions, options, "features")
         unet = self.pipe.unet
-        blocks = options.get("blocks") or [b for b in available_blocks(unet) if b == "mid" or b.startswith("up")]
+        blocks = opts.blocks or [b for b in available_blocks(unet) if b == "mid" or b.startswith("up")]
         spec = FeatureSpec(
             blocks=tuple(blocks),
-            timesteps=tuple(options.get("timesteps") or (50, 150, 250)),
-            noise_seed=int(options.get("noise_seed") or sample_seed(self.context.seed, 0, "feature-noise")),
-            source=options.get("source") or "noised",
-            inversion_steps=int(options.get("inversion_steps") or 20),
+            timesteps=tuple(opts.timesteps or (50, 150, 250)),
+            noise_seed=int(opts.noise_seed or sample_seed(self.context.seed, 0, "feature-noise")),
+            source=opts.source or "noised",
+            inversion_steps=int(opts.inversion_steps or 20),
         )
         problems = check_spec(unet, self._train_schedule().config.num_train_timesteps, spec)
         if problems:
@@ -491,7 +498,7 @@ class DiffusersGenerator(Generator):
             raise UsageError(f"scheduler {self.config.scheduler!r} adds fresh noise at every step; replaying a sample's path needs its decode index and seed")
         return np.array([(int(d["index"]), int(d["seed"])) for d in decode], dtype=object).reshape(-1, 2)
 
-    def invert(self, images: np.ndarray, conditions: list[dict], options: dict | None = None) -> np.ndarray:
+    def invert(self, images: np.ndarray, conditions: list[dict], options: dict | InvertOptions | None = None) -> np.ndarray:
         """Initial latents that the deterministic sampler (ddim, eta 0) decodes back to about
         these images, along the sampler's own timesteps (see inversion.py). ``options``:
         method ("ddim" | "fixed_point"), steps (default: the generator's), iterations."""
@@ -500,21 +507,22 @@ class DiffusersGenerator(Generator):
                 f"invert: scheduler {self.config.scheduler!r} adds fresh noise at every step, so no latent decodes back to the image; "
                 "use a deterministic one (ddim with eta 0, euler, dpm++, pndm, unipc)"
             )
-        return self._grouped(lambda im, conds: self._invert_group(im, conds, options or {}), [images], list(conditions))
+        opts = typed_options(InvertOptions, options, "invert")
+        return self._grouped(lambda im, conds: self._invert_group(im, conds, opts), [images], list(conditions))
 
-    def _invert_group(self, images: np.ndarray, conditions: list[dict], options: dict) -> np.ndarray:
+    def _invert_group(self, images: np.ndarray, conditions: list[dict], options: InvertOptions) -> np.ndarray:
         from .inversion import invert
 
         torch = self.torch
         with torch.inference_mode():
             x0, kwargs = self._model_space(images, conditions)
             sched = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
-            sched.set_timesteps(int(options.get("steps") or self.config.steps))
+            sched.set_timesteps(int(options.steps or self.config.steps))
             grid = sorted({int(t) for t in sched.timesteps.tolist()})
             final = getattr(sched, "final_alpha_cumprod", None)
             x = invert(
                 self.pipe.unet, self._train_schedule().alphas_cumprod, x0, grid, self._prediction_type(),
-                method=options.get("method", "ddim"), iterations=int(options.get("iterations", 2)), unet_kwargs=kwargs,
+                method=options.method, iterations=options.iterations, unet_kwargs=kwargs,
                 a_start=float(final) if final is not None else 1.0, dtype=self.dtype,
             )
             return x.float().cpu().numpy()
@@ -554,6 +562,21 @@ class DiffusersGenerator(Generator):
         for f in sorted(local.glob("unet/*.safetensors")) + sorted(local.glob("unet/*.bin")):
             ident[f"sha256:{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
         return json.dumps(ident, sort_keys=True, default=str)
+
+
+def typed_options(model, options, where: str):
+    """A stage's options for invert or features as the generator's own model (a dict is
+    validated; a wrong option is one line naming it, e.g. "invert.method: ...")."""
+    from pydantic import ValidationError
+
+    from synth.manifest import format_errors
+
+    if isinstance(options, model):
+        return options
+    try:
+        return model.model_validate(dict(options or {}))
+    except ValidationError as e:
+        raise UsageError("; ".join(format_errors(e, where))) from None
 
 
 def call_size(batch_size: int, most: int = 16) -> int:
