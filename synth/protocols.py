@@ -250,6 +250,12 @@ class Generator:
         validates into one: blocks, timesteps, ...) into a spec; errors name the option."""
         raise NotImplementedError(f"generator {self.name!r} exposes no per-pixel features")
 
+    def feature_shapes(self, spec: Any) -> list[tuple[int, int, int]] | None:
+        """One image's pyramid as (C, h, w) per map, in the order ``features`` returns them,
+        without running the model (what a stage needs to say its memory before it starts);
+        None when unknown."""
+        return None
+
     def named_classes(self, conditions: list[dict]) -> np.ndarray:
         """(B, C) bool: which of [dataset].classes each condition names (its tags, its prompt's
         class words, its class), without running the model: what a labeller from the

@@ -100,6 +100,52 @@ def build_stable_diffusion(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def build_sdxl(path: Path, seed: int = 0, upcast_vae: bool = True) -> Path:
+    """A tiny random Stable Diffusion XL: two text encoders (the second with a projection, whose
+    pooled output and the size / crop time ids are the UNet's added conditions)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    tok = _write_tokenizer(path.parent / f"{path.name}-tokenizer-src")
+    text = dict(vocab_size=len(tok), intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    text_1 = CLIPTextModel(CLIPTextConfig(hidden_size=8, **text))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=16, projection_dim=16, **text))
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=24,
+        attention_head_dim=2,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=6 * 4 + 16,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+        scaling_factor=0.13025,
+        force_upcast=upcast_vae,
+    )
+    sched = EulerDiscreteScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_1, text_encoder_2=text_2, tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=sched)
+    pipe.save_pretrained(path)
+    return path
+
+
 def build_clip(path: Path, seed: int = 0) -> Path:
     """A tiny random CLIP (32 px images, 8 px patches) with the letter tokenizer, saved locally."""
     import torch

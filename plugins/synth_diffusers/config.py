@@ -32,8 +32,21 @@ class FeedbackConfig(PluginConfig):
     until: float = Field(1.0, gt=0.0, le=1.0, description="Guide the first this share of the sampler's steps (the rest refine the image)")
 
 
+class LoraWeights(PluginConfig):
+    path: str = Field(description="A local LoRA .safetensors file (relative to the manifest)")
+    scale: float = Field(1.0, ge=-4.0, le=4.0, description="How strongly the LoRA applies")
+
+
+class TextualInversion(PluginConfig):
+    path: str = Field(description="A local textual-inversion .safetensors / .bin file (relative to the manifest)")
+    token: str | None = Field(None, description="The token the prompts use for it (default: the file's own)")
+
+
 class DiffusersConfig(PluginConfig):
-    added_later = frozenset({"tags", "safety_checker", "feedback"})
+    added_later = frozenset(
+        {"tags", "safety_checker", "feedback", "prompt_2", "negative_prompt_2", "guidance_rescale", "karras_sigmas", "timestep_spacing",
+         "zero_snr", "offload", "vae_slicing", "vae_tiling", "attention_slicing", "compile", "variant", "lora", "textual_inversion"}
+    )
 
     model: str = Field(description="Local pipeline folder, hub id (org/name) or builtin:NAME")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit)")
@@ -52,6 +65,8 @@ class DiffusersConfig(PluginConfig):
         "{ cat = ['a tabby on a sofa'], '*' = ['a photo of a {cls}'] } ('*': every class not named)",
     )
     negative_prompt: str | dict[str, str] | None = Field(None, description="What to steer away from; or per class, with '*' for the others")
+    prompt_2: str | None = Field(None, description="SDXL's second text encoder: this text for every sample (a style, say); default: the sample's prompt")
+    negative_prompt_2: str | None = Field(None, description="SDXL's second text encoder's negative prompt; default: negative_prompt")
     # Tag-conditioned pixel models (`synth fit` with [fit] tags = true)
     tags: list[list[str]] | None = Field(
         None,
@@ -64,6 +79,28 @@ class DiffusersConfig(PluginConfig):
         "(blacked out by the checker, condition.nsfw_flagged = true); or off (not run)",
     )
     guidance_scale: float = Field(7.5, ge=0.0, le=50.0)
+    guidance_rescale: float = Field(
+        0.0, ge=0.0, le=1.0, description="Rescale the guided prediction toward the conditional one's spread (Lin et al.; 0.7 with zero_snr): fixes over-exposure at high guidance"
+    )
+    # the sampler's schedule
+    karras_sigmas: bool = Field(False, description="Karras noise levels (euler, dpm++): more steps at low noise")
+    timestep_spacing: Literal["default", "leading", "trailing", "linspace"] = Field(
+        "default", description="How the sampler's steps are spread over the training schedule; 'trailing' starts at the noisiest step (needed with zero_snr)"
+    )
+    zero_snr: bool = Field(False, description="Rescale betas to zero terminal SNR (for v-prediction models trained so, e.g. SD 2.1 fine-tunes); sets trailing spacing")
+    # memory and speed (CUDA)
+    offload: Literal["model", "sequential"] | None = Field(
+        None, description="Keep weights on the CPU and move them to the GPU when used: 'model' per component (a little slower), 'sequential' per layer (least memory, slow)"
+    )
+    vae_slicing: bool = Field(False, description="Decode a batch's images one at a time (less peak memory, same pixels)")
+    vae_tiling: bool = Field(False, description="Encode and decode in overlapping tiles (large images in little memory; pixels differ slightly at tile seams)")
+    attention_slicing: bool = Field(False, description="Compute attention in slices (less memory, slower; same results up to rounding)")
+    compile: bool = Field(False, description="torch.compile the UNet (faster after a first slow call; needs torch >= 2 with a compiler)")
+    variant: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="Weight variant to load, e.g. 'fp16' (files named *.fp16.safetensors)")
+    lora: list[LoraWeights] = Field(default_factory=list, description='LoRA weights from local files: [{path = "loras/style.safetensors", scale = 0.8}]')
+    textual_inversion: list[TextualInversion] = Field(
+        default_factory=list, description='Learned token embeddings from local files: [{path = "embeds/my-cat.safetensors", token = "<my-cat>"}]'
+    )
     feedback: FeedbackConfig | None = Field(
         None, description="Guide sampling toward what a downstream classifier gets wrong (pixel models): {classifier = {...}, weight = 0.05}"
     )
@@ -103,6 +140,24 @@ class DiffusersConfig(PluginConfig):
                 if not ts:
                     raise ValueError(f"templates.{name} is empty")
         return self
+
+    @model_validator(mode="after")
+    def _schedule(self):
+        if self.zero_snr and self.timestep_spacing not in ("default", "trailing"):
+            raise ValueError(f"zero_snr needs timestep_spacing 'trailing' (got {self.timestep_spacing!r}): the noisiest step must be sampled")
+        return self
+
+    def scheduler_options(self) -> dict:
+        """What the manifest changes in the sampler's config."""
+        out: dict = {}
+        if self.karras_sigmas:
+            out["use_karras_sigmas"] = True
+        if self.zero_snr:
+            out["rescale_betas_zero_snr"] = True
+            out["timestep_spacing"] = "trailing"
+        if self.timestep_spacing != "default":
+            out["timestep_spacing"] = self.timestep_spacing
+        return out
 
     def templates_for(self, name: str) -> list[str] | None:
         """The templates of class ``name`` (per-class templates fall back on '*')."""

@@ -237,6 +237,9 @@ class TextFamily(Family):
             gen.pipe.safety_checker = None
         if not (gen._prompts or gen.config.templates):
             raise UsageError(f"generator: {gen.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
+        for field in ("prompt_2", "negative_prompt_2"):
+            if getattr(gen.config, field) is not None and not self.xl():
+                raise UsageError(f"generator.{field}: {gen.config.model} has one text encoder; {field} is for Stable Diffusion XL's second")
 
     def latent_shape(self):
         gen = self.gen
@@ -259,6 +262,12 @@ class TextFamily(Family):
         scale = self.image_scale()
         if cfg.negative_prompt:
             kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
+        if cfg.prompt_2 is not None:
+            kwargs["prompt_2"] = [c.get("prompt_2") or c["prompt"] for c in conditions]
+        if cfg.negative_prompt_2 is not None:
+            kwargs["negative_prompt_2"] = [cfg.negative_prompt_2] * len(conditions)
+        if cfg.guidance_rescale:
+            kwargs["guidance_rescale"] = cfg.guidance_rescale
         if "eta" in call_params(gen.pipe):
             kwargs["eta"] = cfg.eta
         return gen.pipe(
@@ -291,12 +300,46 @@ class TextFamily(Family):
 
         self.call(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens)
 
+    def xl(self) -> bool:
+        """Stable Diffusion XL: two text encoders, and added conditions (the second encoder's
+        pooled output and the size / crop ids) that every UNet call takes."""
+        return getattr(self.gen.pipe, "text_encoder_2", None) is not None
+
     def model_space(self, x, conditions):
+        return self.encode_images(x), self.unet_kwargs(conditions)
+
+    def encode_images(self, x):
+        """VAE latents of images x in [-1, 1]: in float32 where the VAE's config says fp16
+        overflows (SDXL's force_upcast: its fp16 encode gives NaNs), as the pipelines decode."""
         gen = self.gen
-        vae = gen.pipe.vae
-        x0 = vae.encode(x.to(gen.dtype)).latent_dist.mean * vae.config.scaling_factor
-        embeds, _ = gen.pipe.encode_prompt([c.get("prompt", "") for c in conditions], gen.device, 1, False)
-        return x0, {"encoder_hidden_states": embeds}
+        torch, vae = gen.torch, gen.pipe.vae
+        upcast = gen.dtype == torch.float16 and vae.config.get("force_upcast", False)
+        if upcast:
+            vae.to(dtype=torch.float32)
+        try:
+            z = vae.encode(x.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+        finally:
+            if upcast:
+                vae.to(dtype=torch.float16)
+        return z.to(gen.dtype)
+
+    def unet_kwargs(self, conditions: list[dict]) -> dict:
+        """The UNet's conditioning for these samples' prompts, without guidance: the text
+        encoder's states; for SDXL both encoders' (and prompt_2) and the added conditions."""
+        gen = self.gen
+        pipe, prompts = gen.pipe, [c.get("prompt", "") for c in conditions]
+        if not self.xl():
+            embeds, _ = pipe.encode_prompt(prompt=prompts, device=gen.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+            return {"encoder_hidden_states": embeds}
+        second = [c.get("prompt_2") or c.get("prompt", "") for c in conditions]
+        embeds, _, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=second, device=gen.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        _, h, w = self.latent_shape()
+        size = (h * self.image_scale(), w * self.image_scale())
+        ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=embeds.dtype, text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+        return {
+            "encoder_hidden_states": embeds,
+            "added_cond_kwargs": {"text_embeds": pooled.to(embeds.dtype), "time_ids": ids.to(gen.device).repeat(len(prompts), 1)},
+        }
 
 
 def family_of(gen) -> Family:

@@ -42,6 +42,28 @@ def available_blocks(unet) -> list[str]:
     return [f"down{i}" for i in range(len(unet.down_blocks))] + ["mid"] + [f"up{i}" for i in range(len(unet.up_blocks))]
 
 
+def pyramid_shapes(unet, latent_hw: tuple[int, int], spec) -> list[tuple[int, int, int]]:
+    """One image's feature maps as (C, h, w), in the order extract returns them (timesteps,
+    then blocks), from the UNet's config alone: a down block halves (rounding up) after all but
+    the last; an up block doubles after all but the last."""
+    ch = list(unet.config.block_out_channels)
+    n, (h, w) = len(ch), latent_hw
+
+    def at(k: int) -> tuple[int, int]:
+        return (-(-h // 2**k), -(-w // 2**k))
+
+    def shape(block: str) -> tuple[int, int, int]:
+        if block == "mid":
+            return (ch[-1], *at(n - 1))
+        if block.startswith("down"):
+            i = int(block[4:])
+            return (ch[i], *at(min(i + 1, n - 1)))
+        i = int(block[2:])
+        return (ch[::-1][i], *at(max(n - 2 - i, 0)))
+
+    return [shape(b) for _ in spec.timesteps for b in spec.blocks]
+
+
 def _module(unet, block: str):
     if block == "mid":
         return unet.mid_block

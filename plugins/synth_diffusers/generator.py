@@ -14,6 +14,7 @@ from synth.seeding import sample_seed
 
 from .config import SCHEDULERS, DiffusersConfig, FeatureOptions, InvertOptions
 from .loading import load_pipeline, local_problems, model_license, pick_device_dtype, resolve_model_ref, train_timesteps, unet_blocks
+from . import levers
 from .families import Family, PixelFamily, family_of
 from .tags import read_vocabulary
 
@@ -63,7 +64,20 @@ class DiffusersGenerator(Generator):
 
     @classmethod
     def check_plan(cls, config: DiffusersConfig, plan) -> list[str]:
-        problems = config.check_classes(plan.classes) + cls._local_folder(config, plan)[1]
+        from .levers import check as check_levers
+
+        folder, found = cls._local_folder(config, plan)
+        problems = config.check_classes(plan.classes) + found + check_levers(config, None if found else folder, plan.resolve_path)
+        if folder is not None and not found and (config.prompt_2 or config.negative_prompt_2):
+            import json
+
+            try:
+                index = json.loads((folder / "model_index.json").read_text())
+            except (OSError, ValueError):
+                index = {}
+            if "text_encoder" in index and not (index.get("text_encoder_2") or [None])[0]:
+                field = "prompt_2" if config.prompt_2 else "negative_prompt_2"
+                problems.append(f"{field}: {config.model} has one text encoder; {field} is for Stable Diffusion XL's second")
         if config.prompts_file is not None and not plan.resolve_path(config.prompts_file).is_file():
             problems.append(f"prompts_file: no such file {plan.resolve_path(config.prompts_file)}")
         return problems
@@ -148,12 +162,13 @@ class DiffusersGenerator(Generator):
         model_ref = self._resolve_model_ref(self.context.registry.resolve_model(self.config.model)) if pipeline is None else self.config.model
         self.model_ref = model_ref
         self.pipe = load_pipeline(model_ref, self.config, self.dtype) if pipeline is None else pipeline.to(dtype=self.dtype)
-        self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
+        levers.place(self)
         self._set_scheduler()
         self.family = family_of(self)
         self.kind = self.family.kind
         self.family.setup(model_ref)
+        levers.load_adapters(self)
         self.feedback = None
         if self.config.feedback is not None and self.config.feedback.weight > 0:
             if self.kind != "unet2d":
@@ -166,11 +181,20 @@ class DiffusersGenerator(Generator):
         return resolve_model_ref(ref, self.context.resolve_path)[0]
 
     def _set_scheduler(self) -> None:
+        import inspect
+
         import diffusers
 
         cls_name = SCHEDULERS[self.config.scheduler]
-        if cls_name is not None:
-            self.pipe.scheduler = getattr(diffusers, cls_name).from_config(self.pipe.scheduler.config)
+        cls = type(self.pipe.scheduler) if cls_name is None else getattr(diffusers, cls_name)
+        options = self.config.scheduler_options()
+        takes = set(inspect.signature(cls.__init__).parameters)
+        for key in options:
+            if key not in takes:
+                field = {"use_karras_sigmas": "karras_sigmas", "rescale_betas_zero_snr": "zero_snr"}.get(key, key)
+                raise UsageError(f"generator.{field}: scheduler {self.config.scheduler!r} ({cls.__name__}) has no such option; use one that does (euler, dpm++)")
+        if cls_name is not None or options:
+            self.pipe.scheduler = cls.from_config(self.pipe.scheduler.config, **options)
 
     def describe(self) -> dict[str, Any]:
         import diffusers
@@ -190,6 +214,11 @@ class DiffusersGenerator(Generator):
             out["runtime"] = runtime(self.torch, self.device)
         if self.family is not None and self.family.guided():
             out["guidance_scale"] = self.guidance()
+        cfg = self.config
+        if cfg.guidance_rescale:
+            out["guidance_rescale"] = cfg.guidance_rescale
+        out.update(cfg.scheduler_options())
+        out.update(levers.fingerprint(cfg, self.context.resolve_path))
         return out
 
     def guidance(self) -> float:
@@ -222,6 +251,8 @@ class DiffusersGenerator(Generator):
         negative = cfg.negative_for(classes[cond["class"]] if cond.get("class") is not None else None)
         if "prompt" in cond and negative:
             cond["negative_prompt"] = negative
+        if "prompt" in cond and cfg.prompt_2 is not None:
+            cond["prompt_2"] = cfg.prompt_2
         return cond
 
     # -- sampling -----------------------------------------------------------------------------
@@ -344,6 +375,11 @@ class DiffusersGenerator(Generator):
         if problems:
             raise UsageError(f"features of {self.config.model}: " + "; ".join(problems))
         return spec
+
+    def feature_shapes(self, spec) -> list[tuple[int, int, int]]:
+        from .features import pyramid_shapes
+
+        return pyramid_shapes(self.pipe.unet, self.latent_shape()[1:], spec)
 
     def _step_kwargs(self, sched, gens) -> dict:
         """What sched.step takes of (generator, eta): pndm and unipc take neither (and need none)."""

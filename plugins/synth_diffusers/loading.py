@@ -85,6 +85,8 @@ def load_pipeline(model_ref: str, config, dtype):
     kwargs = {"dtype": dtype, "trust_remote_code": False}
     if config.revision:
         kwargs["revision"] = config.revision
+    if config.variant:
+        kwargs["variant"] = config.variant
     if config.use_safetensors is not None:
         kwargs["use_safetensors"] = config.use_safetensors
     try:

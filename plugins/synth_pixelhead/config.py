@@ -40,6 +40,9 @@ class PixelHeadConfig(PluginConfig):
         512, ge=0, description="Generated samples scored after training to calibrate drop_uncertain (its drop share is within about 2/sqrt(n) of the fraction asked)"
     )
     feature_batch: int = Field(16, ge=1, description="Images per UNet pass when extracting features")
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="Refuse to start when labelling a feature_batch would take more than this (the estimate is printed at the start of every run)"
+    )
     region_vote: RegionVoteConfig | None = Field(
         None, description="Give each colour region of non-background pixels the class most of its pixels got (e.g. {} or {tolerance = 25})"
     )

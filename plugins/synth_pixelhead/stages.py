@@ -20,6 +20,8 @@ from .config import DropUncertainConfig, PixelHeadConfig
 from .coverage import class_coverage, thin_classes
 from .extraction import feature_groups
 from .head import Ensemble, image_uncertainty
+from .memory import check as memory_check
+from .memory import labelling_bytes
 from .training import cache_root, calibrate, head_key, load_head, save_head, train_head
 
 SCORE = "label_uncertainty"
@@ -65,10 +67,12 @@ class PixelHead(Stage):
             self._check_loaded(folder)
             # a saved head was trained with its own blocks, timesteps and shared noise: use exactly those
             self.spec = gen.feature_spec(self.info["spec"])
+            self._say_memory(self.info["hidden"])
             self.head_id = self.info.get("key", "")[:16]
         else:
             options = {"blocks": cfg.blocks, "timesteps": cfg.timesteps, "source": cfg.features_from, "inversion_steps": cfg.inversion_steps}
             self.spec = gen.feature_spec(options)
+            self._say_memory(cfg.hidden)  # before training: a refusal costs nothing
             examples = load_examples(cfg.annotations, ctx, where)
             key = head_key(examples, gen.fingerprint(), self.spec, cfg, ctx.classes, ctx.seed)
             folder = cache_root(cfg, ctx) / "pixelheads" / key[:32]
@@ -95,6 +99,19 @@ class PixelHead(Stage):
         calibration = self.info.get("calibration", {}).get(SCORE, [])
         ctx.extra.setdefault("score_calibration", {})[SCORE] = calibration
         self.top_fraction = self.info.get("top_fraction", self.config.top_fraction)
+
+    def _say_memory(self, hidden: list[int]) -> None:
+        """The labelling memory, from the generator's feature shapes; refused over max_memory_gb."""
+        gen, cfg = self.context.generator, self.config
+        shapes = gen.feature_shapes(self.spec)
+        if shapes is None:
+            return
+        h, w, _ = gen.image_shape()
+        dtype_bytes = gen.torch.finfo(gen.dtype).bits // 8 if hasattr(gen, "torch") else 4
+        per = labelling_bytes(shapes, dtype_bytes, (h, w), list(hidden), len(self.context.classes))
+        line = memory_check(per, cfg.feature_batch, cfg.max_memory_gb, (h, w))
+        if not self.context.quiet:
+            print(f"synth: pixelhead: {line}", file=sys.stderr)
 
     def share(self) -> dict:
         """The trained (or loaded) head itself, so other processes label with exactly this head
