@@ -233,6 +233,13 @@ class Generator:
         validates into one (a wrong option is a one-line error naming it)."""
         raise NotImplementedError(f"generator {self.name!r} cannot invert images")
 
+    def inversion_condition(self, condition: dict[str, Any], index: int, guided: str = "negative_prompt") -> dict[str, Any]:
+        """The condition an image is inverted under and its latent decoded with afterwards: the
+        generator's own condition for ``index`` where the image brings none it can use, and for a
+        guided model, with ``guided = "negative_prompt"``, the prompt as its own negative
+        (negative-prompt inversion) so that guidance does not pull the decode off the inverted path."""
+        return dict(condition)
+
     def features(
         self, images: np.ndarray, conditions: list[dict], spec: Any, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None
     ) -> list[Any]:
@@ -296,6 +303,11 @@ class Generator:
 
     def hspace_shape(self, spec: Any) -> tuple[int, ...]:
         """The shape of one sample's shift in that space."""
+        raise NotImplementedError(f"generator {self.name!r} has no h-space")
+
+    def hspace_activations(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, spec: Any) -> tuple[np.ndarray, float]:
+        """Each sample's point in h-space (B, *hspace_shape) along its own sampling path, and
+        the space's unit (its RMS): what principal directions there are computed from."""
         raise NotImplementedError(f"generator {self.name!r} has no h-space")
 
     def decode_shifted(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, shifts: np.ndarray, spec: Any) -> np.ndarray:

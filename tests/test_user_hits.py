@@ -32,7 +32,8 @@ def test_an_inf_direction_is_refused_before_anything_is_written(tmp_path, models
 def test_latents_that_overflow_are_dropped_with_their_reason(tmp_path, models):
     """alphas = [1e30]: the children's latents overflow float16 (latent.npy) to inf; they would
     decode to black images, so they are dropped with the reason and never written."""
-    m = diffusers_manifest(tmp_path, models["ddpm"], n=4, shard=4, stages='[[stage]]\nname = "generate"\n[[stage]]\nname = "direction"\npca = 0\nalphas = [1e30]\nkeep_norm = false\nkeep_parent = true')
+    np.save(tmp_path / "w.npy", np.ones((3, 16, 16), np.float32))
+    m = diffusers_manifest(tmp_path, models["ddpm"], n=4, shard=4, stages='[[stage]]\nname = "generate"\n[[stage]]\nname = "direction"\nfile = "w.npy"\nalphas = [1e30]\nkeep_norm = false\nkeep_parent = true')
     res = synth("run", m)
     assert res.returncode == 0, res.stderr
     info = json.loads((tmp_path / "out" / "dataset.json").read_text())

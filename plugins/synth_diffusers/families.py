@@ -61,6 +61,14 @@ class Family:
         """Whether the model takes [dataset].classes as a condition (class labels)."""
         return False
 
+    def lacks(self) -> frozenset[str]:
+        """The generator's capabilities this family does not offer (yet)."""
+        return frozenset()
+
+    def inversion_condition(self, cond: dict, index: int, guided: str) -> dict:
+        """See Generator.inversion_condition: a pixel model's image keeps its own condition."""
+        return cond
+
     def guided(self) -> bool:
         """Whether classifier-free guidance applies (and is recorded)."""
         return False
@@ -251,6 +259,27 @@ class TextFamily(Family):
     def image_scale(self) -> int:
         return self.gen.pipe.vae_scale_factor
 
+    def lacks(self) -> frozenset[str]:
+        return frozenset({"compose", "hspace", "attention", "contrast", "condition:tags"})
+
+    def inversion_condition(self, cond: dict, index: int, guided: str) -> dict:
+        """A real image brings no prompt: it takes the generator's own for its index (its
+        class's template where the image has a class). Under guidance, with "negative_prompt",
+        the prompt is also its own negative (Miyake et al., negative-prompt inversion): the
+        guided prediction is then the conditional one the inversion followed, so the latent
+        decodes back to the image at any guidance_scale, without null-text optimisation."""
+        gen = self.gen
+        if "prompt" not in cond:
+            own = gen.condition(index)
+            if cond.get("class") is not None and gen.config.templates is not None:
+                own = gen.condition(int(cond["class"]) + len(gen.context.classes) * (index // max(len(gen.context.classes), 1)))
+            cond = {**own, **cond}
+        if guided == "negative_prompt" and gen.guidance() > 1.0:
+            cond["negative_prompt"] = cond["prompt"]
+            if self.xl():
+                cond["negative_prompt_2"] = cond.get("prompt_2") or cond["prompt"]
+        return cond
+
     def guided(self) -> bool:
         return True
 
@@ -260,12 +289,12 @@ class TextFamily(Family):
         cfg = gen.config
         _, h, w = self.latent_shape()
         scale = self.image_scale()
-        if cfg.negative_prompt:
+        if cfg.negative_prompt or any("negative_prompt" in c for c in conditions):
             kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
         if cfg.prompt_2 is not None:
             kwargs["prompt_2"] = [c.get("prompt_2") or c["prompt"] for c in conditions]
-        if cfg.negative_prompt_2 is not None:
-            kwargs["negative_prompt_2"] = [cfg.negative_prompt_2] * len(conditions)
+        if cfg.negative_prompt_2 is not None or any("negative_prompt_2" in c for c in conditions):
+            kwargs["negative_prompt_2"] = [c.get("negative_prompt_2", cfg.negative_prompt_2 or c.get("negative_prompt", "")) for c in conditions]
         if cfg.guidance_rescale:
             kwargs["guidance_rescale"] = cfg.guidance_rescale
         if "eta" in call_params(gen.pipe):

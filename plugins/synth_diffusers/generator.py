@@ -168,6 +168,7 @@ class DiffusersGenerator(Generator):
         self.family = family_of(self)
         self.kind = self.family.kind
         self.family.setup(model_ref)
+        self.capabilities = type(self).capabilities - self.family.lacks()
         levers.load_adapters(self)
         self.feedback = None
         if self.config.feedback is not None and self.config.feedback.weight > 0:
@@ -343,6 +344,21 @@ class DiffusersGenerator(Generator):
         if len(shifts) != len(latents) or tuple(shifts.shape[1:]) != self.hspace_shape(spec):
             raise UsageError(f"hspace: shifts have shape {tuple(shifts.shape)}, expected ({len(latents)}, {', '.join(map(str, self.hspace_shape(spec)))})")
         return self._decode(latents, conditions, indices, seed, shifts, spec)
+
+    def hspace_activations(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, spec) -> tuple[np.ndarray, float]:
+        """(B, *hspace_shape): each sample's h-space point (its block output, averaged over the
+        edited steps of its own path), and the space's unit (the block's RMS)."""
+        from .hspace import activations
+
+        self._check_hspace()
+        with self.torch.inference_mode():
+            acts, units = [], []
+            for s in range(0, len(latents), self.micro_batch):
+                z = self.torch.from_numpy(np.asarray(latents[s : s + self.micro_batch], np.float32)).to(self.device, self.dtype)
+                a, unit = activations(self, z, list(conditions[s : s + len(z)]), self._generators(indices[s : s + len(z)], seed, DENOISE), spec)
+                acts.append(a)
+                units.append(unit)
+        return np.concatenate(acts), float(np.mean(units))
 
     def hspace_gradients(self, latents: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, spec, objective) -> tuple[np.ndarray, float]:
         from .hspace import gradients
@@ -533,6 +549,9 @@ class DiffusersGenerator(Generator):
         if decode is None or any(not isinstance(d, dict) or "index" not in d or "seed" not in d for d in decode):
             raise UsageError(f"scheduler {self.config.scheduler!r} adds fresh noise at every step; replaying a sample's path needs its decode index and seed")
         return np.array([(int(d["index"]), int(d["seed"])) for d in decode], dtype=object).reshape(-1, 2)
+
+    def inversion_condition(self, condition: dict[str, Any], index: int, guided: str = "negative_prompt") -> dict[str, Any]:
+        return self.family.inversion_condition(dict(condition), index, guided)
 
     def invert(self, images: np.ndarray, conditions: list[dict], options: dict | InvertOptions | None = None) -> np.ndarray:
         """Initial latents that the deterministic sampler (ddim, eta 0) decodes back to about

@@ -56,10 +56,13 @@ class Shift:
     UNet is called at an edited timestep (a UNet called on a batch of k B rows, as classifier-free
     guidance stacks them, gets the shift k times); ``rms`` collects the block's RMS there."""
 
-    def __init__(self, unet, spec: HSpaceSpec, shift, edited: frozenset[int]):
+    def __init__(self, unet, spec: HSpaceSpec, shift, edited: frozenset[int], keep: int = 0):
         self.unet, self.block, self.shift, self.edited = unet, _module(unet, spec.block), shift, edited
         self.t: int | None = None
         self.rms: list[float] = []
+        self.keep = keep  # with keep = B: the first B rows' outputs at each edited step are kept
+        self.kept: list = []
+        self._kept_at: set[int] = set()
         self.handles: list = []
 
     def __enter__(self):
@@ -71,6 +74,9 @@ class Shift:
             if self.t not in self.edited:
                 return None
             self.rms.append(float(out.detach().float().pow(2).mean().sqrt()))
+            if self.keep and self.t not in self._kept_at:  # a step's first call: the conditional pass
+                self._kept_at.add(self.t)
+                self.kept.append(out[: self.keep].detach().float().cpu())
             if self.shift is None:
                 return None
             s = self.shift.to(out.device, out.dtype)
@@ -115,3 +121,14 @@ def gradients(gen, z, conditions: list[dict], gens, spec: HSpaceSpec, objective)
         pixels = (x.float() / 2 + 0.5).clamp(0, 1)
         (grad,) = torch.autograd.grad(objective(pixels).sum(), delta)
     return grad.detach().float().cpu().numpy(), float(np.mean(hook.rms)) if hook.rms else 1.0
+
+
+def activations(gen, z, conditions: list[dict], gens, spec: HSpaceSpec) -> tuple[np.ndarray, float]:
+    """Each sample's block output averaged over the edited steps of its own sampling path (the
+    conditional pass), and the block's RMS there; the path stops after the last edited step."""
+    sched = gen._fresh_scheduler()
+    edited = edited_steps(sched.timesteps, spec)
+    with Shift(gen.pipe.unet, spec, None, edited, keep=len(z)) as hook:
+        gen.family.sample(sched, z, conditions, gens, steps=sorted(edited))
+    acts = gen.torch.stack(hook.kept).mean(0).numpy()
+    return acts, float(np.mean(hook.rms)) if hook.rms else 1.0

@@ -32,15 +32,21 @@ from synth.refs import SourceRef
 
 
 class DirectionConfig(PluginConfig):
-    added_later = frozenset({"keep_norm"})
+    added_later = frozenset({"keep_norm", "pca_source", "pca_hspace"})
 
     file: str | None = Field(None, description="A .npy direction of the latent's shape (relative to the manifest)")
     saved: str | None = Field(None, description="A direction saved earlier with save_as or by synth discover (in the cache: directions/NAME.npy)")
     before: SourceRef | None = Field(None, description="Source stage table of 'before' example images (inverted)")
     after: SourceRef | None = Field(None, description="Source stage table of 'after' example images, paired or not")
     examples: int = Field(16, ge=1, le=10000, description="How many before / after images to read")
-    pca: int | None = Field(None, ge=0, le=64, description="Use principal component PCA of `pca_samples` generated latents")
+    pca: int | None = Field(
+        None, ge=0, le=64,
+        description="Use this principal component: of `pca_samples` generated samples' points in the generator's h-space (a pixel UNet), "
+        "else of the inverted latents of `pca_source`'s images (never of the initial noise, whose components are noise)",
+    )
     pca_samples: int = Field(512, ge=8, le=100000)
+    pca_source: SourceRef | None = Field(None, description="Source stage table of images whose inverted latents the components are taken from")
+    pca_hspace: dict[str, Any] = Field(default_factory=dict, description="The h-space the components live in: {block, start, until} (default: mid, the first half of the steps)")
     alphas: list[float] = Field([-1.0, 1.0], min_length=1, description="Steps along the direction: z + a w")
     normalize: bool = Field(True, description="Scale w to unit RMS per latent element before the steps")
     keep_norm: bool = Field(
@@ -60,7 +66,22 @@ class DirectionConfig(PluginConfig):
             raise ValueError(f"give exactly one of file, saved, before + after, pca (got {', '.join(given) or 'none'})")
         if (self.before is None) != (self.after is None):
             raise ValueError("before and after go together")
+        if self.pca is None and (self.pca_source is not None or self.pca_hspace):
+            raise ValueError("pca_source and pca_hspace go with pca")
         return self
+
+
+def _component(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """The k-th principal component of rows x, unit RMS, its largest element positive (a sign
+    that does not depend on the solver), and the share of the variance it explains."""
+    x = np.asarray(x, np.float64)
+    x = x - x.mean(0)
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)
+    if k >= len(vt):
+        raise UsageError(f"stage 'direction'.pca: component {k} asked, {len(vt)} samples give {len(vt)} components")
+    w = vt[k] * np.sqrt(len(vt[k]))
+    w = w * np.sign(w[np.argmax(np.abs(w))])
+    return w.astype(np.float32), round(float(sv[k] ** 2 / max((sv**2).sum(), 1e-30)), 6)
 
 
 def step(z: np.ndarray, w: np.ndarray, a: float, keep_norm: bool) -> np.ndarray:
@@ -110,7 +131,7 @@ class Direction(Stage):
             w, self.meta = directions.load(cfg.saved, "stage 'direction'.saved")
             how = {"from": "saved", "saved": cfg.saved}
         elif cfg.pca is not None:
-            w, how = self._pca(), {"from": "pca", "component": cfg.pca, "samples": cfg.pca_samples}
+            w, how, self.meta = self._pca()
         else:
             w, how = self._from_examples(), {"from": "examples", "examples": cfg.examples}
         self.spec = None
@@ -122,6 +143,8 @@ class Direction(Stage):
             if tuple(w.shape) != tuple(shape):
                 raise UsageError(f"stage 'direction'.saved: {cfg.saved!r} has shape {tuple(w.shape)}, this generator's h-space is {tuple(shape)} (found with another model?)")
             self.w, self.how = w, {**how, "space": "h"}  # already in the space's units: normalize does not apply
+            if cfg.save_as:
+                directions.save(cfg.save_as, self.w, {**self.meta, "how": how, "generator": json.loads(gen.fingerprint())})
             return
         shape = gen.latent_shape()
         if shape is not None and tuple(w.shape) != shape:
@@ -147,19 +170,32 @@ class Direction(Stage):
             raise UsageError(f"stage 'direction'.{field}: cannot read {path}: {e}") from None
         return np.asarray(w, np.float32)
 
-    def _pca(self) -> np.ndarray:
-        gen, cfg = self.context.generator, self.config
-        z = gen.sample_latents(list(range(cfg.pca_samples)), self.context.seed + 1).reshape(cfg.pca_samples, -1).astype(np.float64)
-        z -= z.mean(0)
-        _, _, vt = np.linalg.svd(z, full_matrices=False)
-        shape = gen.sample_latents([0], self.context.seed).shape[1:]
-        return vt[cfg.pca].reshape(shape).astype(np.float32)
+    def _pca(self) -> tuple[np.ndarray, dict, dict]:
+        """A principal direction of points that carry what images show: h-space points of
+        generated samples where the generator has that space, else inverted latents of real
+        images. (The initial latents are i.i.d. noise: their components are noise directions.)
+        Returns (w, how, meta); w is unit-RMS, its sign fixed by its largest element."""
+        gen, cfg, seed = self.context.generator, self.config, self.context.seed
+        n = cfg.pca_samples
+        if cfg.pca_source is not None:
+            z = self._examples(cfg.pca_source, "pca_source", n)
+            w, share = _component(z.reshape(len(z), -1), cfg.pca)
+            return w.reshape(z.shape[1:]), {"from": "pca", "component": cfg.pca, "samples": len(z), "of": "inverted", "explained": share}, {}
+        if not gen.supports("hspace"):
+            raise UsageError(f"stage 'direction'.pca: generator {gen.name!r} has no h-space to take components in; give pca_source, images whose inverted latents they come from")
+        spec = gen.hspace_spec(cfg.pca_hspace)
+        idx = list(range(n))
+        z = gen.sample_latents(idx, seed + 1)
+        acts, unit = gen.hspace_activations(z, [gen.condition(i) for i in idx], idx, seed + 1, spec)
+        w, share = _component(acts.reshape(n, -1), cfg.pca)
+        meta = {"space": "h", "hspace": {"block": spec.block, "start": spec.start, "until": spec.until}, "unit": unit}
+        return w.reshape(acts.shape[1:]), {"from": "pca", "component": cfg.pca, "samples": n, "of": "hspace", "explained": share}, meta
 
-    def _examples(self, table: dict[str, Any], where: str) -> np.ndarray:
+    def _examples(self, table: dict[str, Any], where: str, count: int | None = None) -> np.ndarray:
         step = source_step(self.context.registry, table, f"stage 'direction'.{where}")
         stage = step.cls(step.config, self.context)
         stage.setup()
-        batch = stage.produce(list(range(self.config.examples)))
+        batch = stage.produce(list(range(count or self.config.examples)))
         if len(batch) == 0:
             raise UsageError(f"stage 'direction'.{where}: no usable example images")
         return self.context.generator.invert(batch.images, conditions(batch), self.config.invert)

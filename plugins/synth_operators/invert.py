@@ -19,6 +19,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class InvertConfig(PluginConfig):
+    added_later = frozenset({"guided"})
+
     method: Literal["fixed_point", "ddim"] = Field(
         "fixed_point", description="fixed_point: each inversion step solved by re-evaluating the UNet (ReNoise/AIDI-style); ddim: plain DDIM inversion"
     )
@@ -26,6 +28,11 @@ class InvertConfig(PluginConfig):
     iterations: int = Field(2, ge=1, le=10, description="fixed_point: extra UNet calls per step")
     min_psnr: float | None = Field(None, gt=0, description="Drop samples whose round trip decode(invert(x)) is below this PSNR (dB)")
     batch_size: int = Field(16, ge=1, description="Images per inversion call")
+    guided: Literal["negative_prompt", "plain"] = Field(
+        "negative_prompt",
+        description="Under classifier-free guidance (Stable Diffusion): negative_prompt decodes the latent with its prompt as its own "
+        "negative, so guidance keeps to the inverted path (negative-prompt inversion); plain: as generated (the decode drifts as guidance grows)",
+    )
 
 
 class Invert(Stage):
@@ -41,7 +48,8 @@ class Invert(Stage):
 
     def process(self, batch: Batch) -> Batch:
         gen, cfg, seed = self.context.generator, self.config, self.context.seed
-        conds = conditions(batch)
+        given = conditions(batch)
+        conds = [gen.inversion_condition(c, int(r.get("index", 0)), cfg.guided) for c, r in zip(given, batch.records)]
         options = {"method": cfg.method, "steps": cfg.steps, "iterations": cfg.iterations}
         lat, back = [], []
         for s in range(0, len(batch), cfg.batch_size):
@@ -53,7 +61,9 @@ class Invert(Stage):
         batch.latents = np.concatenate(lat)
         quality = psnr(np.concatenate(back), batch.images)
         op = {"op": "invert", "method": cfg.method, "steps": cfg.steps, "iterations": cfg.iterations if cfg.method == "fixed_point" else 0}
-        for rec, q in zip(batch.records, quality):
+        for rec, q, cond, before in zip(batch.records, quality, conds, given):
+            if cond != before:  # what the latent decodes under from now on (operators, regenerate)
+                rec["condition"] = {k: v for k, v in cond.items() if k != "class"}
             rec.setdefault("scores", {})["inversion_psnr"] = round(float(q), 3)
             rec["lineage"] = list(rec.get("lineage") or []) + [dict(op)]
             rec["decode"] = None  # the image is the real one: its latent decodes to about it, not exactly
