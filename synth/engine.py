@@ -39,7 +39,7 @@ from .protocols import DatasetStage, Executor
 from .reading import iter_samples
 from .records import encode_sample, fields_of
 from .storage import Store, open_store
-from .threads import current_threads
+from .threads import current_threads, default_threads
 from .writer import ShardFile, shard_name
 
 
@@ -248,6 +248,7 @@ class LocalExecutor(Executor):
     """Shard tasks in this process, one after another; encoding and writing overlap the model."""
 
     name = "local"
+    in_process = True
 
     def run(self, job: ShardJob, progress: Progress) -> list[dict]:
         pipeline = Pipeline(job.manifest, quiet=job.quiet, threads=job.threads)
@@ -302,6 +303,18 @@ def choose_executor(manifest: Manifest, name: str | None, options: dict[str, Any
     return cls(run_config, config)
 
 
+def run_threads(asked: int | None, manifest: Manifest, executor: Executor, folder: OutputFolder) -> int | None:
+    """The model library's threads for a local run: as asked (--threads, [run] threads), else
+    what the folder's earlier run used (a sample's bytes depend on it, so a resumed run makes
+    the shards the first run would have made), else the default for the machine's load, recorded
+    for the next resume. A distributed run's workers choose their own."""
+    asked = asked or manifest.run.threads
+    if not executor.in_process:
+        return asked
+    recorded = (folder.read_state() or {}).get("threads")
+    return asked or recorded or default_threads()
+
+
 def run(
     manifest: Manifest,
     output: str | Path | None = None,
@@ -326,8 +339,9 @@ def run(
             if overwrite:
                 folder.clear()
             folder.check_same_manifest(manifest.hash)
+            threads = run_threads(threads, manifest, executor, folder)
             try:
-                folder.write_state(manifest.hash, str(manifest.path))
+                folder.write_state(manifest.hash, str(manifest.path), threads)
             except OSError as e:
                 raise io_error(e, folder.path) from None
             folder.remove_stale_temps()

@@ -59,10 +59,11 @@ class OutputFolder:
     def _write_state(self, state: dict) -> None:
         self.store.write_atomic(STATE_FILE, json.dumps(state, indent=1).encode())
 
-    def write_state(self, manifest_hash: str, manifest_path: str) -> None:
+    def write_state(self, manifest_hash: str, manifest_path: str, threads: int | None = None) -> None:
         old = self.read_state() or {}
         names = [n for n in old.get("names", [old.get("name")]) if n and n != self.name] + [self.name]
         self._write_state({
+            **({"threads": threads} if threads else {}),  # the model library's threads the samples were made with
             "manifest_hash": manifest_hash,
             "manifest": manifest_path,
             "name": self.name,

@@ -233,6 +233,12 @@ class Generator:
         validates into one (a wrong option is a one-line error naming it)."""
         raise NotImplementedError(f"generator {self.name!r} cannot invert images")
 
+    def edit(self, images: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, strength: float) -> np.ndarray:
+        """Capability "edit" (SDEdit): images (B, H, W, 3) uint8 noised part-way (``strength``
+        in (0, 1]: 1 is the whole path) and denoised under ``conditions``; the noise of each row
+        from (seed, its index)."""
+        raise NotImplementedError(f"generator {self.name!r} cannot edit images")
+
     def inversion_condition(self, condition: dict[str, Any], index: int, guided: str = "negative_prompt") -> dict[str, Any]:
         """The condition an image is inverted under and its latent decoded with afterwards: the
         generator's own condition for ``index`` where the image brings none it can use, and for a
@@ -488,6 +494,9 @@ class Executor:
 
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
+    # Whether the shards are made on this machine: then the run's thread count (asked for, or
+    # recorded by the folder's first run) is this machine's; workers elsewhere choose their own.
+    in_process: ClassVar[bool] = False
 
     def __init__(self, run_config: Any, config: PluginConfig | None = None):
         self.run_config = run_config  # synth.manifest.RunConfig (batch size, threads, workers)

@@ -98,3 +98,25 @@ def test_killed_runs_resume_to_byte_identical_shards(tmp_path, models):
     assert "shards were already finished" in res.stderr
     assert _files(out) == expected
     assert not list(out.glob(".*tmp-*"))
+
+
+@pytest.mark.slow
+def test_a_resumed_run_uses_the_threads_the_first_run_made_its_shards_with(tmp_path, models):
+    """A sample's bytes depend on torch's thread count, whose default follows the machine's
+    load: the folder records the count, and a resume without --threads takes it again."""
+    import json
+
+    manifest = _manifest(tmp_path, models["ddpm"])
+    out = tmp_path / "out"
+    res = synth("run", manifest, "--threads", "7")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / ".synth-run.json").read_text())["threads"] == 7
+    expected = _files(out)
+    for name in ("d-000004.tar", "d-000004.stats.json", "dataset.json", "README.md"):
+        (out / name).unlink()
+    res = synth("run", manifest)
+    assert res.returncode == 0, res.stderr
+    assert ", 7 threads); 4 shards were already finished" in res.stderr
+    assert _files(out) == expected
+    res = synth("run", manifest, "--overwrite", "--threads", "1")  # asked for: that count, recorded
+    assert res.returncode == 0 and json.loads((out / ".synth-run.json").read_text())["threads"] == 1

@@ -57,6 +57,62 @@ class Family:
         """Walk the samples' own denoising paths until ``cap`` has seen every wanted step."""
         raise NotImplementedError
 
+    def compose(self, za, zb, masks, conditions: list[dict], indices, seed: int, blend_until: float) -> np.ndarray:
+        """One micro-batch of mask-blended denoising (see DiffusersGenerator.compose): A's and
+        B's latents denoised side by side with the family's own guided prediction, B's replaced
+        by A's inside the mask (at the latent's resolution) for the first ``blend_until`` steps."""
+        from .generator import DENOISE
+
+        gen = self.gen
+        torch = gen.torch
+        to = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(gen.device, gen.dtype)  # noqa: E731
+        sched_a, sched = gen._fresh_scheduler(), gen._fresh_scheduler()
+        xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
+        m = self.latent_masks(to(masks))
+        predict = self.predictor(conditions)
+        gens_a = gen._generators(indices, seed, DENOISE)
+        gens = gen._generators(indices, seed, "compose-denoise")
+        kw_a, kw = gen._step_kwargs(sched_a, gens_a), gen._step_kwargs(sched, gens)
+        steps = len(sched.timesteps)
+        with torch.inference_mode():
+            for i, t in enumerate(sched.timesteps):
+                eps_a = predict(sched_a.scale_model_input(xa, t), t)
+                xa = sched_a.step(eps_a, t, xa, **kw_a).prev_sample
+                eps = predict(sched.scale_model_input(x, t), t)
+                x = sched.step(eps, t, x, **kw).prev_sample
+                if i < blend_until * steps:
+                    x = m * xa + (1 - m) * x
+            return self.finish(x)
+
+    def edit(self, x0, conditions: list[dict], indices, seed: int, strength: float) -> np.ndarray:
+        """SDEdit on one micro-batch: clean model-space samples ``x0`` noised to the sampler's
+        step at ``strength`` (1: pure noise, the whole path) with each sample's own noise, then
+        denoised from there with the family's guided prediction."""
+        gen = self.gen
+        torch = gen.torch
+        sched = gen._fresh_scheduler()
+        n = len(sched.timesteps)
+        start = min(int(round(n * (1.0 - strength))), n - 1)
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(start)  # sigma schedulers (euler, dpm++) index their noise by step
+        steps = sched.timesteps[start:]
+        noise = torch.stack([torch.randn(tuple(x0.shape[1:]), generator=g) for g in gen._generators(indices, seed, "edit-noise")]).to(x0.device, x0.dtype)
+        x = sched.add_noise(x0, noise, steps[:1].repeat(len(x0)))
+        predict = self.predictor(conditions)
+        kw = gen._step_kwargs(sched, gen._generators(indices, seed, "edit-denoise"))
+        with torch.inference_mode():
+            for t in steps:
+                x = sched.step(predict(sched.scale_model_input(x, t), t), t, x, **kw).prev_sample
+            return self.finish(x)
+
+    def latent_masks(self, m):
+        """Masks (N, H, W) in 0..1 at the image's size -> (N, 1, h, w) at the latent's."""
+        raise NotImplementedError
+
+    def finish(self, x) -> np.ndarray:
+        """Denoised model-space samples -> uint8 images."""
+        raise NotImplementedError
+
     def class_conditional(self) -> bool:
         """Whether the model takes [dataset].classes as a condition (class labels)."""
         return False
@@ -209,29 +265,10 @@ class PixelFamily(Family):
             raise UsageError(f"features: {gen.config.model} is class-conditional and a sample has no class label")
         return gen.torch.tensor([c["class"] for c in conditions], device=gen.device)
 
-    def compose(self, za, zb, masks, conditions, indices, seed, blend_until) -> np.ndarray:
-        """One micro-batch of mask-blended denoising (see DiffusersGenerator.compose)."""
-        from .generator import DENOISE
+    def latent_masks(self, m):
+        return m[:, None]
 
-        gen = self.gen
-        torch = gen.torch
-        to = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(gen.device, gen.dtype)  # noqa: E731
-        sched_a, sched = gen._fresh_scheduler(), gen._fresh_scheduler()
-        xa, x = to(za) * sched_a.init_noise_sigma, to(zb) * sched.init_noise_sigma
-        m = to(masks)[:, None]
-        predict = self.predictor(conditions)
-        gens_a = gen._generators(indices, seed, DENOISE)
-        gens = gen._generators(indices, seed, "compose-denoise")
-        kw_a, kw = gen._step_kwargs(sched_a, gens_a), gen._step_kwargs(sched, gens)
-        steps = len(sched.timesteps)
-        with torch.inference_mode():
-            for i, t in enumerate(sched.timesteps):
-                eps_a = predict(sched_a.scale_model_input(xa, t), t)
-                xa = sched_a.step(eps_a, t, xa, **kw_a).prev_sample
-                eps = predict(sched.scale_model_input(x, t), t)
-                x = sched.step(eps, t, x, **kw).prev_sample
-                if i < blend_until * steps:
-                    x = m * xa + (1 - m) * x
+    def finish(self, x) -> np.ndarray:
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         return to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
 
@@ -260,7 +297,71 @@ class TextFamily(Family):
         return self.gen.pipe.vae_scale_factor
 
     def lacks(self) -> frozenset[str]:
-        return frozenset({"compose", "hspace", "attention", "contrast", "condition:tags"})
+        return frozenset({"hspace", "attention", "contrast", "condition:tags"})
+
+    def guided_kwargs(self, conditions: list[dict]) -> tuple[dict, bool]:
+        """The UNet's conditioning as the pipeline builds it: with guidance, the negative (or
+        empty) prompts' rows stacked before the prompts' (SDXL: and its added conditions)."""
+        gen = self.gen
+        pipe, n = gen.pipe, len(conditions)
+        cfg = gen.guidance() > 1.0
+        prompts = [c["prompt"] for c in conditions]
+        negative = [c.get("negative_prompt", "") for c in conditions] if any("negative_prompt" in c for c in conditions) else None
+        if not self.xl():
+            pos, neg = pipe.encode_prompt(prompts, gen.device, 1, cfg, negative_prompt=negative)
+            return {"encoder_hidden_states": torch_cat(gen, [neg, pos]) if cfg else pos}, cfg
+        second = [c.get("prompt_2") or c["prompt"] for c in conditions]
+        negative_2 = [c.get("negative_prompt_2") or c.get("negative_prompt", "") for c in conditions] if negative is not None else None
+        pos, neg, pooled, neg_pooled = pipe.encode_prompt(
+            prompt=prompts, prompt_2=second, device=gen.device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
+            negative_prompt=negative, negative_prompt_2=negative_2,
+        )
+        _, h, w = self.latent_shape()
+        size = (h * self.image_scale(), w * self.image_scale())
+        ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=pos.dtype, text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+        ids = ids.to(gen.device).repeat(n, 1)
+        if cfg:
+            pos, pooled, ids = torch_cat(gen, [neg, pos]), torch_cat(gen, [neg_pooled, pooled]), torch_cat(gen, [ids, ids])
+        return {"encoder_hidden_states": pos, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}}, cfg
+
+    def predictor(self, conditions: list[dict]):
+        """The guided noise prediction, computed as the pipeline computes it (one UNet call on
+        the stacked rows; guidance_rescale as it rescales)."""
+        gen = self.gen
+        kwargs, cfg = self.guided_kwargs(conditions)
+        scale, rescale = gen.guidance(), gen.config.guidance_rescale
+
+        def predict(x, t):
+            if not cfg:
+                return gen.pipe.unet(x, t, **kwargs).sample
+            uncond, text = gen.pipe.unet(torch_cat(gen, [x, x]), t, **kwargs).sample.chunk(2)
+            out = uncond + scale * (text - uncond)
+            if rescale > 0:
+                from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+                out = rescale_noise_cfg(out, text, guidance_rescale=rescale)
+            return out
+
+        return predict
+
+    def latent_masks(self, m):
+        import torch.nn.functional as F
+
+        _, h, w = self.latent_shape()
+        return F.interpolate(m[:, None].float(), size=(h, w), mode="area").to(m.dtype)
+
+    def finish(self, x) -> np.ndarray:
+        gen = self.gen
+        torch, vae = gen.torch, gen.pipe.vae
+        upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+        if upcast:
+            vae.to(dtype=torch.float32)
+        try:
+            images = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
+        finally:
+            if upcast:
+                vae.to(dtype=torch.float16)
+        return to_uint8(gen.pipe.image_processor.postprocess(images.float(), output_type="np"))
 
     def inversion_condition(self, cond: dict, index: int, guided: str) -> dict:
         """A real image brings no prompt: it takes the generator's own for its index (its
@@ -369,6 +470,10 @@ class TextFamily(Family):
             "encoder_hidden_states": embeds,
             "added_cond_kwargs": {"text_embeds": pooled.to(embeds.dtype), "time_ids": ids.to(gen.device).repeat(len(prompts), 1)},
         }
+
+
+def torch_cat(gen, parts):
+    return gen.torch.cat(parts)
 
 
 def family_of(gen) -> Family:

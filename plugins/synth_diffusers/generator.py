@@ -15,7 +15,7 @@ from synth.seeding import sample_seed
 from .config import SCHEDULERS, DiffusersConfig, FeatureOptions, InvertOptions
 from .loading import load_pipeline, local_problems, model_license, pick_device_dtype, resolve_model_ref, train_timesteps, unet_blocks
 from . import levers
-from .families import Family, PixelFamily, family_of
+from .families import Family, family_of
 from .tags import read_vocabulary
 
 # the op a sample's sampler noise derives from: decode draws it, a trajectory replay draws it again
@@ -28,7 +28,7 @@ class DiffusersGenerator(Generator):
 
     name = "diffusers"
     Config = DiffusersConfig
-    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "contrast", "hspace"})
+    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "contrast", "hspace", "edit"})
     InvertOptions = InvertOptions
     FeatureOptions = FeatureOptions
 
@@ -97,9 +97,9 @@ class DiffusersGenerator(Generator):
             return None
         size = unet.get("sample_size") or 32
         h, w = (size, size) if isinstance(size, int) else tuple(size)
-        caps = {"sample", "decode", "invert", "features"}
+        caps = {"sample", "decode", "invert", "features", "edit"}
         if "text_encoder" in index:
-            caps.add("condition:prompt")
+            caps |= {"condition:prompt", "compose"}
             try:
                 vae = json.loads((folder / "vae" / "config.json").read_text())
                 scale = 2 ** (len(vae["block_out_channels"]) - 1)
@@ -586,9 +586,8 @@ class DiffusersGenerator(Generator):
         """Mask-blended denoising: B's latent is denoised as a whole while, for the first
         ``blend_until`` of the steps, the pixels inside ``masks`` (N, H, W in 0..1) are replaced by
         A's own trajectory at the same step; the last steps run free, so the two parts grow into
-        one image. UNet2DModel pipelines (pixel space) only."""
-        if not isinstance(self.family, PixelFamily):
-            raise UsageError("compose: only pixel-space UNet2DModel pipelines for now (Stable Diffusion's latent masks are not implemented)")
+        one image. Stable Diffusion blends in its latent space (the masks area-averaged to the
+        latent's size), both paths guided as the pipeline guides them and under A's prompt."""
         f = self.micro_batch
         out = []
         for s in range(0, len(latents_a), f):
@@ -602,21 +601,68 @@ class DiffusersGenerator(Generator):
             out.append(self.family.compose(za, zb, m, conds, idx, seed, blend_until)[:keep])
         return np.concatenate(out)
 
+    def edit(self, images: np.ndarray, conditions: list[dict], indices: Sequence[int], seed: int, strength: float) -> np.ndarray:
+        """SDEdit (Meng et al.): each image noised to ``strength`` of the sampler's path and
+        denoised under its condition; its noise from (seed, index, "edit-noise"). Groups of
+        micro_batch rows, as decode, so a result never depends on its neighbours."""
+        if self._stochastic_sampler() or self.config.scheduler == "pndm":
+            raise UsageError(f"img2img: scheduler {self.config.scheduler!r} cannot start part-way along its path here; use ddim, euler, dpm++ or unipc")
+        idx = np.asarray(list(indices), dtype=np.int64)
+
+        def group(im, ix, conds):
+            with self.torch.inference_mode():
+                x0, _ = self._model_space(im, conds)
+            return self.family.edit(x0, conds, [int(i) for i in ix], seed, strength)
+
+        return self._grouped(group, [images, idx], list(conditions))
+
     def bundled(self, kind: str) -> list[Path]:
         """``<model folder>/<kind>`` of a local pipeline (e.g. pixelheads/ beside unet/)."""
         folder = Path(self.model_ref or "") / kind
         return [folder] if self.model_ref and folder.is_dir() else []
 
     def fingerprint(self) -> str:
-        import hashlib
+        """The generator's identity for caches keyed by it (a trained head, calibrations): its
+        settings, and the weights: a local UNet's file hashes (read once per process), or a hub
+        model's resolved commit, which pins them."""
         import json
 
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None:
+            return cached
         ident = self.describe()
         ident.pop("runtime", None)  # the machine: caches keyed by the model (a trained head) hold across machines
+        ident.update(self._weights_identity())
+        out = json.dumps(ident, sort_keys=True, default=str)
+        if self.pipe is not None:  # settled once the model is loaded
+            self._fingerprint = out
+        return out
+
+    def _weights_identity(self) -> dict[str, str]:
+        import hashlib
+
         local = Path(self.model_ref or "")
+        if self.model_ref and not local.exists():
+            commit = hub_commit(self.model_ref, self.config.revision)
+            return {"hub_commit": commit} if commit else {}
+        out = {}
         for f in sorted(local.glob("unet/*.safetensors")) + sorted(local.glob("unet/*.bin")):
-            ident[f"sha256:{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
-        return json.dumps(ident, sort_keys=True, default=str)
+            digest = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    digest.update(block)
+            out[f"sha256:{f.name}"] = digest.hexdigest()
+        return out
+
+
+def hub_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit a hub model resolves to in the local cache (what was loaded), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True)).name
+    except Exception:  # not cached, or no huggingface_hub: the settings still identify it
+        return None
 
 
 def typed_options(model, options, where: str):
