@@ -134,3 +134,21 @@ def test_prompt_2_on_a_one_encoder_model_is_one_line(tmp_path, models):
     assert res.stderr.strip().splitlines() == [
         f"synth: error: {m}: generator.prompt_2: {models['sd']} has one text encoder; prompt_2 is for Stable Diffusion XL's second"
     ]
+
+
+def test_the_refiner_takes_the_last_steps_and_a_refiner_needs_an_sdxl_base(tmp_path, models):
+    from tiny_models import build_sdxl
+
+    base = build_sdxl(tmp_path / "base", refiner=tmp_path / "refiner")
+    plain = _generator(tmp_path, base, name="plain.toml")
+    refined = _generator(tmp_path, base, f'refiner = "{tmp_path / "refiner"}"\nrefiner_start = 0.5', name="refined.toml")
+    idx = [0, 1]
+    z, conds = plain.sample_latents(idx, 0), [plain.condition(i) for i in idx]
+    a, b = plain.decode(z, conds, idx, 0), refined.decode(z, conds, idx, 0)
+    assert b.shape == a.shape and not np.array_equal(a, b)
+    assert np.array_equal(refined.decode(z, conds, idx, 0), b)
+    assert json.loads(refined.fingerprint())["refiner_start"] == 0.5
+    m = diffusers_manifest(tmp_path, models["sd"], CLASSES, f'templates = ["a {{cls}}"]\nrefiner = "{tmp_path / "refiner"}"', name="sd.toml")
+    res = synth("run", m)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"synth: error: generator.refiner: a refiner takes SDXL's latents; {models['sd']} is not SDXL"]

@@ -100,11 +100,11 @@ def build_stable_diffusion(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def build_sdxl(path: Path, seed: int = 0, upcast_vae: bool = True) -> Path:
+def build_sdxl(path: Path, seed: int = 0, upcast_vae: bool = True, refiner: Path | None = None) -> Path:
     """A tiny random Stable Diffusion XL: two text encoders (the second with a projection, whose
     pooled output and the size / crop time ids are the UNet's added conditions)."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -143,6 +143,12 @@ def build_sdxl(path: Path, seed: int = 0, upcast_vae: bool = True) -> Path:
     sched = EulerDiscreteScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading")
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_1, text_encoder_2=text_2, tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=sched)
     pipe.save_pretrained(path)
+    if refiner is not None:  # SDXL's refiner: the second encoder only, and an aesthetic score among its added ids
+        unet = UNet2DConditionModel(**{**unet.config, "cross_attention_dim": 16, "projection_class_embeddings_input_dim": 5 * 4 + 16})
+        StableDiffusionXLImg2ImgPipeline(
+            vae=vae, text_encoder=None, text_encoder_2=text_2, tokenizer=None, tokenizer_2=tok, unet=unet, scheduler=sched,
+            requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+        ).save_pretrained(refiner)
     return path
 
 

@@ -45,7 +45,7 @@ class TextualInversion(PluginConfig):
 class DiffusersConfig(PluginConfig):
     added_later = frozenset(
         {"tags", "safety_checker", "feedback", "prompt_2", "negative_prompt_2", "guidance_rescale", "karras_sigmas", "timestep_spacing",
-         "zero_snr", "offload", "vae_slicing", "vae_tiling", "attention_slicing", "compile", "variant", "lora", "textual_inversion"}
+         "zero_snr", "offload", "vae_slicing", "vae_tiling", "attention_slicing", "compile", "variant", "lora", "textual_inversion", "refiner", "refiner_start"}
     )
 
     model: str = Field(description="Local pipeline folder, hub id (org/name) or builtin:NAME")
@@ -67,6 +67,8 @@ class DiffusersConfig(PluginConfig):
     negative_prompt: str | dict[str, str] | None = Field(None, description="What to steer away from; or per class, with '*' for the others")
     prompt_2: str | None = Field(None, description="SDXL's second text encoder: this text for every sample (a style, say); default: the sample's prompt")
     negative_prompt_2: str | None = Field(None, description="SDXL's second text encoder's negative prompt; default: negative_prompt")
+    refiner: str | None = Field(None, description="SDXL's refiner (hub id or local folder): it takes the base's latents for the last steps")
+    refiner_start: float = Field(0.8, gt=0.0, lt=1.0, description="The share of the steps the base model takes before the refiner (SDXL's 'ensemble of experts')")
     # Tag-conditioned pixel models (`synth fit` with [fit] tags = true)
     tags: list[list[str]] | None = Field(
         None,

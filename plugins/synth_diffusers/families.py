@@ -282,6 +282,9 @@ class TextFamily(Family):
             gen.pipe.safety_checker = None
         if not (gen._prompts or gen.config.templates):
             raise UsageError(f"generator: {gen.config.model} is a text-to-image pipeline; give prompts, prompts_file or templates")
+        gen.refiner = None
+        if gen.config.refiner is not None:
+            gen.refiner = self.load_refiner()
         for field in ("prompt_2", "negative_prompt_2"):
             if getattr(gen.config, field) is not None and not self.xl():
                 raise UsageError(f"generator.{field}: {gen.config.model} has one text encoder; {field} is for Stable Diffusion XL's second")
@@ -411,6 +414,8 @@ class TextFamily(Family):
         )
 
     def decode(self, z, conditions, gens) -> np.ndarray:
+        if self.gen.refiner is not None:
+            return self.refine(z, conditions, gens)
         out = self.call(z, conditions, generator=gens, output_type="np")
         flags = getattr(out, "nsfw_content_detected", None)  # a pipeline output field, present with a safety checker
         if flags is not None:
@@ -418,6 +423,23 @@ class TextFamily(Family):
                 c["nsfw_flagged"] = bool(flag)
                 if flag and self.gen.config.safety_checker == "drop":
                     c["withheld"] = "the safety checker flagged the image"
+        return to_uint8(np.asarray(out.images))
+
+    def refine(self, z, conditions, gens) -> np.ndarray:
+        """SDXL's ensemble of experts: the base denoises the first refiner_start of the steps and
+        hands its latents to the refiner, which denoises the rest under the same prompts."""
+        gen, cfg = self.gen, self.gen.config
+        start = cfg.refiner_start
+        latents = self.call(z, conditions, generator=gens, output_type="latent", denoising_end=start).images
+        kwargs = {}
+        if any("negative_prompt" in c for c in conditions) or cfg.negative_prompt:
+            kwargs["negative_prompt"] = [c.get("negative_prompt", "") for c in conditions]
+        if cfg.prompt_2 is not None:
+            kwargs["prompt_2"] = [c.get("prompt_2") or c["prompt"] for c in conditions]
+        out = gen.refiner(
+            prompt=[c["prompt"] for c in conditions], image=latents, num_inference_steps=cfg.steps, denoising_start=start,
+            guidance_scale=cfg.guidance_scale, generator=gens, output_type="np", **kwargs,
+        )
         return to_uint8(np.asarray(out.images))
 
     def replay(self, sched, z, conditions, cap, gens) -> None:
@@ -429,6 +451,20 @@ class TextFamily(Family):
             return kwargs
 
         self.call(z, conditions, output_type="latent", callback_on_step_end=stop_when_done, generator=gens)
+
+    def load_refiner(self):
+        from .loading import load_pipeline
+
+        gen, cfg = self.gen, self.gen.config
+        if not self.xl():
+            raise UsageError(f"generator.refiner: a refiner takes SDXL's latents; {cfg.model} is not SDXL")
+        ref = gen._resolve_model_ref(gen.context.registry.resolve_model(cfg.refiner))
+        refiner = load_pipeline(ref, cfg.model_copy(update={"lora": [], "textual_inversion": [], "revision": None}), gen.dtype, field="generator.refiner")
+        if type(refiner).__name__ != "StableDiffusionXLImg2ImgPipeline":
+            raise UsageError(f"generator.refiner: {cfg.refiner} is a {type(refiner).__name__}, not an SDXL refiner (StableDiffusionXLImg2ImgPipeline)")
+        refiner.set_progress_bar_config(disable=True)
+        refiner.scheduler = type(gen.pipe.scheduler).from_config(gen.pipe.scheduler.config)  # the base's sampler, continued
+        return refiner.to(gen.device)
 
     def xl(self) -> bool:
         """Stable Diffusion XL: two text encoders, and added conditions (the second encoder's

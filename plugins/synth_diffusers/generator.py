@@ -41,6 +41,7 @@ class DiffusersGenerator(Generator):
         self.feedback = None  # feedback.Feedback when [generator.feedback] guides sampling
         self.num_class_embeds = None
         self.vocabulary = None  # tags.TagVocabulary of a tag-conditioned model
+        self.refiner = None  # SDXL's refiner pipeline, when [generator] refiner names one
         self._prompts = self._read_prompts()
 
     @classmethod
@@ -78,6 +79,10 @@ class DiffusersGenerator(Generator):
             if "text_encoder" in index and not (index.get("text_encoder_2") or [None])[0]:
                 field = "prompt_2" if config.prompt_2 else "negative_prompt_2"
                 problems.append(f"{field}: {config.model} has one text encoder; {field} is for Stable Diffusion XL's second")
+        if config.refiner is not None and not config.refiner.startswith("builtin:"):
+            where, local = resolve_model_ref(config.refiner, plan.resolve_path)
+            if local:
+                problems += [p.replace("model:", "refiner:", 1) for p in local_problems(Path(where))]
         if config.prompts_file is not None and not plan.resolve_path(config.prompts_file).is_file():
             problems.append(f"prompts_file: no such file {plan.resolve_path(config.prompts_file)}")
         return problems
@@ -218,6 +223,8 @@ class DiffusersGenerator(Generator):
         cfg = self.config
         if cfg.guidance_rescale:
             out["guidance_rescale"] = cfg.guidance_rescale
+        if cfg.refiner:
+            out["refiner"], out["refiner_start"] = cfg.refiner, cfg.refiner_start
         out.update(cfg.scheduler_options())
         out.update(levers.fingerprint(cfg, self.context.resolve_path))
         return out

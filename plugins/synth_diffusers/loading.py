@@ -63,7 +63,7 @@ def train_timesteps(folder: Path) -> int | None:
         return None
 
 
-def load_pipeline(model_ref: str, config, dtype):
+def load_pipeline(model_ref: str, config, dtype, field: str = "generator.model"):
     import diffusers
 
     # Our own progress bar and one-line errors speak for the run; keep library chatter out.
@@ -79,9 +79,9 @@ def load_pipeline(model_ref: str, config, dtype):
 
     local = Path(model_ref)
     if local.is_absolute() and not local.exists():
-        raise UsageError(f"generator.model: no such folder {model_ref}")
+        raise UsageError(f"{field}: no such folder {model_ref}")
     if local.exists() and not (local / "model_index.json").exists():
-        raise UsageError(f"generator.model: {model_ref} is not a diffusers pipeline folder (no model_index.json)")
+        raise UsageError(f"{field}: {model_ref} is not a diffusers pipeline folder (no model_index.json)")
     kwargs = {"dtype": dtype, "trust_remote_code": False}
     if config.revision:
         kwargs["revision"] = config.revision
@@ -96,13 +96,13 @@ def load_pipeline(model_ref: str, config, dtype):
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
             why = "HF_HUB_OFFLINE is set, so nothing is downloaded" if offline else "the Hub could not be reached"
             raise RunError(
-                f"generator.model: {model_ref!r} is not in the local Hugging Face cache and {why}; download it once "
+                f"{field}: {model_ref!r} is not in the local Hugging Face cache and {why}; download it once "
                 f"where the Hub is reachable (huggingface-cli download {model_ref}), or set model to a local pipeline folder"
             ) from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         # diffusers sometimes points at "the stacktrace above", which a one-line error does not show
         first = re.sub(r"\s*Please check out the root cause in the stacktrace above\.?", "", first)
-        raise RunError(f"generator.model: cannot load diffusers pipeline {model_ref!r}: {first} (rerun with --debug for the cause)") from e
+        raise RunError(f"{field}: cannot load diffusers pipeline {model_ref!r}: {first} (rerun with --debug for the cause)") from e
 
 
 def _hub_unreachable(e: BaseException) -> bool:
