@@ -134,3 +134,12 @@ def test_a_lora_for_another_unet_or_an_option_the_sampler_lacks_is_one_line(tmp_
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("synth: error: " + expected.format(model=models["sd"], xl=adapters["xl"])), lines
+
+
+def test_compile_on_a_torch_without_it_is_named_before_anything_loads(tmp_path, monkeypatch):
+    from synth_diffusers.config import DiffusersConfig
+    from synth_diffusers.levers import check
+
+    monkeypatch.delattr(torch, "compile")
+    config = DiffusersConfig(model="m", prompts=["a"], compile=True)
+    assert check(config, None, lambda p: tmp_path / p) == [f"compile: torch {torch.__version__} has no torch.compile (it came with torch 2.0)"]
