@@ -163,6 +163,39 @@ def class_slots(classes: Sequence[str], tags: Sequence[str]) -> list[int | None]
     return [tags.index(c) + 1 if c in tags else None for c in classes]
 
 
+def prompt_slots(tokenizer, prompts: Sequence[str], classes: Sequence[str]) -> list[list[list[int]]]:
+    """For each prompt and class, the token positions of the class's words in the prompt as the
+    text encoder sees it (after the start-of-text token; cut at the tokenizer's length): where a
+    class word sits in a prompt, e.g. "a photo of a traffic light" -> positions of "traffic",
+    "light". Empty where the prompt does not hold the class's tokens in order."""
+    out = []
+    for prompt in prompts:
+        ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True).input_ids
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        # a word starts after the start token or after a piece that ends one (CLIP's BPE marks
+        # word ends with </w>): "dog" is not found inside "hotdog"
+        starts = {1} | {i + 1 for i, p in enumerate(pieces) if p.endswith("</w>")}
+        row = []
+        for name in classes:
+            word = tokenizer(name.replace("_", " "), add_special_tokens=False).input_ids
+            found = [i for i in range(1, len(ids) - len(word) + 1) if word and i in starts and ids[i : i + len(word)] == word]
+            row.append(list(range(found[0], found[0] + len(word))) if found else [])
+        out.append(row)
+    return out
+
+
+def per_prompt_class(cross: np.ndarray, positions: list[list[list[int]]], named: np.ndarray) -> np.ndarray:
+    """(B, S, H, W) token maps -> (B, C, H, W): each class's map is the sum over its words'
+    positions in the sample's own prompt, zero where the class is not named."""
+    b, _, h, w = cross.shape
+    out = np.zeros((b, len(positions[0]) if positions else 0, h, w), np.float32)
+    for i, row in enumerate(positions):
+        for c, where in enumerate(row):
+            if where and named[i, c]:
+                out[i, c] = cross[i, where].sum(0)
+    return out
+
+
 def per_class(cross: np.ndarray, slots: Sequence[int | None], named: np.ndarray) -> np.ndarray:
     """(B, S, H, W) slot maps -> (B, C, H, W) class maps, zero where a class is not named."""
     b, _, h, w = cross.shape
@@ -205,13 +238,17 @@ def _wanted_steps(sched_steps: list[int], timesteps) -> set[int] | None:
 
 
 def read_attention(gen, images: np.ndarray, conditions: list[dict], spec: AttentionSpec, latents: np.ndarray | None, decode_rows) -> list:
-    """One micro-batch of a tag model: [classes (B, C, H, W), named (B, C), null (B, H, W), self
-    (B, N, N) or (B, 0, 0)] as torch tensors (generator._grouped joins them)."""
+    """One micro-batch of a tag model or Stable Diffusion: [classes (B, C, H, W), named (B, C),
+    null (B, H, W), self (B, N, N) or (B, 0, 0)] as torch tensors (generator._grouped joins them).
+    Stable Diffusion's class maps are its prompt's class words' tokens; its null map the
+    start-of-text token's, which takes the attention no word does."""
     torch = gen.torch
     named = gen.named_classes(conditions)
     h, w = images.shape[1:3]
     _, lh, lw = gen.latent_shape()
-    with torch.inference_mode(), AttentionCapture(gen.pipe.unet, spec, (h, w), (lh, lw)) as cap:
+    text = gen.vocabulary is None
+    guided_rows = len(images) if text and latents is not None and gen.guidance() > 1.0 else None  # CFG stacks [uncond, cond]
+    with torch.inference_mode(), AttentionCapture(gen.pipe.unet, spec, (h, w), (lh, lw), keep_last=guided_rows) as cap:
         if latents is not None:  # the sample's own path, as decode walked it
             sched = gen._fresh_scheduler()
             steps = _wanted_steps(sched.timesteps.tolist(), spec.timesteps)
@@ -232,8 +269,11 @@ def read_attention(gen, images: np.ndarray, conditions: list[dict], spec: Attent
             cap.active = False
         store = cap.store
     cross = (store.cross / max(store.layers, 1)).cpu()
-    slots = class_slots(gen.context.classes, gen.vocabulary.tags)
-    classes = torch.from_numpy(per_class(cross.numpy(), slots, named))
+    if text:
+        positions = prompt_slots(gen.pipe.tokenizer, [c.get("prompt", "") for c in conditions], gen.context.classes)
+        classes = torch.from_numpy(per_prompt_class(cross.numpy(), positions, named))
+    else:
+        classes = torch.from_numpy(per_class(cross.numpy(), class_slots(gen.context.classes, gen.vocabulary.tags), named))
     selfs = store.self_sum / store.self_sum.sum(-1, keepdim=True) if store.self_sum is not None else torch.zeros(len(images), 0, 0)
     return [classes, torch.from_numpy(named), cross[:, 0], selfs.cpu()]
 

@@ -300,7 +300,33 @@ class TextFamily(Family):
         return self.gen.pipe.vae_scale_factor
 
     def lacks(self) -> frozenset[str]:
-        return frozenset({"hspace", "attention", "contrast", "condition:tags"})
+        return frozenset({"hspace", "contrast", "condition:tags"})
+
+    def sample(self, sched, z, conditions, gens, stop=None, capture=None, visit=None, steps=None):
+        """The pipeline's loop written out with the same guided prediction (see predictor), for
+        what reads a sample's path: ``capture`` records the wanted steps' UNet call (its
+        conditional rows: the capture keeps the last B), ``visit(x, t)`` sees the model input;
+        with ``steps`` the loop ends once all are seen."""
+        x = z * sched.init_noise_sigma
+        predict = self.predictor(conditions)
+        kw = self.gen._step_kwargs(sched, gens)
+        left = None if steps is None else set(steps)
+        for t in sched.timesteps:
+            wanted = left is None or int(t) in left
+            xin = sched.scale_model_input(x, t)
+            if visit is not None and wanted:
+                visit(xin, t)
+            if capture is not None:
+                capture.active = wanted
+            out = predict(xin, t)
+            if capture is not None:
+                capture.active = False
+            if left is not None:
+                left.discard(int(t))
+            if (stop is not None and stop()) or left == set():
+                break
+            x = sched.step(out, t, x, **kw).prev_sample
+        return x
 
     def guided_kwargs(self, conditions: list[dict]) -> tuple[dict, bool]:
         """The UNet's conditioning as the pipeline builds it: with guidance, the negative (or

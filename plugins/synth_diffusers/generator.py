@@ -104,7 +104,7 @@ class DiffusersGenerator(Generator):
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         caps = {"sample", "decode", "invert", "features", "edit"}
         if "text_encoder" in index:
-            caps |= {"condition:prompt", "compose"}
+            caps |= {"condition:prompt", "compose", "attention"}
             try:
                 vae = json.loads((folder / "vae" / "config.json").read_text())
                 scale = 2 ** (len(vae["block_out_channels"]) - 1)
@@ -525,10 +525,11 @@ class DiffusersGenerator(Generator):
         return attention_spec(self, options)
 
     def attention(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None):
-        """Cross-attention of each class's token (see attention.py): a tag model's tags."""
+        """Cross-attention of each class's tokens (see attention.py): a tag model's tags, or the
+        class words of a Stable Diffusion prompt."""
         from .attention import read_attention
 
-        if self.vocabulary is None:
+        if self.vocabulary is None and self.kind != "text2image":
             raise UsageError(f"attention: {self.config.model} has no class tokens to attend to (a tag model of `synth fit`, or use method = \"contrast\")")
         return self._maps(read_attention, images, conditions, spec, latents, decode)
 
