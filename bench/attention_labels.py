@@ -16,6 +16,11 @@ picks through the generator extractor, region vote); the U-Net on K real scenes;
     python bench/attention_labels.py [--model builtin:shapes-32-tags] [--k 8] [--generated 2000]
         [--test 500] [--seg-steps 2000] [--width 32] [--seed 0] [--rows attention,calibrated,combined,head,real]
         [--self-attention 16] [--maps docs/results/attention_maps.png]
+    python bench/attention_labels.py --grid [--generated 64]   # K = 0 labels from each block and step alone
+
+--grid reads the maps of one block (down, mid, up) at one sampler step at a time, on the same
+generated samples, to see where the tokens bind (the issue's "maps per layer and timestep"); its
+table ends with the whole stage's default (all blocks, every step) for comparison.
 
 Last line, for scripts:
 `attention K=0: agreement <a>, swaps <s>, downstream <d>; K=8: agreement <a8>, downstream <d8>; head K=8: agreement <h>, downstream <hd>`
@@ -76,7 +81,7 @@ def run_pipeline(model: str, n: int, seed: int, stages: str, scheduler: str, ste
         seg.append(b.seg)
         scores += [next(iter(r.get("scores", {}).values()), 0.0) for r in b.records]
         conds += [r.get("condition") for r in b.records]
-    return np.concatenate(images), np.concatenate(seg), np.asarray(scores), conds, pipe
+    return np.concatenate(images), (np.concatenate(seg) if seg[0] is not None else None), np.asarray(scores), conds, pipe
 
 
 def swaps(oracle_labels: np.ndarray, labels: np.ndarray, background: int = 0) -> tuple[float, int]:
@@ -120,7 +125,10 @@ def main() -> None:
     ap.add_argument("--rows", default="attention,calibrated,combined,head,real")
     ap.add_argument("--maps", type=Path, default=None, help="write a PNG of per-class maps of a few samples")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--grid", action="store_true", help="K = 0 labels from each block and sampler step alone (no downstream)")
     args = ap.parse_args()
+    if args.grid:
+        return layer_grid(args)
 
     import torch
 
@@ -186,6 +194,46 @@ def main() -> None:
         f"K={args.k}: agreement {get('calibrated', 'agreement')}, downstream {get('calibrated', 'downstream')}; "
         f"head K={args.k}: agreement {get('head', 'agreement')}, downstream {get('head', 'downstream')}"
     )
+
+
+def layer_grid(args) -> None:
+    """Agreement and swaps of K = 0 labels from one block at one sampler step at a time."""
+    import torch
+
+    from synth_attention import Rule, label
+    from synth_shapes import Oracle, label_agreement
+
+    torch.set_num_threads(args.threads)
+    generator = f"guidance_scale = {args.guidance}\n" if args.guidance is not None else ""
+    t0 = time.perf_counter()
+    x, _, _, conds, pipe = run_pipeline(args.model, args.generated, args.seed, "", args.scheduler, args.steps, generator=generator)
+    gen = pipe.generator
+    z = gen.sample_latents(list(range(args.generated)), args.seed)
+    oracle = Oracle()
+    ref, _ = oracle.predict(x)
+    path = [int(t) for t in gen._fresh_scheduler().timesteps]
+    steps = [path[i] for i in np.linspace(0, len(path) - 1, 5).round().astype(int)]
+    rule = Rule(0, True, tuple([0.5] * len(CLASSES)))
+    print(f"attention maps by block and step: {args.model} ({args.scheduler}:{args.steps}), {args.generated} generated, seed {args.seed}, K = 0, null rule")
+    print("| blocks | step (timestep) | agreement | swaps |")
+    print("| --- | --- | --- | --- |")
+    best = None
+    for blocks in (["down"], ["mid"], ["up"], None):
+        for t in steps + [None]:
+            if (blocks is None) != (t is None):
+                continue  # one block at one step, or the stage's default (all of them)
+            spec = gen.attention_spec({"blocks": blocks, "timesteps": None if t is None else [t]})
+            maps = gen.attention(x, conds, spec, latents=z)
+            y, _ = label(maps.classes, maps.named, maps.null, rule)
+            agree = label_agreement(oracle, x, y)["miou"]
+            swap, _ = swaps(ref, y)
+            where = "all" if blocks is None else blocks[0]
+            when = "all" if t is None else f"{path.index(t) + 1} of {len(path)} ({t})"
+            print(f"| {where} | {when} | {agree:.3f} | {swap:.3f} |", flush=True)
+            if blocks is not None and (best is None or agree > best[0]):
+                best = (agree, swap, where, when)
+    print(f"  machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; total {time.perf_counter() - t0:.0f} s")
+    print(f"best single block and step: {best[2]} at {best[3]}: agreement {best[0]:.3f}, swaps {best[1]:.3f}")
 
 
 def write_maps(pipe, images: np.ndarray, conditions: list, labels: np.ndarray, out: Path) -> None:

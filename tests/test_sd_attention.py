@@ -100,3 +100,19 @@ iou_threshold = 0.0
         named = {i for i, c in enumerate(["background", "cat", "dog"]) if c in meta["condition"]["prompt"].split()}
         assert set(np.unique(seg)) <= named | {0}
         assert meta["labels"]["sam"]["mode"] == "refine" and "inst.png" in s
+    import webdataset as wds
+
+    read = list(wds.WebDataset(sorted(str(p) for p in (tmp_path / "out").glob("d-*.tar")), shardshuffle=False))
+    assert sorted(r["__key__"] for r in read) == sorted(s["__key__"] for s in labelled)
+    assert all({"png", "seg.png", "inst.png", "json"} <= set(r) for r in read)
+
+
+def test_a_prompt_naming_no_class_is_one_line_before_any_sample(tmp_path, models):
+    stages = '[[stage]]\nname = "generate"\n[[stage]]\nname = "attention"\n'
+    m = diffusers_manifest(tmp_path, models["sd"], CLASSES, 'prompts = ["a house", "a cat"]', stages)
+    res = synth("run", m)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "synth: error: stage 'attention': sample 0's condition 'a house' names none of the classes ['cat', 'dog']; every prompt or tag list needs a class word"
+    ]
+    assert not list(tmp_path.glob("out/*.tar"))
