@@ -148,7 +148,7 @@ def plugins(as_json: bool):
     for p in reg.plugins.values():
         kind = "built-in" if p.builtin else "third-party"
         click.echo(f"{p.name} {p.version} ({kind}, {p.distribution}: {p.module})")
-        for label, names in (("generators", p.generators), ("stages", p.stages), ("models", p.models), ("manifest tables", p.tables), ("executors", p.executors), ("extractors", p.extractors), ("classifiers", p.classifiers), ("tasks", p.tasks), ("probes", p.probes)):
+        for label, names in (("generators", p.generators), ("stages", p.stages), ("models", p.models), ("manifest tables", p.tables), ("executors", p.executors), ("extractors", p.extractors), ("classifiers", p.classifiers), ("tasks", p.tasks), ("probes", p.probes), ("report sections", p.report_sections)):
             if names:
                 click.echo(f"  {label}: {', '.join(names)}")
     for f in reg.failures:

@@ -109,3 +109,13 @@ def register_probes(register):
     discovered direction moves with one, and counts the attributes a counterfactual changes
     besides the one it is about. See ``synth.protocols.Probe``.
     """
+
+
+@hookspec
+def register_report_sections(register):
+    """Register report section classes: ``register(ReportSectionSubclass)``.
+
+    `synth report OUT` asks each for its section about the output folder (``render(folder)``:
+    (html, markdown) or None), so a plugin whose command writes something about a run (``synth
+    optimise``'s trials) shows it on the run's page. See ``synth.protocols.ReportSection``.
+    """

@@ -40,6 +40,7 @@ REGISTER_HOOKS = (
     ("register_classifiers", "classifier"),
     ("register_tasks", "task"),
     ("register_probes", "probe"),
+    ("register_report_sections", "report_section"),
 )
 
 
@@ -59,6 +60,7 @@ class PluginInfo:
     classifiers: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     probes: list[str] = field(default_factory=list)
+    report_sections: list[str] = field(default_factory=list)
 
     @property
     def package(self) -> str:
@@ -99,6 +101,7 @@ class Registry:
         self.classifiers: dict[str, type] = {}
         self.tasks: dict[str, type] = {}
         self.probes: dict[str, type] = {}
+        self.report_sections: dict[str, type] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.failures: list[PluginFailure] = []
         self.owner: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin name
@@ -259,13 +262,14 @@ def _registrar(registry: Registry, plugin: str, kind: str):
         Generator,
         PluginConfig,
         Probe,
+        ReportSection,
         SourceStage,
         Stage,
         Task,
     )
 
     info = registry.plugins[plugin]
-    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier, "task": Task, "probe": Probe}.get(kind)
+    base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier, "task": Task, "probe": Probe, "report_section": ReportSection}.get(kind)
 
     def register(obj, path=None, description=""):
         if kind == "model":
@@ -298,7 +302,7 @@ def _registrar(registry: Registry, plugin: str, kind: str):
             for contract, of_kind in ((SourceStage, "source"), (DatasetStage, "dataset")):
                 if issubclass(obj, contract) != (obj.kind == of_kind):
                     raise RegistrationError(f"stage {name!r}: a {of_kind} stage subclasses synth.protocols.{contract.__name__}, and only a {of_kind} stage does")
-        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors, "classifier": registry.classifiers, "task": registry.tasks, "probe": registry.probes}[kind]
+        table = {"generator": registry.generators, "stage": registry.stages, "executor": registry.executors, "extractor": registry.extractors, "classifier": registry.classifiers, "task": registry.tasks, "probe": registry.probes, "report_section": registry.report_sections}[kind]
         if name in table:
             other = registry.owner[(kind, name)]
             raise RegistrationError(f"{kind} {name!r} is already registered by plugin {other!r}")

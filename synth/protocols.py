@@ -664,3 +664,18 @@ class Task:
         """(N, D) float32: each image's gradient of the training loss in a fixed set of the
         model's parameters (its last layer is enough), for influence estimates."""
         raise NotImplementedError(f"task {self.name!r} gives no per-sample gradients")
+
+
+class ReportSection:
+    """A section of `synth report`'s page that a plugin adds about an output folder (what its
+    own command wrote beside or around it: a search's trials, say). Registered with
+    ``register_report_sections``; ``render`` returns the section as (html, markdown), or None
+    when the folder has nothing of it. The html is self-contained (pictures inlined)."""
+
+    name: ClassVar[str]
+    title: ClassVar[str] = ""
+    Config: ClassVar[type[PluginConfig]] = PluginConfig
+
+    @classmethod
+    def render(cls, folder: Any) -> tuple[str, str] | None:
+        raise NotImplementedError

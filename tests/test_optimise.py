@@ -116,6 +116,14 @@ def test_the_search_finds_the_setting_that_teaches_and_writes_its_manifest(tmp_p
     assert json.loads((trial / "data" / "dataset.json").read_text())["num_samples"] == 48
     assert json.loads((trial / "trial.json").read_text())["score"] == result["best"]["score"]
     assert "best: masks=right" in res.stdout
+    # The run's page shows the search it belongs to (the optimise plugin's report section).
+    shown = out / "trials" / "masks=blank" / "n24" / "data"
+    assert synth("report", str(shown)).returncode == 0
+    page = (shown / "report.html").read_text()
+    assert "<section id=section-optimise>" in page and "This output is the trial <b>masks=blank</b> on 24 samples" in page
+    assert page.count("<tr class=best>") == 1 and "<tr class=best><td>2</td><td>masks=right</td><td>48</td>" in page
+    assert 'id=optimise-plot alt="score against cost" src="data:image/png;base64,' in page
+    assert "Best: masks=right" in (shown / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -98,12 +98,12 @@ def test_builtin_model_alias_resolves(with_example_plugin):
 
 def test_every_hook_is_documented_and_implemented_somewhere(with_example_plugin):
     hooks = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
-    assert sorted(hooks) == ["register_classifiers", "register_commands", "register_executors", "register_extractors", "register_generators", "register_models", "register_probes", "register_stages", "register_tables", "register_tasks"]
+    assert sorted(hooks) == ["register_classifiers", "register_commands", "register_executors", "register_extractors", "register_generators", "register_models", "register_probes", "register_report_sections", "register_stages", "register_tables", "register_tasks"]
     for name in hooks:
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.strip()) > 40, f"hook {name} has no real docstring"
     reg = load_registry()
-    provided = {"register_generators": reg.generators, "register_stages": reg.stages, "register_models": reg.models, "register_tables": reg.tables, "register_executors": reg.executors, "register_extractors": reg.extractors, "register_classifiers": reg.classifiers, "register_tasks": reg.tasks, "register_probes": reg.probes}
+    provided = {"register_generators": reg.generators, "register_stages": reg.stages, "register_models": reg.models, "register_tables": reg.tables, "register_executors": reg.executors, "register_extractors": reg.extractors, "register_classifiers": reg.classifiers, "register_tasks": reg.tasks, "register_probes": reg.probes, "register_report_sections": reg.report_sections}
     for name in hooks:
         impls = getattr(reg.plugin_manager.hook, name).get_hookimpls()
         assert impls, f"no loaded plugin implements {name}"

@@ -234,7 +234,7 @@ STYLE = (
     "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}th{background:#f4f4f4}img{max-width:100%}"
     "section{margin-bottom:30px}.swatch{display:inline-block;width:14px;height:14px;border:1px solid #555;margin-right:6px;vertical-align:middle}"
     ".legend span.item{margin-right:16px;white-space:nowrap}.thumb{width:48px;height:48px;image-rendering:pixelated;margin:2px;border:1px solid #ccc}"
-    ".charts img{margin:4px}.note{color:#666;font-size:90%}"
+    ".charts img{margin:4px}.note{color:#666;font-size:90%}tr.best td{background:#e6f4ea;font-weight:bold}tr.this td{background:#fff4d6}"
 )
 
 
@@ -250,6 +250,7 @@ def write(folder: Path, samples: int = 32) -> tuple[Path, Path]:
         contact_sheet(folder, grid_path, count=samples, columns=8, cell=r["cell"])
     for name, img in r["charts"].items():
         (folder / name).write_bytes(_png(img))
+    r["sections"] = plugin_sections(folder)
     page = folder / "report.html"
     page.write_text(_html(r, folder, grid_path if grid_path.exists() else None), encoding="utf-8")
     twin = folder / "report.md"
@@ -259,6 +260,19 @@ def write(folder: Path, samples: int = 32) -> tuple[Path, Path]:
 
     OutputFolder(LocalStore(folder), info["name"]).record_extra(["report.html", "report.md", "report-grid.png", *r["charts"]])
     return page, twin
+
+
+def plugin_sections(folder: Path) -> list[tuple[str, str, str, str]]:
+    """(name, title, html, markdown) of every registered report section with something to say
+    about this output (register_report_sections), in name order."""
+    from synth.plugins import load_registry
+
+    out = []
+    for name, cls in sorted(load_registry().report_sections.items()):
+        got = cls.render(folder)
+        if got is not None:
+            out.append((name, cls.title or name, got[0], got[1]))
+    return out
 
 
 def _html(r: dict, folder: Path, grid: Path | None) -> str:
@@ -318,6 +332,8 @@ def _html(r: dict, folder: Path, grid: Path | None) -> str:
     keep = [s for s in info.get("stages", []) if "keep_rate" in s]
     if keep:
         parts.append("<p>Keep rate per filter: " + ", ".join(f"{esc(s['stage'])} <code>{esc(s['name'])}</code> {s['keep_rate']:.1%}" for s in keep) + "</p>")
+    for name, title, body, _ in r.get("sections", []):
+        parts.append(f"</section><section id=section-{esc(name)}><h2>{esc(title)}</h2>{body}")
     groups = _dropped_groups(r["dropped"])
     parts.append(f"</section><section id=dropped><h2>Dropped samples ({len(r['dropped'])})</h2>")
     if groups:
@@ -347,6 +363,9 @@ def _markdown(r: dict, grid: bool) -> str:
         for where, m in sorted(metrics.items()):
             md.append(f"| {where} | " + " | ".join(cell(m, k) for k, _ in shown) + " |")
         md.append("")
-    md += [f"![{n}]({n})" for n in r["charts"]] + ["", "## Dropped", ""]
+    md += [f"![{n}]({n})" for n in r["charts"]] + [""]
+    for _, _, _, text in r.get("sections", []):
+        md += [text, ""]
+    md += ["## Dropped", ""]
     md += [f"- {g['stage']}: {g['reason']} ({g['count']} samples; e.g. {'; '.join(g['examples'])})" for g in _dropped_groups(r["dropped"])] or ["none"]
     return "\n".join(md) + "\n"

@@ -18,6 +18,13 @@ def register_tasks(register):
 
 
 @hookimpl
+def register_report_sections(register):
+    from .report_section import OptimiseSection
+
+    register(OptimiseSection)
+
+
+@hookimpl
 def register_commands(cli):
     import click
 
