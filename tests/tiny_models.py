@@ -44,9 +44,26 @@ def _write_tokenizer(folder: Path) -> None:
     return tok
 
 
+def _tiny_vae(**options):
+    """A two-level VAE (16 px images <-> 8 px latents with 4 channels)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+        **options,
+    )
+
+
 def build_stable_diffusion(path: Path, seed: int = 0) -> Path:
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -63,16 +80,7 @@ def build_stable_diffusion(path: Path, seed: int = 0) -> Path:
         attention_head_dim=2,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-    )
+    vae = _tiny_vae()
     text = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tok),
@@ -104,7 +112,7 @@ def build_sdxl(path: Path, seed: int = 0, upcast_vae: bool = True, refiner: Path
     """A tiny random Stable Diffusion XL: two text encoders (the second with a projection, whose
     pooled output and the size / crop time ids are the UNet's added conditions)."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -128,18 +136,7 @@ def build_sdxl(path: Path, seed: int = 0, upcast_vae: bool = True, refiner: Path
         projection_class_embeddings_input_dim=6 * 4 + 16,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=0.13025,
-        force_upcast=upcast_vae,
-    )
+    vae = _tiny_vae(scaling_factor=0.13025, force_upcast=upcast_vae)
     sched = EulerDiscreteScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading")
     pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_1, text_encoder_2=text_2, tokenizer=tok, tokenizer_2=tok, unet=unet, scheduler=sched)
     pipe.save_pretrained(path)

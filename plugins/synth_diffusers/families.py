@@ -105,6 +105,40 @@ class Family:
                 x = sched.step(predict(sched.scale_model_input(x, t), t), t, x, **kw).prev_sample
             return self.finish(x)
 
+    def sample(self, sched, z, conditions, gens, stop=None, capture=None, visit=None, steps=None):
+        """The family's sampling loop with its own guided prediction (``predictor``): the pixel
+        family's decode and every replay of a sample's path (trajectory features, attention maps,
+        contrasts, h-space) run it, so they cannot drift apart; for Stable Diffusion it is the
+        pipeline's loop written out (its end matches the pipeline's image to a rounding step).
+        ``stop()``, asked after each step's UNet call, ends it early; ``capture`` (an
+        attention.AttentionCapture) records the conditional pass; ``visit(x, t)`` sees the model
+        input. With ``steps`` (sampler timesteps) only those are recorded and visited, and the loop
+        ends once all are seen."""
+        x = z * sched.init_noise_sigma
+        predict = self.predictor(conditions, capture)
+        kw = self.gen._step_kwargs(sched, gens)
+        left = None if steps is None else set(steps)
+        feedback, total = self.gen.feedback, len(sched.timesteps)
+        for i, t in enumerate(sched.timesteps):
+            wanted = left is None or int(t) in left
+            xin = sched.scale_model_input(x, t)
+            if visit is not None and wanted:
+                visit(xin, t)
+            out = predict(xin, t, record=wanted)
+            if feedback is not None and feedback.active(i, total):
+                out = feedback.guide(out, xin, t, conditions, self.gen._prediction_type())
+            if left is not None:
+                left.discard(int(t))
+            if (stop is not None and stop()) or left == set():
+                break
+            x = sched.step(out, t, x, **kw).prev_sample
+        return x
+
+    def predictor(self, conditions: list[dict], capture=None):
+        """``predict(x, t, record=False)``: the guided model output; ``capture`` records the
+        conditional pass of calls made with ``record``."""
+        raise NotImplementedError
+
     def latent_masks(self, m):
         """Masks (N, H, W) in 0..1 at the image's size -> (N, 1, h, w) at the latent's."""
         raise NotImplementedError
@@ -178,33 +212,6 @@ class PixelFamily(Family):
         x = self.sample(sched, z, conditions, gens)
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         return to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
-
-    def sample(self, sched, z, conditions, gens, stop=None, capture=None, visit=None, steps=None):
-        """The pixel-space sampling loop, shared by decode and every replay of a sample's path
-        (trajectory features, attention maps, contrasts) so that they cannot drift apart.
-        ``stop()``, asked after each step's UNet call, ends it early; ``capture`` (an
-        attention.AttentionCapture) records the conditional pass; ``visit(x, t)`` sees the model
-        input. With ``steps`` (sampler timesteps) only those are recorded and visited, and the loop
-        ends once all are seen."""
-        x = z * sched.init_noise_sigma
-        predict = self.predictor(conditions, capture)
-        kw = self.gen._step_kwargs(sched, gens)
-        left = None if steps is None else set(steps)
-        feedback, total = self.gen.feedback, len(sched.timesteps)
-        for i, t in enumerate(sched.timesteps):
-            wanted = left is None or int(t) in left
-            xin = sched.scale_model_input(x, t)
-            if visit is not None and wanted:
-                visit(xin, t)
-            out = predict(xin, t, record=wanted)
-            if feedback is not None and feedback.active(i, total):
-                out = feedback.guide(out, xin, t, conditions, self.gen._prediction_type())
-            if left is not None:
-                left.discard(int(t))
-            if (stop is not None and stop()) or left == set():
-                break
-            x = sched.step(out, t, x, **kw).prev_sample
-        return x
 
     def replay(self, sched, z, conditions, cap, gens) -> None:
         self.sample(sched, z, conditions, gens, stop=cap.done)  # the rest of the path is not needed
@@ -302,32 +309,6 @@ class TextFamily(Family):
     def lacks(self) -> frozenset[str]:
         return frozenset({"hspace", "contrast", "condition:tags"})
 
-    def sample(self, sched, z, conditions, gens, stop=None, capture=None, visit=None, steps=None):
-        """The pipeline's loop written out with the same guided prediction (see predictor), for
-        what reads a sample's path: ``capture`` records the wanted steps' UNet call (its
-        conditional rows: the capture keeps the last B), ``visit(x, t)`` sees the model input;
-        with ``steps`` the loop ends once all are seen."""
-        x = z * sched.init_noise_sigma
-        predict = self.predictor(conditions)
-        kw = self.gen._step_kwargs(sched, gens)
-        left = None if steps is None else set(steps)
-        for t in sched.timesteps:
-            wanted = left is None or int(t) in left
-            xin = sched.scale_model_input(x, t)
-            if visit is not None and wanted:
-                visit(xin, t)
-            if capture is not None:
-                capture.active = wanted
-            out = predict(xin, t)
-            if capture is not None:
-                capture.active = False
-            if left is not None:
-                left.discard(int(t))
-            if (stop is not None and stop()) or left == set():
-                break
-            x = sched.step(out, t, x, **kw).prev_sample
-        return x
-
     def guided_kwargs(self, conditions: list[dict]) -> tuple[dict, bool]:
         """The UNet's conditioning as the pipeline builds it: with guidance, the negative (or
         empty) prompts' rows stacked before the prompts' (SDXL: and its added conditions)."""
@@ -353,17 +334,27 @@ class TextFamily(Family):
             pos, pooled, ids = torch_cat(gen, [neg, pos]), torch_cat(gen, [neg_pooled, pooled]), torch_cat(gen, [ids, ids])
         return {"encoder_hidden_states": pos, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}}, cfg
 
-    def predictor(self, conditions: list[dict]):
+    def predictor(self, conditions: list[dict], capture=None):
         """The guided noise prediction, computed as the pipeline computes it (one UNet call on
-        the stacked rows; guidance_rescale as it rescales)."""
+        the stacked rows; guidance_rescale as it rescales); ``capture`` keeps the last B rows
+        of a guided call, the conditional ones."""
         gen = self.gen
         kwargs, cfg = self.guided_kwargs(conditions)
         scale, rescale = gen.guidance(), gen.config.guidance_rescale
 
-        def predict(x, t):
-            if not cfg:
+        def unet(x, t, record):
+            if capture is not None:
+                capture.active = record
+            try:
                 return gen.pipe.unet(x, t, **kwargs).sample
-            uncond, text = gen.pipe.unet(torch_cat(gen, [x, x]), t, **kwargs).sample.chunk(2)
+            finally:
+                if capture is not None:
+                    capture.active = False
+
+        def predict(x, t, record=False):
+            if not cfg:
+                return unet(x, t, record)
+            uncond, text = unet(torch_cat(gen, [x, x]), t, record).chunk(2)
             out = uncond + scale * (text - uncond)
             if rescale > 0:
                 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
