@@ -9,6 +9,7 @@ generator (weights, scheduler, seeds, micro-batches, features, inversion, attent
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -372,15 +373,9 @@ class TextFamily(Family):
 
     def finish(self, x) -> np.ndarray:
         gen = self.gen
-        torch, vae = gen.torch, gen.pipe.vae
-        upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
-        if upcast:
-            vae.to(dtype=torch.float32)
-        try:
+        vae = gen.pipe.vae
+        with vae_upcast(gen):
             images = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
-        finally:
-            if upcast:
-                vae.to(dtype=torch.float16)
         return to_uint8(gen.pipe.image_processor.postprocess(images.float(), output_type="np"))
 
     def inversion_condition(self, cond: dict, index: int, guided: str) -> dict:
@@ -495,15 +490,9 @@ class TextFamily(Family):
         """VAE latents of images x in [-1, 1]: in float32 where the VAE's config says fp16
         overflows (SDXL's force_upcast: its fp16 encode gives NaNs), as the pipelines decode."""
         gen = self.gen
-        torch, vae = gen.torch, gen.pipe.vae
-        upcast = gen.dtype == torch.float16 and vae.config.get("force_upcast", False)
-        if upcast:
-            vae.to(dtype=torch.float32)
-        try:
+        vae = gen.pipe.vae
+        with vae_upcast(gen):
             z = vae.encode(x.to(vae.dtype)).latent_dist.mean * vae.config.scaling_factor
-        finally:
-            if upcast:
-                vae.to(dtype=torch.float16)
         return z.to(gen.dtype)
 
     def unet_kwargs(self, conditions: list[dict]) -> dict:
@@ -523,6 +512,21 @@ class TextFamily(Family):
             "encoder_hidden_states": embeds,
             "added_cond_kwargs": {"text_embeds": pooled.to(embeds.dtype), "time_ids": ids.to(gen.device).repeat(len(prompts), 1)},
         }
+
+
+@contextmanager
+def vae_upcast(gen):
+    """The VAE in float32 for the block where its config says fp16 overflows (force_upcast, as
+    SDXL's does), back in float16 after, as the pipelines run it."""
+    torch, vae = gen.torch, gen.pipe.vae
+    upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        yield
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
 
 
 def torch_cat(gen, parts):
