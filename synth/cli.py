@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .cli_types import LocalPath
+from .cli_types import THREADS, LocalPath
 from .errors import SynthError, UsageError
 
 
@@ -67,7 +67,7 @@ def main(debug: bool):
 @click.option("--output", "-o", help="Output folder or fsspec URL, e.g. s3://bucket/ds (default: [dataset].output).")
 @click.option("--overwrite", is_flag=True, help="Remove this folder's earlier synth output and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-@click.option("--threads", type=click.IntRange(min=1), help="Model library threads (default: [run] threads, else cores minus load).")
+@click.option("--threads", type=THREADS, help="Model library threads (a count or 'auto'; default: [run] threads, else OMP_NUM_THREADS, else the cores).")
 @click.option("--executor", help="Who runs the shard tasks: local, ray, ... (default: [run] executor).")
 @click.option(
     "--executor-option", "-X", "executor_options", multiple=True, metavar="KEY=VALUE",

@@ -27,3 +27,25 @@ class LocalPath(click.ParamType):
         if not self.file_okay and not path.is_dir():
             self.fail(f"{path} is a file, not an output folder", param, ctx)
         return path
+
+
+class ThreadsParam(click.ParamType):
+    """--threads: a count of at least 1, or "auto"."""
+
+    name = "threads"
+
+    def convert(self, value, param, ctx):
+        from .threads import AUTO
+
+        if value == AUTO or isinstance(value, int) and value >= 1:
+            return value
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is neither a count of at least 1 nor 'auto'", param, ctx)
+        return n
+
+
+THREADS = ThreadsParam()

@@ -39,7 +39,7 @@ from .protocols import DatasetStage, Executor
 from .reading import iter_samples
 from .records import encode_sample, fields_of
 from .storage import Store, open_store
-from .threads import current_threads, default_threads
+from .threads import Threads, current_threads, resolve_threads
 from .writer import ShardFile, shard_name
 
 
@@ -69,7 +69,7 @@ class ShardJob:
     store: Store
     name: str
     quiet: bool = False
-    threads: int | None = None
+    threads: Threads | None = None
     reports: dict[str, dict] = field(default_factory=dict)  # filled by the executor: Pipeline.reports()
 
 
@@ -87,7 +87,7 @@ class RunSummary:
     seconds: float = 0.0
     nothing_to_do: bool = False
     num_samples: int = 0
-    threads: int | None = None
+    threads: Threads | None = None
     executor: str = "local"
     workers: list[dict] = field(default_factory=list)  # one report per worker (shards, samples, seconds, failures)
     metrics: dict = field(default_factory=dict)  # measuring stages' figures, as in dataset.json
@@ -304,15 +304,17 @@ def choose_executor(manifest: Manifest, name: str | None, options: dict[str, Any
 
 
 def run_threads(asked: int | None, manifest: Manifest, executor: Executor, folder: OutputFolder) -> int | None:
-    """The model library's threads for a local run: as asked (--threads, [run] threads), else
-    what the folder's earlier run used (a sample's bytes depend on it, so a resumed run makes
-    the shards the first run would have made), else the default for the machine's load, recorded
-    for the next resume. A distributed run's workers choose their own."""
+    """The model library's threads for a local run: a count as asked (--threads, [run] threads),
+    else what the folder's earlier run used (a sample's bytes depend on it, so a resumed run makes
+    the shards the first run would have made, "auto" included), else the default or the "auto"
+    count, recorded for the next resume. A distributed run's workers choose their own."""
     asked = asked or manifest.run.threads
     if not executor.in_process:
         return asked
+    if isinstance(asked, int):
+        return asked
     recorded = (folder.read_state() or {}).get("threads")
-    return asked or recorded or default_threads()
+    return recorded or resolve_threads(asked)
 
 
 def run(
@@ -322,7 +324,7 @@ def run(
     progress: Progress | None = None,
     executor: Executor | str | None = None,
     quiet: bool = False,
-    threads: int | None = None,
+    threads: Threads | None = None,
     executor_options: dict[str, Any] | None = None,
 ) -> RunSummary:
     t0 = time.perf_counter()

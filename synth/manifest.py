@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -86,9 +86,10 @@ class RunConfig(_Strict):
 
     batch_size: int = Field(16, gt=0, strict=True, description="Samples per model call")
     workers: int = Field(2, ge=1, strict=True, description="Threads encoding images and writing shards")
-    threads: int | None = Field(
-        None, ge=1, strict=True,
-        description="Threads of the model library (torch intra-op); default: cores minus the machine's load (synth.threads)",
+    threads: Annotated[int, Field(ge=1, strict=True)] | Literal["auto"] | None = Field(
+        None,
+        description="Threads of the model library (torch intra-op): a count, or \"auto\" for the cores minus the machine's load now; "
+        "default: OMP_NUM_THREADS, else the cores (the same on every run: torch's CPU bytes depend on the count; synth.threads)",
     )
     executor: str = Field(
         "local",

@@ -13,7 +13,7 @@ from .errors import RunError, SynthError
 from .manifest import Manifest, Step
 from .plugins import one_line
 from .protocols import DatasetStage, RunContext
-from .threads import apply_threads
+from .threads import Threads, apply_threads
 
 # Every sample's json carries these keys (Hugging Face's loader infers one schema from a few
 # samples): group (a parent and its children share it), decode (what regenerates the image),
@@ -28,7 +28,7 @@ def _range_text(keys: list[str]) -> str:
 
 
 class Pipeline:
-    def __init__(self, manifest: Manifest, quiet: bool = False, threads: int | None = None):
+    def __init__(self, manifest: Manifest, quiet: bool = False, threads: Threads | None = None):
         self.manifest = manifest
         self.threads_wanted = threads or manifest.run.threads
         self.context = RunContext(

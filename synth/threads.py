@@ -3,11 +3,17 @@
 Measured on this project's 2-core machine (UNet2DModel 1.8 M parameters, `python
 bench/threads.py`): on an idle machine 2 threads beat 1 (a training step 0.64 s vs 0.83 s); with
 one core busy elsewhere, 2 threads fall far behind 1 (1.87 s vs 0.94 s) because the two threads
-wait for each other on a core they do not get. So the default is the number of cores this process may
-use minus the cores other processes keep busy right now (sampled from /proc/stat over a quarter
-of a second; the load average lags by minutes, so a job that just ended would still count), at
-least 1; ``[run] threads``, ``[fit] threads`` or
-``--threads`` override it.
+wait for each other on a core they do not get.
+
+torch's CPU results depend on the thread count (a reduction split differently rounds
+differently: one sample in forty of the tiny DDPM test model changes), so the default must not
+follow the machine's momentary load, or two runs of one manifest would differ. The default is
+``OMP_NUM_THREADS`` where set (the standard knob), else the cores this process may use: the same
+on every run on one machine. ``"auto"`` asks for the load-following count instead, the cores
+minus those other processes keep busy right now (sampled from /proc/stat over a quarter of a
+second; the load average lags by minutes), at least 1: faster on a busy machine, and recorded in
+the output folder so a resume reuses it. ``[run] threads``, ``[fit] threads`` or ``--threads``
+(a count or "auto") choose.
 
 The core never imports torch: the setting goes to the environment (read by torch when a plugin
 imports it) and, when torch is already imported, to ``torch.set_num_threads``.
@@ -18,6 +24,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Literal, Union
+
+# a count, or "auto": the cores minus the machine's load now
+Threads = Union[int, Literal["auto"]]
+AUTO = "auto"
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -55,9 +66,26 @@ def busy_cores(window: float = 0.25) -> float:
 
 
 def default_threads() -> int:
+    """OMP_NUM_THREADS where it is a positive count, else the cores available: the same on
+    every run on one machine."""
+    try:
+        asked = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        asked = 0
+    return asked if asked > 0 else available_cores()
+
+
+def auto_threads() -> int:
     """Cores available minus the cores busy elsewhere (rounded), at least 1."""
     cores = available_cores()
     return max(1, min(cores, round(cores - busy_cores())))
+
+
+def resolve_threads(n: Threads | None) -> int:
+    """A count for ``n``: itself, the load-following count for "auto", the default for None."""
+    if n == AUTO:
+        return auto_threads()
+    return int(n) if n else default_threads()
 
 
 def current_threads() -> int | None:
@@ -66,12 +94,13 @@ def current_threads() -> int | None:
     return torch.get_num_threads() if torch is not None else None
 
 
-def apply_threads(n: int | None) -> int:
-    """Use ``n`` threads (None: the default); returns the number set."""
-    n = int(n) if n else default_threads()
+def apply_threads(n: Threads | None) -> int:
+    """Use ``n`` threads (None: the default, "auto": the load-following count); returns the number set."""
+    n = resolve_threads(n)
     for var in ENV_VARS:
         os.environ[var] = str(n)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
     return n
+

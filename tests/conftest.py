@@ -9,6 +9,9 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TQDM_DISABLE", "1")
+# One torch thread per test process: two xdist workers share two cores, and a fixed count keeps
+# two runs of one manifest byte-identical (torch's CPU results depend on it; synth.threads).
+os.environ["OMP_NUM_THREADS"] = "1"
 # Trained pixel heads are cached here, not in the user's ~/.cache/synth.
 os.environ["SYNTH_CACHE_DIR"] = tempfile.mkdtemp(prefix="synth-test-cache-")
 

@@ -120,3 +120,20 @@ def test_a_resumed_run_uses_the_threads_the_first_run_made_its_shards_with(tmp_p
     assert _files(out) == expected
     res = synth("run", manifest, "--overwrite", "--threads", "1")  # asked for: that count, recorded
     assert res.returncode == 0 and json.loads((out / ".synth-run.json").read_text())["threads"] == 1
+
+
+def test_auto_threads_are_chosen_once_per_output_folder(monkeypatch):
+    """"auto" follows the load when a folder is new; its resume reuses the recorded count."""
+    from types import SimpleNamespace
+
+    from synth import engine, threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 1.0)
+    manifest = SimpleNamespace(run=SimpleNamespace(threads="auto"))
+    local, remote = SimpleNamespace(in_process=True), SimpleNamespace(in_process=False)
+    new, resumed = SimpleNamespace(read_state=lambda: None), SimpleNamespace(read_state=lambda: {"threads": 2})
+    assert engine.run_threads(None, manifest, local, new) == 3
+    assert engine.run_threads(None, manifest, local, resumed) == 2
+    assert engine.run_threads(5, manifest, local, resumed) == 5  # a count asked for wins
+    assert engine.run_threads(None, manifest, remote, resumed) == "auto"  # each worker chooses

@@ -107,18 +107,38 @@ def test_threads_setting_reaches_torch(tmp_path, models):
     assert res.returncode == 0 and "2 threads)" in res.stderr
     bad = synth("run", "--threads", "0", m)
     assert bad.returncode == 2 and "Invalid value for '--threads'" in bad.stderr
+    res = synth("run", "--overwrite", "--threads", "auto", m)
+    assert res.returncode == 0 and " threads)" in res.stderr
+    bad = synth("run", "--threads", "many", m)
+    assert bad.returncode == 2 and "'many' is neither a count of at least 1 nor 'auto'" in bad.stderr
     m.write_text(m.read_text().replace("threads = 1", "threads = 1.5"))
-    assert "run.threads: Input should be a valid integer" in synth("validate", m).stderr
+    res = synth("validate", m)
+    assert res.returncode == 2 and "run.threads" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_default_threads_leave_room_for_other_load(monkeypatch):
+def test_default_threads_are_the_same_on_every_run(monkeypatch):
+    """Not the load: torch's CPU bytes depend on the count, and two runs must agree."""
+    from synth import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 3.0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.default_threads() == 4 and threads.resolve_threads(None) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    assert threads.default_threads() == 4
+    assert threads.resolve_threads("auto") == 1 and threads.resolve_threads(2) == 2
+
+
+def test_auto_threads_leave_room_for_other_load(monkeypatch):
 
     from synth import threads
 
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     for busy, expected in ((0.1, 2), (1.2, 1), (7.0, 1)):
         monkeypatch.setattr(threads, "busy_cores", lambda: busy)
-        assert threads.default_threads() == expected
+        assert threads.auto_threads() == expected
 
 
 def test_busy_cores_from_two_readings_of_proc_stat(monkeypatch):

@@ -587,7 +587,7 @@ trained by `synth fit` from the manifest `{m.path.name}` (the recipe, in full, i
 """
 
 
-def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: int | None = None) -> dict:
+def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: int | str | None = None) -> dict:
     from synth.bars import progress_bar
     from synth.threads import apply_threads
 
@@ -620,7 +620,7 @@ def run_fit(manifest_path: Path, overwrite: bool, show_progress: bool, threads: 
     resumed_from = None
     if ckpt is not None:
         saved_threads = json.loads((ckpt / "state.json").read_text()).get("threads")
-        if asked_threads is None and saved_threads:  # bit-exact continuation needs the same count
+        if not isinstance(asked_threads, int) and saved_threads:  # bit-exact continuation needs the same count
             apply_threads(saved_threads)
         trainer.resume(ckpt)
         resumed_from = trainer.step

@@ -19,11 +19,13 @@ def register_tables(register):
 def register_commands(cli):
     import click
 
+    from synth.cli_types import THREADS
+
     @cli.command()
     @click.argument("manifest", type=click.Path(dir_okay=False, path_type=__import__("pathlib").Path))
     @click.option("--overwrite", is_flag=True, help="Discard checkpoints and start over.")
     @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-    @click.option("--threads", type=click.IntRange(min=1), help="torch threads (default: [fit] threads, else cores minus load).")
+    @click.option("--threads", type=THREADS, help="torch threads (a count or 'auto'; default: [fit] threads, else OMP_NUM_THREADS, else the cores).")
     def fit(manifest, overwrite, quiet, threads):
         """Train a diffusers UNet2DModel on MANIFEST's source images ([fit] table); resumes."""
         from .fit import run_fit

@@ -20,11 +20,13 @@ def register_probes(register):
 def register_commands(cli):
     import click
 
+    from synth.cli_types import THREADS
+
     @cli.command()
     @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Folder of the page, strips and directions (default: <output>-discover).")
     @click.option("--quiet", "-q", is_flag=True)
-    @click.option("--threads", type=click.IntRange(min=1))
+    @click.option("--threads", type=THREADS)
     def discover(manifest, out, quiet, threads):
         """Find the directions in the generator's h-space that change a classifier's decision most ([discover] table)."""
         from .discover import discover as run_discover

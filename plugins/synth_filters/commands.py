@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from synth.cli_types import LocalPath
+from synth.cli_types import THREADS, LocalPath
 from synth.errors import UsageError
 
 
@@ -28,7 +28,7 @@ def register(cli: click.Group) -> None:
 @click.option("--source", "source_toml", help='Instead of --labelled: any source stage as an inline TOML table, e.g. \'{name = "shapes", split = "test"}\'.')
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-@click.option("--threads", type=click.IntRange(min=1), help="Model library threads.")
+@click.option("--threads", type=THREADS, help="Model library threads.")
 def evaluate(manifest: Path, labelled: str, masks, size, count, source_toml, as_json: bool, quiet: bool, threads):
     """Label held-out labelled images with MANIFEST's labelling stages; print per-class IoU and mIoU."""
     import tomllib
@@ -59,7 +59,7 @@ def evaluate(manifest: Path, labelled: str, masks, size, count, source_toml, as_
 @click.option("--set", "sets", multiple=True, required=True, help="KEY=v1,v2,... e.g. generator.steps=10,20 or stage.views.sigma=0.1,0.3 (once or twice)")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Folder of the runs (default: <output>-sweep beside the manifest's output).")
 @click.option("--quiet", "-q", is_flag=True)
-@click.option("--threads", type=click.IntRange(min=1))
+@click.option("--threads", type=THREADS)
 def sweep(manifest: Path, sets, out, quiet: bool, threads):
     """Run MANIFEST over values of one or two fields; plot precision/recall and density/coverage with the Pareto front."""
     from .sweep import sweep as run_sweep

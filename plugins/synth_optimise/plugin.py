@@ -28,13 +28,15 @@ def register_report_sections(register):
 def register_commands(cli):
     import click
 
+    from synth.cli_types import THREADS
+
     @cli.command()
     @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--space", "space", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The search space: [task], [search] and [values] (see docs/guide/optimise.md).")
     @click.option("--validation", required=True, help="Labelled real images the task is scored on: a folder (NAME.seg.png beside each image, or class subfolders) or shards.")
     @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), help="Folder of the trials and results (default: <output>-optimise).")
     @click.option("--quiet", "-q", is_flag=True)
-    @click.option("--threads", type=click.IntRange(min=1))
+    @click.option("--threads", type=THREADS)
     def optimise(manifest, space, validation, out, quiet, threads):
         """Find the manifest values whose dataset teaches the downstream task most (successive halving); resumes."""
         from .search import optimise as run_search
