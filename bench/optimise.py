@@ -10,8 +10,8 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
 - optimised: `synth optimise` over the space below (sampler x drop fraction; each sampler
   calibrates its own head, ~4 min on 2 CPU cores), on `--val` real validation scenes, within
   `--budget` runs of the default;
-- feedback: the optimised manifest with [generator.feedback] toward what a classifier trained on
-  the K labelled scenes' kinds finds uncertain (with --feedback-weight);
+- feedback: the optimised manifest with [generator.feedback] toward the pixels the search's best
+  downstream model (its U-Net, saved as best-model/) is unsure of (with --feedback-weight);
 - influence: twice the samples, the influence stage on the validation scenes, select the half
   that teaches most.
 
@@ -191,12 +191,12 @@ def main() -> None:
         if "optimised" in rows:
             results["optimised"] = score_set("optimised", best_text)
     if "feedback" in rows:
-        # A kind classifier (the scene's largest shape) trained on the validation scenes: the
-        # model whose uncertainty guides sampling toward ambiguous scenes.
-        folder = kind_classifier(torch, val_x, val_y, out / "feedback-classifier")
+        # The downstream segmenter the search's best trial trained: sampling leans toward the
+        # scenes whose pixels it cannot tell apart.
+        folder = search["best_model"]
         data = tomllib.loads(best_text)
         gen = data["generator"]
-        extra = f'feedback = {{ classifier = {{ name = "torch", path = "{folder}" }}, weight = {args.feedback_weight} }}'
+        extra = f'feedback = {{ classifier = {{ name = "task_model", path = "{folder}" }}, weight = {args.feedback_weight} }}'
         text = manifest_text(args.samples, extra, fraction=data["stage"][-1]["fraction"], scheduler=gen["scheduler"], steps=gen["steps"])
         results["feedback"] = score_set("feedback", text)
     if "influence" in rows:
@@ -212,27 +212,6 @@ def main() -> None:
     n1 = results.get("optimised", {}).get("real_equivalent", float("nan"))
     cost = search["cost_runs"] if search else float("nan")
     print(f"real-equivalent: default {n0:.0f}, optimised {n1:.0f} ({n1 / n0:.2f}x), search {cost:.1f} runs")
-
-
-def kind_classifier(torch, images, masks, folder: Path) -> Path:
-    """synth's `torch` classifier (small_cnn) trained to name a scene's largest kind of shape."""
-    from synth_classify import save_classifier, small_cnn
-
-    kinds = np.array([np.bincount(m.ravel(), minlength=4)[1:].argmax() for m in masks])
-    torch.manual_seed(0)
-    net = small_cnn(torch, 3, width=16, depth=3)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    y = torch.from_numpy(kinds)
-    net.train()
-    for _ in range(300):
-        idx = torch.randint(0, len(x), (min(64, len(x)),))
-        loss = torch.nn.functional.cross_entropy(net((x[idx] - 0.5) / 0.5), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    return save_classifier(net, folder, CLASSES[1:], (32, 32), width=16, depth=3)
 
 
 if __name__ == "__main__":

@@ -560,7 +560,9 @@ class Classifier:
     ``synth.classifiers.get(context, table)`` (set up once per process). ``classes`` is known
     after ``setup()``; ``image_size`` is the (height, width) it takes, None for any (it resizes).
     ``differentiable`` gives the logits of a torch batch in [0, 1] with gradients, for tools that
-    ask which directions change a decision."""
+    ask which directions change a decision. A segmentation model sets ``per_pixel``: its
+    ``differentiable`` logits are (N, C, H, W), one decision per pixel (feedback guidance takes
+    their mean entropy); ``logits`` may then refuse."""
 
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
@@ -570,6 +572,7 @@ class Classifier:
         self.context = context
         self.classes: list[str] = []
         self.image_size: tuple[int, int] | None = None
+        self.per_pixel = False
 
     @classmethod
     def check_plan(cls, config: PluginConfig, plan: PlanContext) -> list[str]:
@@ -664,6 +667,12 @@ class Task:
         """(N, D) float32: each image's gradient of the training loss in a fixed set of the
         model's parameters (its last layer is enough), for influence estimates."""
         raise NotImplementedError(f"task {self.name!r} gives no per-sample gradients")
+
+    def save(self, model: Any, folder: Path, image_size: tuple[int, int]) -> None:
+        """Write ``model`` (trained at ``image_size``, (height, width)) to ``folder`` in a form a
+        registered classifier reads, so feedback guidance can ask the downstream model itself
+        what it gets wrong. Optional: a task that cannot is simply not saved."""
+        raise NotImplementedError(f"task {self.name!r} cannot save its model")
 
 
 class ReportSection:

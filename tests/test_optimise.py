@@ -2,6 +2,7 @@
 labelled images; resumable; bad spaces and validation sets refused in one line."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -97,6 +98,23 @@ min_samples = 24
     return manifest, space
 
 
+def _assert_model_scores(folder, val, score):
+    import torch
+
+    from synth.segmetrics import class_ious, mean_iou
+    from synth_optimise.task_model import TaskModelClassifier, TaskModelConfig
+
+    clf = TaskModelClassifier(TaskModelConfig(path=str(folder), device="cpu"), type("C", (), {"resolve_path": staticmethod(lambda p: p)})())
+    clf.setup()
+    assert clf.per_pixel and clf.classes == json.loads(CLASSES) and clf.image_size == (32, 32)
+    names = sorted(p for p in val.glob("*.png") if not p.name.endswith(".seg.png"))
+    x = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB")) for p in names])).permute(0, 3, 1, 2).float() / 255
+    y = np.stack([np.asarray(Image.open(p.with_suffix(".seg.png"))) for p in names])
+    with torch.no_grad():
+        pred = clf.differentiable(x).argmax(1).numpy()
+    assert mean_iou(class_ious(pred, y, len(CLASSES))) == pytest.approx(score, abs=0.01)
+
+
 @pytest.mark.slow
 def test_the_search_finds_the_setting_that_teaches_and_writes_its_manifest(tmp_path):
     manifest, space = _world(tmp_path)
@@ -115,7 +133,16 @@ def test_the_search_finds_the_setting_that_teaches_and_writes_its_manifest(tmp_p
     trial = out / "trials" / "masks=right" / "n48"
     assert json.loads((trial / "data" / "dataset.json").read_text())["num_samples"] == 48
     assert json.loads((trial / "trial.json").read_text())["score"] == result["best"]["score"]
-    assert "best: masks=right" in res.stdout
+    assert "best: masks=right" in res.stdout and "best-model/" in res.stdout
+    # The best trial's downstream model, as the task_model classifier (feedback's) reads it:
+    # its per-pixel decisions on the validation scenes give the trial's score again.
+    assert result["best_model"] == str(out / "best-model")
+    _assert_model_scores(out / "best-model", tmp_path / "val", result["best"]["score"])
+    # A search finished before models were saved: the best one is trained again, the same bytes.
+    weights = (out / "best-model" / "task-model.safetensors").read_bytes()
+    shutil.rmtree(trial / "model")
+    res = synth("optimise", str(manifest), "--space", str(space), "--validation", str(tmp_path / "val"), "-q")
+    assert res.returncode == 0 and (out / "best-model" / "task-model.safetensors").read_bytes() == weights
     # The run's page shows the search it belongs to (the optimise plugin's report section).
     shown = out / "trials" / "masks=blank" / "n24" / "data"
     assert synth("report", str(shown)).returncode == 0
@@ -248,3 +275,33 @@ keep = 4
     res = synth("validate", str(manifest))
     assert res.returncode == 2
     assert "stage[2]: method = \"influence\" keeps the highest scores.influence; put the influence stage (plugin optimise) before select" in res.stderr
+
+
+def test_a_saved_classification_model_decides_as_the_trained_one(tmp_path):
+    """The classification task's model through the task_model classifier: the same decisions;
+    a segmentation model refuses per-image logits in one line."""
+    import torch
+
+    from synth.errors import UsageError
+    from synth_optimise import SegmentationConfig, SegmentationTask
+    from synth_optimise.models import classify
+    from synth_optimise.task_model import TaskModelClassifier, TaskModelConfig
+    from synth_optimise.tasks import ClassificationConfig, ClassificationTask
+    from synth_shapes.world import render_many
+
+    x, masks = render_many(0, range(32), 32, 0.3, "train")
+    y = np.array([np.bincount(m.ravel(), minlength=4)[1:].argmax() for m in masks])
+    context = type("C", (), {"resolve_path": staticmethod(lambda p: p)})()
+    task = ClassificationTask(ClassificationConfig(steps=20), ["circle", "square", "triangle"])
+    net = task.train(x, y, 0)
+    task.save(net, tmp_path / "cls", (32, 32))
+    clf = TaskModelClassifier(TaskModelConfig(path=str(tmp_path / "cls"), device="cpu"), context)
+    clf.setup()
+    assert not clf.per_pixel and clf.classes == ["circle", "square", "triangle"]
+    assert (clf.logits(x).argmax(1) == classify(torch, net, x)).all()
+    seg = SegmentationTask(SegmentationConfig(steps=2, width=4), ["background", "circle", "square", "triangle"])
+    seg.save(seg.train(x, masks, 0), tmp_path / "seg", (32, 32))
+    clf = TaskModelClassifier(TaskModelConfig(path=str(tmp_path / "seg"), device="cpu"), context)
+    clf.setup()
+    with pytest.raises(UsageError, match="a segmentation model gives per-pixel logits"):
+        clf.logits(x)

@@ -148,6 +148,11 @@ class Family:
         """Denoised model-space samples -> uint8 images."""
         raise NotImplementedError
 
+    def clean_pixels(self, x0):
+        """A clean-sample estimate in model space -> images (N, 3, H, W) in [0, 1], differentiable
+        in it (feedback guidance's classifier input)."""
+        raise NotImplementedError
+
     def class_conditional(self) -> bool:
         """Whether the model takes [dataset].classes as a condition (class labels)."""
         return False
@@ -280,6 +285,9 @@ class PixelFamily(Family):
         x = (x.float() / 2 + 0.5).clamp(0, 1)
         return to_uint8(x.permute(0, 2, 3, 1).cpu().numpy())
 
+    def clean_pixels(self, x0):
+        return (x0 / 2 + 0.5).clamp(0, 1)
+
 
 class TextFamily(Family):
     kind = "text2image"
@@ -378,6 +386,12 @@ class TextFamily(Family):
             images = vae.decode(x.to(vae.dtype) / vae.config.scaling_factor).sample
         return to_uint8(gen.pipe.image_processor.postprocess(images.float(), output_type="np"))
 
+    def clean_pixels(self, x0):
+        vae = self.gen.pipe.vae
+        with vae_upcast(self.gen):
+            images = vae.decode(x0.to(vae.dtype) / vae.config.scaling_factor).sample
+        return (images.float() / 2 + 0.5).clamp(0, 1)
+
     def inversion_condition(self, cond: dict, index: int, guided: str) -> dict:
         """A real image brings no prompt: it takes the generator's own for its index (its
         class's template where the image has a class). Under guidance, with "negative_prompt",
@@ -428,14 +442,30 @@ class TextFamily(Family):
     def decode(self, z, conditions, gens) -> np.ndarray:
         if self.gen.refiner is not None:
             return self.refine(z, conditions, gens)
+        if self.gen.feedback is not None:
+            return self.decode_guided(z, conditions, gens)
         out = self.call(z, conditions, generator=gens, output_type="np")
-        flags = getattr(out, "nsfw_content_detected", None)  # a pipeline output field, present with a safety checker
-        if flags is not None:
-            for c, flag in zip(conditions, flags):
-                c["nsfw_flagged"] = bool(flag)
-                if flag and self.gen.config.safety_checker == "drop":
-                    c["withheld"] = "the safety checker flagged the image"
+        self.flag(conditions, getattr(out, "nsfw_content_detected", None))  # a pipeline output field, present with a safety checker
         return to_uint8(np.asarray(out.images))
+
+    def decode_guided(self, z, conditions, gens) -> np.ndarray:
+        """Feedback guidance rewrites each step's noise prediction, which the pipeline's call
+        cannot take: the loop written out (the pipeline's image to a rounding step), then the
+        pipeline's own safety check."""
+        gen = self.gen
+        images = self.finish(self.sample(gen._fresh_scheduler(), z, conditions, gens))
+        if getattr(gen.pipe, "safety_checker", None) is not None:
+            checked, flags = gen.pipe.run_safety_checker(images.astype(np.float32) / 255, gen.device, gen.dtype)
+            self.flag(conditions, flags)
+            images = to_uint8(np.asarray(checked))
+        return images
+
+    def flag(self, conditions, flags) -> None:
+        """The safety checker's verdicts into the samples' conditions (dropped where asked)."""
+        for c, flag in zip(conditions, flags if flags is not None else []):
+            c["nsfw_flagged"] = bool(flag)
+            if flag and self.gen.config.safety_checker == "drop":
+                c["withheld"] = "the safety checker flagged the image"
 
     def refine(self, z, conditions, gens) -> np.ndarray:
         """SDXL's ensemble of experts: the base denoises the first refiner_start of the steps and

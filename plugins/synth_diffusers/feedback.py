@@ -1,6 +1,9 @@
-"""Feedback-guided sampling: a downstream classifier's uncertainty (or loss) on the predicted clean
+"""Feedback-guided sampling: a downstream model's uncertainty (or loss) on the predicted clean
 image steers each sampling step toward what that model gets wrong, as classifier guidance steers
-toward a class. At step t the model's output gives the clean-image estimate x0; the objective's
+toward a class. The model is any registered classifier that gives gradients: an image classifier,
+or a segmentation model (``per_pixel``; the mean entropy of its pixels, e.g. the downstream model
+`synth optimise` saves as best-model/). For a latent model (Stable Diffusion) the estimate is
+decoded by the VAE inside the gradient; the classifier sees it resized to its image size. At step t the model's output gives the clean-image estimate x0; the objective's
 gradient there, normalised per sample to unit RMS, moves x0 by ``weight`` (image units, pixels in
 [-1, 1]) and the noise estimate with it, so the sampler's next step lands nearer images the
 classifier finds hard. Guiding x0 rather than the noise keeps a weight's effect alike at every
@@ -27,6 +30,8 @@ class Feedback:
         self.gen, self.config = gen, config
         self.clf = classifiers.get(gen.context, config.classifier)
         self.index = None
+        if config.objective == "loss" and self.clf.per_pixel:
+            raise UsageError("generator.feedback: objective = \"loss\" needs each sample's class; a segmentation model's needs masks the sampler does not have (use \"entropy\")")
         if config.objective == "loss":
             missing = [c for c in gen.context.classes if c not in self.clf.classes]
             if missing:
@@ -48,10 +53,11 @@ class Feedback:
             else:
                 x0, eps = (xin_f - s * out_f) / a, out_f
             x0 = x0.detach().requires_grad_(True)
-            logits = self.clf.differentiable((x0 / 2 + 0.5).clamp(0, 1)).float()
+            logits = self.clf.differentiable(self._classifier_input(x0)).float()
             logp = torch.log_softmax(logits, 1)
             if self.config.objective == "entropy":
                 objective = -(logp.exp() * logp).sum(1)
+                objective = objective.flatten(1).mean(1) if objective.dim() > 1 else objective  # a segmenter's: the mean over pixels
             else:
                 if any(c.get("class") is None for c in conditions):
                     raise UsageError("generator.feedback: objective = \"loss\" needs each sample's class (a class-conditional model or templates)")
@@ -64,3 +70,12 @@ class Feedback:
         eps = eps - self.config.weight * a * (grad / rms) / s.clamp_min(1e-4)
         guided = (eps - s * xin_f) / a if prediction == "v_prediction" else eps
         return guided.to(out.dtype)
+
+    def _classifier_input(self, x0):
+        """The clean-image estimate as the classifier takes it: pixels in [0, 1] (a latent model's
+        decoded by its VAE, so the gradient reaches the latent through it) at its image size."""
+        pixels = self.gen.family.clean_pixels(x0)
+        size = self.clf.image_size
+        if size is not None and tuple(pixels.shape[-2:]) != tuple(size):
+            pixels = self.gen.torch.nn.functional.interpolate(pixels, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+        return pixels

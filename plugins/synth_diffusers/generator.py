@@ -177,8 +177,6 @@ class DiffusersGenerator(Generator):
         levers.load_adapters(self)
         self.feedback = None
         if self.config.feedback is not None and self.config.feedback.weight > 0:
-            if self.kind != "unet2d":
-                raise UsageError(f"generator.feedback: guidance by a classifier works on pixel UNets; {self.config.model} is {self.kind} (not yet)")
             from .feedback import Feedback
 
             self.feedback = Feedback(self, self.config.feedback)

@@ -12,6 +12,7 @@ _PUBLIC = {
     "optimise": ".search",
     "SegmentationConfig": ".tasks",
     "SegmentationTask": ".tasks",
+    "save_task_model": ".task_model",
 }
 __all__ = sorted(_PUBLIC)
 __getattr__ = public_api(__name__, _PUBLIC)

@@ -18,6 +18,13 @@ def register_tasks(register):
 
 
 @hookimpl
+def register_classifiers(register):
+    from .task_model import TaskModelClassifier
+
+    register(TaskModelClassifier)
+
+
+@hookimpl
 def register_report_sections(register):
     from .report_section import OptimiseSection
 
@@ -44,4 +51,5 @@ def register_commands(cli):
         r = run_search(manifest, space, validation, out=out, quiet=quiet, threads=threads)
         best = r["best"]
         click.echo(f"best: {best['label']} ({r['score']} {best['score']:.4f} on {best['samples']} samples), "
-                   f"{len(r['trials'])} trials costing {r['cost_runs']:.2f} runs; {r['folder']}/best.toml, optimise.md, optimise.png")
+                   f"{len(r['trials'])} trials costing {r['cost_runs']:.2f} runs; {r['folder']}/best.toml, "
+                   + ("best-model/, " if r.get("best_model") else "") + "optimise.md, optimise.png")

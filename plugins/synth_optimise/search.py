@@ -7,8 +7,10 @@ on the validation set, keeps the best 1/eta and gives them eta times the samples
 manifest's own ``num_samples``. The budget, in runs of the manifest as written, caps the samples
 generated in all; a larger grid is sampled (seeded) down to what fits. Every trial is a normal
 resumable run in its own folder with its score beside it, so a killed search resumes where it
-stopped. Written: best.toml (the manifest with the winning values), optimise.md (every trial's
-score and cost), optimise.png (score against cumulative cost), optimise.json.
+stopped. Written: best.toml (the manifest with the winning values), best-model/ (the downstream
+model the best trial trained, as the ``task_model`` classifier reads it, so ``[generator.feedback]``
+can guide sampling by it), optimise.md (every trial's score and cost), optimise.png (score
+against cumulative cost), optimise.json.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import shutil
 import sys
 import time
 import tomllib
@@ -222,6 +225,7 @@ def optimise(manifest_path: Path, space_path: Path, validation: str, out: Path |
         figures = task.evaluate(model, val_x, val_y)
         rec = {"id": ident, "label": label_of(values), "values": values, "samples": samples, "kept": int(len(x)),
                "score": float(figures[task.score]), "figures": figures, "seconds": round(time.perf_counter() - t0, 1)}
+        _save_model(task, model, folder, x)  # the downstream model itself, for feedback guidance
         tmp = record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=1))
         tmp.replace(record_path)  # the score lands whole or not at all
@@ -240,17 +244,44 @@ def optimise(manifest_path: Path, space_path: Path, validation: str, out: Path |
     (root / "best.toml").write_text(
         f"# {manifest_path} with the values synth optimise found best ({label_of(best_values)}: "
         f"{task.score} {best_score['score']:.4f} on {best_score['samples']} samples)\n" + best_body)
+    best_trial = root / "trials" / folder_name(best_score["label"]) / f"n{best_score['samples']}"
+    best_model = _keep_best_model(root, best_trial, task, space.search.seed)
     result = {
         "manifest": str(manifest_path), "space": str(space_path), "validation": str(validation), "validation_images": int(len(val_x)),
         "task": task.describe(), "score": task.score, "plan": plan, "settings": len(seen), "tried": len(arms),
         "cost_runs": round(spent[0], 3), "stopped_by_minutes": stopped_early,
         "best": {"label": label_of(best_values), "values": best_values, "score": best_score["score"], "samples": best_score["samples"]},
-        "trials": records, "folder": str(root),
+        "trials": records, "folder": str(root), "best_model": best_model and str(best_model),
     }
     (root / "optimise.json").write_text(json.dumps(result, indent=1, default=str))
     (root / "optimise.md").write_text(table(result) + "\n\n![score against cost](optimise.png)\n")
     plot(result, root / "optimise.png")
     return result
+
+
+def _save_model(task, model: Any, trial: Path, x: np.ndarray) -> bool:
+    try:
+        task.save(model, trial / "model", tuple(x.shape[1:3]))
+        return True
+    except NotImplementedError:  # a task that cannot save its model
+        return False
+
+
+def _keep_best_model(root: Path, trial: Path, task, seed: int) -> Path | None:
+    """The best trial's downstream model copied to ``best-model/`` (what [generator.feedback]
+    names to guide sampling by it); a trial finished by an earlier version without its model
+    trains it again (seeded: the same model). None where the task saves none."""
+    target = root / "best-model"
+    if target.exists():
+        shutil.rmtree(target)
+    if not (trial / "model").is_dir():
+        from synth import tasks
+
+        x, y = tasks.read_samples(trial / "data", task.target)
+        if not _save_model(task, task.train(x, y, seed), trial, x):
+            return None
+    shutil.copytree(trial / "model", target)
+    return target
 
 
 def table(result: dict) -> str:

@@ -63,6 +63,12 @@ class SegmentationTask(Task):
         return np.concatenate(out).astype(np.float32)
 
 
+    def save(self, model: Any, folder, image_size: tuple[int, int]) -> None:
+        from .task_model import save_task_model
+
+        save_task_model(self, model, folder, image_size, width=self.config.width)
+
+
 class ClassificationConfig(PluginConfig):
     steps: int = Field(300, ge=1, le=1_000_000, description="Training steps of the CNN")
     batch_size: int = Field(64, ge=1, le=4096)
@@ -105,3 +111,8 @@ class ClassificationTask(Task):
                 err = torch.softmax(head(feats), 1) - torch.nn.functional.one_hot(torch.from_numpy(targets[s : s + 256].astype(np.int64)), len(self.classes)).float()
                 out.append(torch.cat([torch.einsum("nk,nc->nkc", err, feats).flatten(1), err], 1).numpy())
         return np.concatenate(out).astype(np.float32)
+
+    def save(self, model: Any, folder, image_size: tuple[int, int]) -> None:
+        from .task_model import save_task_model
+
+        save_task_model(self, model, folder, image_size)
