@@ -11,14 +11,14 @@ import pytest
 from conftest import synth, write_manifest
 
 
-def _manifest(tmp_path, model):
+def _manifest(tmp_path, model, samples=40, steps=40):
     return write_manifest(
         tmp_path,
         f"""
 [dataset]
 name = "d"
 output = "out"
-num_samples = 40
+num_samples = {samples}
 shard_size = 8
 
 [run]
@@ -28,7 +28,7 @@ batch_size = 4
 name = "diffusers"
 model = "{model}"
 scheduler = "ddpm"
-steps = 40
+steps = {steps}
 """,
     )
 
@@ -106,17 +106,17 @@ def test_a_resumed_run_uses_the_threads_the_first_run_made_its_shards_with(tmp_p
     load: the folder records the count, and a resume without --threads takes it again."""
     import json
 
-    manifest = _manifest(tmp_path, models["ddpm"])
+    manifest = _manifest(tmp_path, models["ddpm"], samples=24, steps=10)
     out = tmp_path / "out"
     res = synth("run", manifest, "--threads", "7")
     assert res.returncode == 0, res.stderr
     assert json.loads((out / ".synth-run.json").read_text())["threads"] == 7
     expected = _files(out)
-    for name in ("d-000004.tar", "d-000004.stats.json", "dataset.json", "README.md"):
+    for name in ("d-000002.tar", "d-000002.stats.json", "dataset.json", "README.md"):
         (out / name).unlink()
     res = synth("run", manifest)
     assert res.returncode == 0, res.stderr
-    assert ", 7 threads); 4 shards were already finished" in res.stderr
+    assert ", 7 threads); 2 shards were already finished" in res.stderr
     assert _files(out) == expected
     res = synth("run", manifest, "--overwrite", "--threads", "1")  # asked for: that count, recorded
     assert res.returncode == 0 and json.loads((out / ".synth-run.json").read_text())["threads"] == 1
