@@ -98,6 +98,24 @@ def train(x, y, seed: int, epochs: int, fit: float = 0.95):
     return net.eval()
 
 
+def shortcut_classifier(kind: str, seed: int, n: int, epochs: int):
+    """The bench's classifier of one kind (colour, background, clean) and seed."""
+    x, y, m = scenes(n, "train", 100 + seed)
+    return train(plant(x, m, y, kind, 0.95, np.random.default_rng(seed)), y, seed, epochs)
+
+
+def ship(which: str, folder: Path, n: int, epochs: int) -> None:
+    from synth_classify import save_classifier
+
+    kind, seed = which.rsplit("-", 1)
+    net = shortcut_classifier(kind, int(seed), n, epochs)
+    test_x, test_y, test_m = scenes(3000, "test", 0)
+    for name, agree in (("as trained", 1.0), ("reversed", 0.0)):
+        print(f"{which}: accuracy with the shortcut {name}: {accuracy(net, plant(test_x, test_m, test_y, kind, agree, np.random.default_rng(1)), test_y):.3f}")
+    save_classifier(net, folder, list(KINDS), (32, 32), width=16, depth=3)
+    print(f"saved to {folder}")
+
+
 def accuracy(net, x, y) -> float:
     import torch
 
@@ -175,8 +193,12 @@ def main() -> None:
     ap.add_argument("--realism-samples", type=int, default=24)
     ap.add_argument("--kinds", nargs="+", default=["colour", "background", "clean"])
     ap.add_argument("--keep", type=Path, help="keep every run's folder (pages, strips) here")
+    ap.add_argument("--ship", nargs=2, metavar=("KIND-SEED", "FOLDER"),
+                    help="only train one classifier as the bench does (e.g. colour-2) and save it to FOLDER (how the shipped builtin:circle-or-square-red-blue was made)")
     args = ap.parse_args()
 
+    if args.ship:
+        return ship(args.ship[0], Path(args.ship[1]), args.train, args.epochs)
     started = time.time()
     root = args.keep or Path(tempfile.mkdtemp(prefix="synth-discover-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -191,9 +213,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for kind in args.kinds:
         for seed in range(args.seeds):
-            rng = np.random.default_rng(seed)
-            x, y, m = scenes(args.train, "train", 100 + seed)
-            net = train(plant(x, m, y, kind, 0.95, rng), y, seed, args.epochs)
+            net = shortcut_classifier(kind, seed, args.train, args.epochs)
             clean_acc = accuracy(net, plant(test_x, test_m, test_y, kind, 1.0, np.random.default_rng(1)), test_y)
             reversed_acc = accuracy(net, plant(test_x, test_m, test_y, kind, 0.0, np.random.default_rng(1)), test_y) if kind != "clean" else clean_acc
             name = f"{kind}-{seed}"

@@ -183,3 +183,24 @@ def test_every_fit_manifest_validates(manifest):
 
     m = load_manifest(MANIFESTS / manifest)
     assert read_fit_config(m).steps > 0
+
+
+def test_the_shipped_shortcut_classifier_reads_the_colour_not_the_shape():
+    """builtin:circle-or-square-red-blue (manifests/discover.toml audits it) was trained where
+    circles were mostly red and squares mostly blue: right with the colours as trained, wrong
+    with them swapped."""
+    from types import SimpleNamespace
+
+    from conftest import bench_module
+    from synth_classify.classifiers import TorchClassifier, TorchClassifierConfig
+
+    bench = bench_module("discover")
+    reg = load_registry()
+    clf = TorchClassifier(TorchClassifierConfig(path="builtin:circle-or-square-red-blue", device="cpu"), SimpleNamespace(registry=reg, resolve_path=Path))
+    clf.setup()
+    assert clf.classes == ["circle", "square"] and clf.image_size == (32, 32)
+    x, y, masks = bench.scenes(600, "test", 0)
+    for agree, low, high in ((1.0, 0.95, 1.0), (0.0, 0.0, 0.1)):
+        shown = bench.plant(x, masks, y, "colour", agree, np.random.default_rng(1))
+        assert low <= float((clf.logits(shown).argmax(1) == y).mean()) <= high, agree
+    assert (Path(reg.resolve_model("builtin:circle-or-square-red-blue")) / "README.md").is_file()
