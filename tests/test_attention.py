@@ -298,3 +298,31 @@ tags_file = "tags.csv"
     assert synth("run", m).returncode == 0
     records = [json.loads(v) for k, v in sorted(_members(tmp_path / "out").items()) if k.endswith(".json")]
     assert [r["tags"] for r in records] == [["circle", "square"], []]
+
+
+def test_few_tagged_images_condition_a_fit_on_many_untagged(tmp_path):
+    """untagged = "unlabelled": a folder's images missing from its tags file train with the null
+    token (the generation tag sets come from the tagged ones only); a file naming none is refused."""
+    from PIL import Image
+
+    from synth_diffusers.tags import TagVocabulary
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(np.full((16, 16, 3), 30 * i, np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "tags.jsonl").write_text('{"file": "0.png", "tags": ["circle"]}\n{"file": "1.png", "tags": ["square", "circle"]}\n')
+    m = tiny_fit_manifest(tmp_path, 8, 8, "tags = true\nsteps = 2\nbatch_size = 4\ngrid_samples = 2\ngrid_steps = 2\ncross_attention_dim = 8\nattention_heads = 2")
+    m.write_text(m.read_text().replace('name = "shapes"\nsize = 16', f'name = "folder"\npath = "{folder}"\ntags_file = "tags.jsonl"\nuntagged = "unlabelled"')
+                 .replace("[dataset]", f"[dataset]\nclasses = {CLASSES}"))
+    res = synth("fit", m)
+    assert res.returncode == 0, res.stderr
+    info = json.loads((tmp_path / "model" / "fit.json").read_text())
+    assert info["tagged_images"] == 2 and info["num_training_images"] == 8 and info["tags"] == ["circle", "square"]
+    vocab = json.loads((tmp_path / "model" / "tags" / "tags.json").read_text())
+    assert sorted(map(tuple, (s for s, _ in vocab["sets"]))) == [("circle",), ("circle", "square")]
+    assert "2 of 8 images tagged, the rest trained with the null token" in (tmp_path / "model" / "README.md").read_text()
+    presence = TagVocabulary.from_training([["circle"], None], ["circle"]).presence([["circle"], None])
+    assert presence.tolist() == [[True], [False]]
+    (tmp_path / "tags.jsonl").write_text('{"file": "elsewhere.png", "tags": ["circle"]}\n')
+    _one_line_error(synth("validate", m), "tags_file", "lists none of the images")

@@ -66,7 +66,7 @@ def _assemble(stage: str, indices: Sequence[int], load, with_seg: bool, name_of)
 
 
 class FolderConfig(ImageSourceConfig):
-    added_later = frozenset({"tags_file"})
+    added_later = frozenset({"tags_file", "untagged"})
 
     path: str = Field(description="Folder of images (relative to the manifest)")
     recursive: bool = True
@@ -76,6 +76,11 @@ class FolderConfig(ImageSourceConfig):
         None,
         description="Image-level tags, each image's record's 'tags' (what `synth fit` with [fit] tags conditions on): a CSV "
         "with columns file,tags (tags separated by ';') or a JSONL of {\"file\": ..., \"tags\": [...]}; files relative to path",
+    )
+    untagged: Literal["error", "unlabelled"] = Field(
+        "error",
+        description="An image the tags_file does not list: an error, or unlabelled (its record has no tags; `synth fit` trains "
+        "it with the null token, so a few tagged images condition a model fitted on many untagged ones)",
     )
 
 
@@ -101,9 +106,10 @@ def list_folder(cfg: "FolderConfig", resolve) -> tuple[Path, list[Path], Path | 
     return root, files, mask_dir
 
 
-def read_tags(path: Path, root: Path, files: list[Path], classes: list[str]) -> dict[str, list[str]]:
+def read_tags(path: Path, root: Path, files: list[Path], classes: list[str], untagged: str = "error") -> dict[str, list[str]]:
     """{file relative to root: tags} from a CSV (file,tags; tags split on ';') or JSONL file; every
-    image needs an entry, and with [dataset].classes every tag must be one of them."""
+    image needs an entry unless ``untagged`` is "unlabelled" (then it has none and at least one
+    image must have one), and with [dataset].classes every tag must be one of them."""
     import csv
 
     if not path.is_file():
@@ -136,10 +142,15 @@ def read_tags(path: Path, root: Path, files: list[Path], classes: list[str]) -> 
             unknown = [t for t in tags if t not in classes]
             if unknown:
                 raise UsageError(f"tags_file: {path.name} gives {file} the tag {unknown[0]!r}, which is not one of [dataset].classes {classes}")
+    listed = 0
     for image in files:
         rel = str(image.relative_to(root))
-        if rel not in entries:
-            raise UsageError(f"tags_file: {path.name} has no tags for the image {rel}")
+        if rel in entries:
+            listed += 1
+        elif untagged == "error":
+            raise UsageError(f"tags_file: {path.name} has no tags for the image {rel} (untagged = \"unlabelled\" trains such images unconditioned)")
+    if not listed:
+        raise UsageError(f"tags_file: {path.name} lists none of the images in {root}")
     return entries
 
 
@@ -166,7 +177,7 @@ class FolderSource(SourceStage):
         try:
             root, files, _ = list_folder(config, plan.resolve_path)
             if config.tags_file is not None:
-                read_tags(plan.resolve_path(config.tags_file), root, files, plan.classes)
+                read_tags(plan.resolve_path(config.tags_file), root, files, plan.classes, config.untagged)
         except UsageError as e:
             return [str(e)]
         return _too_few(plan, len(files), f"{root} holds only")
@@ -181,7 +192,7 @@ class FolderSource(SourceStage):
         self.tags = None
         if cfg.tags_file is not None:
             try:
-                self.tags = read_tags(self.context.resolve_path(cfg.tags_file), root, files, self.context.classes)
+                self.tags = read_tags(self.context.resolve_path(cfg.tags_file), root, files, self.context.classes, cfg.untagged)
             except UsageError as e:
                 raise UsageError(f"{self.name}.{e}") from None
         self.with_seg = cfg.masks != "none" and (mask_dir is not None or any(self._mask_path(p).exists() for p in files))
@@ -227,7 +238,7 @@ class FolderSource(SourceStage):
         record = {"index": i, "source": {"kind": "folder", "file": rel}, "lineage": [{"op": "read", "source": "folder", "file": rel}]}
         if self.config.labels == "subfolder":
             record["class"] = self.context.classes.index(path.parent.name)
-        if self.tags is not None:
+        if self.tags is not None and rel in self.tags:  # untagged = "unlabelled": no tags
             record["tags"] = self.tags[rel]
         return image, seg, record
 

@@ -40,7 +40,7 @@ class TrainingData:
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray | None  # (N,) int64 class ids
     skipped: dict[str, int]
-    tags: list[list[str]] | None = None  # each image's tags (its record's "tags"), when every record has them
+    tags: list[list[str] | None] | None = None  # each image's tags (its record's "tags"; None: untagged), when any record has them
 
 
 def read_fit_config(m: Manifest) -> FitConfig:
@@ -121,8 +121,8 @@ def _collect(results, chunks, n: int, progress) -> TrainingData:
     have = [lab is not None for lab in labels]
     if any(have) and not all(have):
         raise RunError("fit: some samples have a class label and others do not")
-    tagged = all(isinstance(t, list) for t in tags)
-    return TrainingData(imgs, np.asarray(labels, np.int64) if all(have) else None, skipped, [list(map(str, t)) for t in tags] if tagged else None)
+    tag_lists = [list(map(str, t)) if isinstance(t, list) else None for t in tags]
+    return TrainingData(imgs, np.asarray(labels, np.int64) if all(have) else None, skipped, tag_lists if any(t is not None for t in tag_lists) else None)
 
 
 def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
@@ -494,6 +494,8 @@ class Trainer:
             "skipped_images": self.data.skipped,
             "num_classes": self.num_classes,
             "tags": None if self.vocabulary is None else list(self.vocabulary.tags),
+            # few-shot conditioning: images without tags train with the null token only
+            "tagged_images": None if self.vocabulary is None else sum(t is not None for t in self.data.tags),
             "recipe_sha256": self.recipe,
             "init_from": self.init_from,
             "watch": self.watch.summary() if self.watch is not None else None,
@@ -539,7 +541,9 @@ def _watch_line(info: dict) -> str:
 
 def _condition_text(info: dict) -> str:
     if info.get("tags"):
-        return f"conditioned on tags {', '.join(info['tags'])} (one token each, cross-attended; tags/ holds the tokens)"
+        tagged = info.get("tagged_images")
+        few = f"; {tagged} of {info['num_training_images']} images tagged, the rest trained with the null token" if tagged not in (None, info["num_training_images"]) else ""
+        return f"conditioned on tags {', '.join(info['tags'])} (one token each, cross-attended; tags/ holds the tokens{few})"
     return f"classes: {info['num_classes'] or 'unconditional'}"
 
 

@@ -37,9 +37,11 @@ class TagVocabulary:
     sets: tuple[tuple[tuple[str, ...], int], ...] = ()
 
     @classmethod
-    def from_training(cls, tag_lists: Sequence[Sequence[str]], classes: Sequence[str] = ()) -> "TagVocabulary":
+    def from_training(cls, tag_lists: Sequence[Sequence[str] | None], classes: Sequence[str] = ()) -> "TagVocabulary":
         """Vocabulary of the training tags: those in ``classes`` first, in that order (so slot k + 1
-        is a class's token whenever the tags are class names), then the rest alphabetically."""
+        is a class's token whenever the tags are class names), then the rest alphabetically; the
+        tag sets generation draws from are those of the tagged images."""
+        tag_lists = [tags for tags in tag_lists if tags is not None]  # None: an untagged image (the null token)
         seen = {t for tags in tag_lists for t in tags}
         ordered = [c for c in classes if c in seen] + sorted(seen - set(classes))
         counts = Counter(tuple(sorted(set(tags), key=ordered.index)) for tags in tag_lists)
@@ -58,10 +60,10 @@ class TagVocabulary:
         return [f"{where}: unknown tag {t!r} (the model knows {', '.join(self.tags)})" for t in unknown]
 
     def presence(self, tag_lists: Sequence[Sequence[str]]) -> np.ndarray:
-        """(B, len(tags)) bool: which tags each row has."""
+        """(B, len(tags)) bool: which tags each row has (none for an untagged row: the null token)."""
         out = np.zeros((len(tag_lists), len(self.tags)), bool)
         for i, tags in enumerate(tag_lists):
-            for t in tags:
+            for t in tags or ():
                 out[i, self.tags.index(t)] = True
         return out
 
