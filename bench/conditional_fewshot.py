@@ -1,0 +1,205 @@
+"""Few labels into the conditioning (issue 33, part 6): do K labelled images per class, put into a
+generator's conditioning, teach a classifier more than the K images themselves?
+
+The task: name a shapes-world scene's largest kind of shape (circle, square, triangle), learned by
+the optimise plugin's small CNN (the views bench's: real labelled scenes clearly help it, so real
+10 K must beat real K). Per seed and K:
+- real K: the CNN on K labelled scenes per class;
+- real K + conditional: `synth fit` a tag model from builtin:shapes-32 (init_shared) on a pool of
+  scenes of which only the K per class are tagged with their class (the rest untagged:
+  `untagged = "unlabelled"`, trained with the null token), then `synth run` it per class with that
+  class's tag and classifier-free guidance; the CNN on the K real ones plus the generated ones,
+  each labelled with the tag it was generated from;
+- real 10 K: the CNN on ten times as many labelled scenes.
+Accuracy on real test scenes. The fit is the cost: on 2 CPU cores a step of the tag model takes
+about 3.5 s (shapes-32-tags' card), so the defaults want a GPU or hours; --fit-steps trades.
+
+    python bench/conditional_fewshot.py [--k 2,5,20] [--seeds 3] [--pool 4000] [--fit-steps 1500]
+        [--per-class 400] [--guidance 3.0] [--clf-steps 1500] [--out /tmp/synth-fewshot-bench]
+
+Last line, for scripts:
+`conditional K=5: <acc>; real K=5: <acc>; real K=20: <acc>`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+CLASSES = ["circle", "square", "triangle"]
+
+FIT = """
+[dataset]
+name = "fewshot-pool"
+num_samples = {pool}
+seed = {seed}
+classes = {classes}
+
+[run]
+batch_size = 256
+
+[[stage]]
+name = "folder"
+path = "{folder}"
+tags_file = "{tags}"
+untagged = "unlabelled"
+
+[fit]
+output = "{model}"
+tags = true
+init_from = "builtin:shapes-32"
+init_shared = true
+block_out_channels = [32, 64, 96]
+layers_per_block = 1
+attention_levels = [1, 2]
+norm_num_groups = 8
+cross_attention_dim = 64
+attention_heads = 4
+tag_dropout = 0.1
+num_train_timesteps = 1000
+beta_schedule = "squaredcos_cap_v2"
+prediction_type = "v_prediction"
+loss_weighting = "min_snr"
+steps = {steps}
+batch_size = 32
+lr = 1e-3
+lr_schedule = "cosine"
+warmup_steps = {warmup}
+ema_decay = 0.999
+checkpoint_every = {steps}
+grid_samples = 4
+grid_steps = 4
+"""
+
+GENERATE = """
+[dataset]
+name = "gen"
+output = "{output}"
+num_samples = {n}
+seed = {seed}
+classes = {classes}
+
+[generator]
+name = "diffusers"
+model = "{model}"
+scheduler = "ddim"
+steps = 25
+guidance_scale = {guidance}
+tags = [["{cls}"]]
+
+[[stage]]
+name = "generate"
+"""
+
+
+def scenes(seed: int, n: int, split: str):
+    """Scenes and their label: the kind with the most pixels."""
+    from synth_shapes import render_many
+
+    images, masks = render_many(seed, range(n), 32, 0.5, split)
+    counts = np.stack([(masks == k).reshape(len(masks), -1).sum(1) for k in (1, 2, 3)], 1)
+    keep = counts.max(1) > 0
+    return images[keep], counts[keep].argmax(1)
+
+
+def first_per_class(y: np.ndarray, k: int) -> np.ndarray:
+    return np.concatenate([np.flatnonzero(y == c)[:k] for c in range(len(CLASSES))])
+
+
+def synth(*args) -> None:
+    res = subprocess.run([sys.executable, "-m", "synth", *map(str, args)], capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"synth {' '.join(map(str, args))} failed:\n{res.stderr}")
+
+
+def accuracy(torch, x, y, test, steps: int, seed: int) -> float:
+    from synth_optimise import classify, train_classifier
+
+    net = train_classifier(torch, x, y, steps, seed, len(CLASSES))
+    return float((classify(torch, net, test[0]) == test[1]).mean())
+
+
+def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: int, args) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a tag model with only ``labelled`` tagged, then generate per class."""
+    from PIL import Image
+
+    from synth.reading import iter_samples, shard_paths
+
+    folder = root / "pool"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(pool_x):
+        Image.fromarray(im).save(folder / f"{i:05d}.png")
+    (root / "tags.jsonl").write_text("".join(json.dumps({"file": f"{i:05d}.png", "tags": [CLASSES[pool_y[i]]]}) + "\n" for i in labelled))
+    fit = root / "fit.toml"
+    fit.write_text(FIT.format(pool=len(pool_x), seed=seed, classes=json.dumps(CLASSES), folder=folder, tags=root / "tags.jsonl", model=root / "model",
+                              steps=args.fit_steps, warmup=min(200, args.fit_steps // 5)))
+    synth("fit", fit, "-q")
+    xs, ys = [], []
+    for c, name in enumerate(CLASSES):
+        manifest = root / f"gen-{name}.toml"
+        manifest.write_text(GENERATE.format(output=root / f"gen-{name}", n=args.per_class, seed=seed, classes=json.dumps(CLASSES), model=root / "model",
+                                            guidance=args.guidance, cls=name))
+        synth("run", manifest, "-q", "--overwrite")
+        from io import BytesIO
+
+        for shard in shard_paths(root / f"gen-{name}"):
+            for s in iter_samples(shard):
+                xs.append(np.asarray(Image.open(BytesIO(s["png"])).convert("RGB")))
+                ys.append(c)
+    return np.stack(xs), np.asarray(ys)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", default="2,5,20")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--pool", type=int, default=4000, help="training scenes of the fit (only K per class tagged)")
+    ap.add_argument("--fit-steps", type=int, default=1500)
+    ap.add_argument("--per-class", type=int, default=400, help="generated images per class")
+    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--clf-steps", type=int, default=1500)
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/synth-fewshot-bench"))
+    args = ap.parse_args()
+    import torch
+
+    ks = [int(k) for k in args.k.split(",")]
+    test = scenes(0, args.test, "test")
+    print(f"conditional few-shot bench: largest-kind task, K in {ks}, {args.seeds} seeds; fit {args.fit_steps} steps on {args.pool} scenes; "
+          f"{args.per_class} generated per class (guidance {args.guidance}); {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", flush=True)
+    print("| seed | K | real K | real K + conditional | real 10 K | seconds |\n| --- | --- | --- | --- | --- | --- |", flush=True)
+    rows = []
+    for seed in range(args.seeds):
+        pool_x, pool_y = scenes(100 + seed, args.pool, "train")
+        for k in ks:
+            t0 = time.perf_counter()
+            lab = first_per_class(pool_y, k)
+            ten = first_per_class(pool_y, 10 * k)
+            real = accuracy(torch, pool_x[lab], pool_y[lab], test, args.clf_steps, seed)
+            real10 = accuracy(torch, pool_x[ten], pool_y[ten], test, args.clf_steps, seed)
+            gx, gy = conditional_samples(args.out / f"s{seed}-k{k}", pool_x, lab, pool_y, seed, args)
+            cond = accuracy(torch, np.concatenate([pool_x[lab], gx]), np.concatenate([pool_y[lab], gy]), test, args.clf_steps, seed)
+            rows.append({"seed": seed, "k": k, "real": real, "conditional": cond, "real10": real10})
+            print(f"| {seed} | {k} | {real:.3f} | {cond:.3f} | {real10:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+
+    def mean(key: str, k: int) -> float:
+        vals = [r[key] for r in rows if r["k"] == k]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    k5 = 5 if 5 in ks else ks[0]
+    real20 = mean("real", 20) if 20 in ks else mean("real10", 2) if 2 in ks else float("nan")
+    print(f"conditional K={k5}: {mean('conditional', k5):.3f}; real K={k5}: {mean('real', k5):.3f}; real K=20: {real20:.3f}")
+
+
+if __name__ == "__main__":
+    main()
