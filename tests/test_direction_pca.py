@@ -46,13 +46,12 @@ def test_pca_takes_components_in_h_space_where_noise_has_none_and_a_saved_one_gi
     assert {k: s["png"] for k, (s, _) in reused.items()} == {k: s["png"] for k, (s, _) in got.items()}
 
 
-def test_stable_diffusion_takes_components_of_inverted_real_images_or_says_what_it_needs(tmp_path, models):
-    m = diffusers_manifest(tmp_path, models["sd"], 'classes = ["a", "b"]', 'prompts = ["a cat"]', n=2, shard=2, batch=2, stages=_direction(""))
+def test_stable_diffusion_takes_components_in_h_space_or_of_inverted_real_images(tmp_path, models):
+    m = diffusers_manifest(tmp_path, models["sd"], 'classes = ["a", "b"]', 'prompts = ["a cat"]', n=2, shard=2, batch=2, stages=_direction("").replace("pca_samples = 64", "pca_samples = 8"))
     res = synth("run", m)
-    assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [
-        "synth: error: stage 'direction'.pca: generator 'diffusers' has no h-space to take components in; give pca_source, images whose inverted latents they come from"
-    ]
+    assert res.returncode == 0, res.stderr
+    child = next(meta for key, (_, meta) in _children(tmp_path / "out").items() if key.endswith("_d0"))
+    assert child["lineage"][-1]["of"] == "hspace" and child["lineage"][-1]["samples"] == 8
     source = 'pca_source = { name = "shapes", split = "train", size = 16 }\npca_samples = 8'
     m = diffusers_manifest(tmp_path, models["sd"], 'classes = ["a", "b"]', 'prompts = ["a cat"]', n=2, shard=2, batch=2, name="src.toml",
                            output="src", stages=_direction(source).replace("pca_samples = 64\n", ""))
@@ -61,3 +60,15 @@ def test_stable_diffusion_takes_components_of_inverted_real_images_or_says_what_
     child = next(meta for key, (_, meta) in _children(tmp_path / "src").items() if key.endswith("_d0"))
     how = child["lineage"][-1]
     assert how["of"] == "inverted" and how["samples"] == 8 and 0 < how["explained"] <= 1
+
+
+def test_pca_on_a_generator_without_h_space_says_what_it_needs(tmp_path):
+    from conftest import toy_manifest
+
+    m = toy_manifest(tmp_path, n=2, shard=2, batch=2)
+    m.write_text(m.read_text() + _direction(""))
+    res = synth("run", m)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "synth: error: stage 'direction'.pca: generator 'toy' has no h-space to take components in; give pca_source, images whose inverted latents they come from"
+    ]

@@ -161,6 +161,11 @@ class Family:
         """The generator's capabilities this family does not offer (yet)."""
         return frozenset()
 
+    def stacks_guidance(self) -> bool:
+        """Whether a guided UNet call stacks the unconditional rows before the conditional ones
+        (Stable Diffusion's) rather than running the conditional pass alone (the pixel family's)."""
+        return False
+
     def inversion_condition(self, cond: dict, index: int, guided: str) -> dict:
         """See Generator.inversion_condition: a pixel model's image keeps its own condition."""
         return cond
@@ -316,7 +321,10 @@ class TextFamily(Family):
         return self.gen.pipe.vae_scale_factor
 
     def lacks(self) -> frozenset[str]:
-        return frozenset({"hspace", "contrast", "condition:tags"})
+        return frozenset({"contrast", "condition:tags"})
+
+    def stacks_guidance(self) -> bool:
+        return self.gen.guidance() > 1.0  # as guided_kwargs decides
 
     def guided_kwargs(self, conditions: list[dict]) -> tuple[dict, bool]:
         """The UNet's conditioning as the pipeline builds it: with guidance, the negative (or

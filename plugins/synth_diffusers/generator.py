@@ -104,7 +104,7 @@ class DiffusersGenerator(Generator):
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         caps = {"sample", "decode", "invert", "features", "edit"}
         if "text_encoder" in index:
-            caps |= {"condition:prompt", "compose", "attention"}
+            caps |= {"condition:prompt", "compose", "attention", "hspace"}
             try:
                 vae = json.loads((folder / "vae" / "config.json").read_text())
                 scale = 2 ** (len(vae["block_out_channels"]) - 1)
@@ -326,8 +326,8 @@ class DiffusersGenerator(Generator):
 
     # -- h-space (Asyrp): shifts of a block's output that edit what every image shows --------------
     def _check_hspace(self) -> None:
-        if self.kind != "unet2d":
-            raise UsageError(f"hspace: {self.config.model} is {self.kind}; h-space edits and their gradients run on pixel UNets (not yet Stable Diffusion)")
+        if not self.supports("hspace"):
+            raise UsageError(f"hspace: {self.config.model} ({self.kind}) has no h-space edits")
 
     def hspace_spec(self, options: dict[str, Any]):
         from .hspace import spec_of

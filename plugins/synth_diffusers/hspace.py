@@ -6,8 +6,9 @@ are, how many), the later ones how it looks, so a later window edits looks and k
 A zero shift adds exact zeros, so the images are decode's byte for byte.
 
 The gradient of an objective of the decoded image with respect to each sample's own shift is
-taken through the whole sampling loop (the pixel family's loop, which is plain torch): the
-candidates of ``synth discover`` are the principal components of such gradients.
+taken through the whole sampling loop (the family's own loop, plain torch; for Stable Diffusion
+through the VAE decoder too, so its memory grows with the steps: few steps, small images, or a
+large GPU): the candidates of ``synth discover`` are the principal components of such gradients.
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ class Shift:
     UNet is called at an edited timestep (a UNet called on a batch of k B rows, as classifier-free
     guidance stacks them, gets the shift k times); ``rms`` collects the block's RMS there."""
 
-    def __init__(self, unet, spec: HSpaceSpec, shift, edited: frozenset[int], keep: int = 0):
+    def __init__(self, unet, spec: HSpaceSpec, shift, edited: frozenset[int], keep: int = 0, keep_last: bool = False):
         self.unet, self.block, self.shift, self.edited = unet, _module(unet, spec.block), shift, edited
         self.t: int | None = None
         self.rms: list[float] = []
-        self.keep = keep  # with keep = B: the first B rows' outputs at each edited step are kept
+        # with keep = B: B rows' outputs at each edited step are kept, the conditional ones: the
+        # first (a pixel model's conditional pass runs alone, first) or, with keep_last, the last
+        # (Stable Diffusion stacks the unconditional rows before them)
+        self.keep, self.keep_last = keep, keep_last
         self.kept: list = []
         self._kept_at: set[int] = set()
         self.handles: list = []
@@ -76,7 +80,8 @@ class Shift:
             self.rms.append(float(out.detach().float().pow(2).mean().sqrt()))
             if self.keep and self.t not in self._kept_at:  # a step's first call: the conditional pass
                 self._kept_at.add(self.t)
-                self.kept.append(out[: self.keep].detach().float().cpu())
+                rows = out[-self.keep :] if self.keep_last else out[: self.keep]
+                self.kept.append(rows.detach().float().cpu())
             if self.shift is None:
                 return None
             s = self.shift.to(out.device, out.dtype)
@@ -110,7 +115,7 @@ def block_shape(gen, spec: HSpaceSpec) -> tuple[int, ...]:
 
 
 def gradients(gen, z, conditions: list[dict], gens, spec: HSpaceSpec, objective) -> tuple[np.ndarray, float]:
-    """Per-sample gradients of ``objective`` at a zero shift, through the pixel sampling loop."""
+    """Per-sample gradients of ``objective`` at a zero shift, through the sampling loop."""
     torch = gen.torch
     sched = gen._fresh_scheduler()
     unet = gen.pipe.unet
@@ -118,7 +123,7 @@ def gradients(gen, z, conditions: list[dict], gens, spec: HSpaceSpec, objective)
     with torch.inference_mode(False), torch.enable_grad():
         with Shift(unet, spec, delta, edited_steps(sched.timesteps, spec)) as hook:
             x = gen.family.sample(sched, z, conditions, gens)
-        pixels = (x.float() / 2 + 0.5).clamp(0, 1)
+        pixels = gen.family.clean_pixels(x)  # a latent model's through its VAE decoder
         (grad,) = torch.autograd.grad(objective(pixels).sum(), delta)
     return grad.detach().float().cpu().numpy(), float(np.mean(hook.rms)) if hook.rms else 1.0
 
@@ -128,7 +133,7 @@ def activations(gen, z, conditions: list[dict], gens, spec: HSpaceSpec) -> tuple
     conditional pass), and the block's RMS there; the path stops after the last edited step."""
     sched = gen._fresh_scheduler()
     edited = edited_steps(sched.timesteps, spec)
-    with Shift(gen.pipe.unet, spec, None, edited, keep=len(z)) as hook:
+    with Shift(gen.pipe.unet, spec, None, edited, keep=len(z), keep_last=gen.family.stacks_guidance()) as hook:
         gen.family.sample(sched, z, conditions, gens, steps=sorted(edited))
     acts = gen.torch.stack(hook.kept).mean(0).numpy()
     return acts, float(np.mean(hook.rms)) if hook.rms else 1.0

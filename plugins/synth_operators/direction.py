@@ -41,7 +41,7 @@ class DirectionConfig(PluginConfig):
     examples: int = Field(16, ge=1, le=10000, description="How many before / after images to read")
     pca: int | None = Field(
         None, ge=0, le=64,
-        description="Use this principal component: of `pca_samples` generated samples' points in the generator's h-space (a pixel UNet), "
+        description="Use this principal component: of `pca_samples` generated samples' points in the generator's h-space, "
         "else of the inverted latents of `pca_source`'s images (never of the initial noise, whose components are noise)",
     )
     pca_samples: int = Field(512, ge=8, le=100000)
