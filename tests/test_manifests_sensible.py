@@ -17,7 +17,7 @@ import tomli_w
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
 # The offline manifests (the others name hub models, or are `synth fit` recipes, checked elsewhere).
-OFFLINE = ["attention", "augment", "compose", "direction", "interpolate", "invert", "pick-to-label", "quickstart", "shapes-test", "shapes-train", "toy", "views", "views-auto"]
+OFFLINE = ["attention", "augment", "compose", "direction", "discover", "interpolate", "invert", "pick-to-label", "quickstart", "shapes-test", "shapes-train", "toy", "views", "views-auto"]
 SAMPLES = {"pick-to-label": 24, "views-auto": 8}  # pick-to-label keeps 8 of its pool
 # The median realism below which the output is not what the manifest promises: real scenes score
 # 1.02 against 1,000 others (half of them inside the manifold), scenes under pixel noise of
