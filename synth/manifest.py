@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -29,6 +29,7 @@ from . import refs
 from .errors import ManifestError, UsageError
 from .plugins import Registry, load_registry
 from .protocols import DatasetStage, PlanContext, PluginConfig, Resources, SourceStage
+from .threads import ThreadsSetting
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # What names can hold: sample keys are s%08d (more would break their sort order) and shards
@@ -86,7 +87,7 @@ class RunConfig(_Strict):
 
     batch_size: int = Field(16, gt=0, strict=True, description="Samples per model call")
     workers: int = Field(2, ge=1, strict=True, description="Threads encoding images and writing shards")
-    threads: Annotated[int, Field(ge=1, strict=True)] | Literal["auto"] | None = Field(
+    threads: ThreadsSetting = Field(
         None,
         description="Threads of the model library (torch intra-op): a count, or \"auto\" for the cores minus the machine's load now; "
         "default: OMP_NUM_THREADS, else the cores (the same on every run: torch's CPU bytes depend on the count; synth.threads)",

@@ -24,11 +24,27 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Literal, Union
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import Field, PlainValidator
 
 # a count, or "auto": the cores minus the machine's load now
 Threads = Union[int, Literal["auto"]]
 AUTO = "auto"
+
+
+def _threads_setting(value):
+    if value is None or value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError('a count of at least 1, or "auto"')
+
+
+# The manifest field ([run] threads, [fit] threads): one plain message for a bad value, not one
+# per member of the union.
+ThreadsSetting = Annotated[
+    Optional[Threads],
+    PlainValidator(_threads_setting, json_schema_input_type=Optional[Union[Annotated[int, Field(ge=1)], Literal["auto"]]]),
+]
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from synth.protocols import PluginConfig
+from synth.threads import ThreadsSetting
 
 
 class FitWatchConfig(PluginConfig):
@@ -86,7 +87,7 @@ class FitConfig(PluginConfig):
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field("auto", description="auto: bf16 on cuda, else no; bf16 also runs on CPUs (autocast)")
     channels_last: bool = Field(False, description="Channels-last memory format (faster convolutions on some CPUs and GPUs)")
     max_minutes: float | None = Field(None, gt=0, description="Stop (and save) after this much training time")
-    threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+    threads: ThreadsSetting = Field(
         None, description="torch threads: a count, or \"auto\" for the cores minus the machine's load now; default: OMP_NUM_THREADS, else the cores (see synth.threads)"
     )
     read_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
