@@ -149,3 +149,10 @@ def test_feedback_guides_stable_diffusion_through_its_vae(tmp_path, models):
         return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
 
     assert entropy(guided) > entropy(plain), (entropy(guided), entropy(plain))
+
+
+def test_feedback_with_a_refiner_is_refused_before_anything_loads(tmp_path):
+    table = 'feedback = { classifier = { name = "torch", path = "nowhere" }, weight = 0.05 }\nrefiner = "also-nowhere"'
+    m = write_manifest(tmp_path, BASE.format(out="x", feedback=table))
+    res = synth("validate", str(m))
+    assert res.returncode == 2 and "feedback guides the sampler's own steps; it cannot guide a refiner's" in res.stderr, res.stderr

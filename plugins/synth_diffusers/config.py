@@ -144,6 +144,13 @@ class DiffusersConfig(PluginConfig):
         return self
 
     @model_validator(mode="after")
+    def _feedback_without_refiner(self):
+        # the refiner's steps run inside its own pipeline, which a guided step cannot reach
+        if self.feedback is not None and self.feedback.weight > 0 and self.refiner is not None:
+            raise ValueError("feedback guides the sampler's own steps; it cannot guide a refiner's (drop one of them)")
+        return self
+
+    @model_validator(mode="after")
     def _schedule(self):
         if self.zero_snr and self.timestep_spacing not in ("default", "trailing"):
             raise ValueError(f"zero_snr needs timestep_spacing 'trailing' (got {self.timestep_spacing!r}): the noisiest step must be sampled")
