@@ -32,10 +32,12 @@ def register_stages(register):
 
 @hookspec
 def register_models(register):
-    """Register named model locations: ``register(name, path, description="")``.
+    """Register named model locations: ``register(name, path, description="", what="generator")``.
 
     Lets a manifest write ``model = "builtin:NAME"`` for a model a package ships, instead of a
-    filesystem path or a hub id.
+    filesystem path or a hub id. ``what`` says what loads it: "generator" (a generator's model)
+    or "classifier" (``classifier = { name = "torch", path = "builtin:NAME" }``); a name used
+    as the other is one line.
     """
 
 

@@ -86,6 +86,7 @@ class ModelAlias:
     path: str
     description: str
     plugin: str
+    what: str = "generator"  # what it is loaded as: "generator" (a model), "classifier", ...
 
 
 class Registry:
@@ -149,15 +150,20 @@ class Registry:
             more = f" (and {len(self.failures) - 1} more plugin problems; see `synth plugins`)" if len(self.failures) > 1 else ""
             raise UsageError(self.failures[0].line() + more)
 
-    def resolve_model(self, ref: str) -> str:
-        """Turn ``builtin:NAME`` into the registered path; anything else passes through."""
+    def resolve_model(self, ref: str, what: str = "generator") -> str:
+        """Turn ``builtin:NAME`` into the registered path of a built-in ``what`` (a generator's
+        model, a classifier); anything else passes through."""
         if not ref.startswith("builtin:"):
             return ref
         name = ref.split(":", 1)[1]
-        if name not in self.models:
-            known = ", ".join(sorted(self.models)) or "none"
-            raise UsageError(f"unknown built-in model {name!r} (known: {known})")
-        return self.models[name].path
+        noun = "model" if what == "generator" else what
+        alias = self.models.get(name)
+        if alias is None:
+            known = ", ".join(sorted(n for n, a in self.models.items() if a.what == what)) or "none"
+            raise UsageError(f"unknown built-in {noun} {name!r} (known: {known})")
+        if alias.what != what:
+            raise UsageError(f"builtin:{name} is a {alias.what}, not a {noun}")
+        return alias.path
 
 
 def _lookup(table: dict, name: str, kind: str, where: str):
@@ -271,10 +277,10 @@ def _registrar(registry: Registry, plugin: str, kind: str):
     info = registry.plugins[plugin]
     base = {"generator": Generator, "stage": Stage, "executor": Executor, "extractor": FeatureExtractor, "classifier": Classifier, "task": Task, "probe": Probe, "report_section": ReportSection}.get(kind)
 
-    def register(obj, path=None, description=""):
+    def register(obj, path=None, description="", what="generator"):
         if kind == "model":
             name = obj
-            registry.models[name] = ModelAlias(name, str(path), description, plugin)
+            registry.models[name] = ModelAlias(name, str(path), description, plugin, what)
             info.models.append(name)
             return
         if kind == "table":

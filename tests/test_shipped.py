@@ -203,4 +203,10 @@ def test_the_shipped_shortcut_classifier_reads_the_colour_not_the_shape():
     for agree, low, high in ((1.0, 0.95, 1.0), (0.0, 0.0, 0.1)):
         shown = bench.plant(x, masks, y, "colour", agree, np.random.default_rng(1))
         assert low <= float((clf.logits(shown).argmax(1) == y).mean()) <= high, agree
-    assert (Path(reg.resolve_model("builtin:circle-or-square-red-blue")) / "README.md").is_file()
+    assert (Path(reg.resolve_model("builtin:circle-or-square-red-blue", "classifier")) / "README.md").is_file()
+
+
+def test_a_builtin_classifier_is_not_a_generator_model(tmp_path):
+    m = write_manifest(tmp_path, '[dataset]\nnum_samples = 2\n[generator]\nname = "diffusers"\nmodel = "builtin:circle-or-square-red-blue"\n')
+    res = synth("validate", m)
+    assert res.returncode == 2 and "builtin:circle-or-square-red-blue is a classifier, not a model" in res.stderr, res.stderr

@@ -63,7 +63,7 @@ class TorchClassifier(Classifier):
 
     @classmethod
     def _folder(cls, config, resolve_path, registry) -> Path:
-        return Path(resolve_path(registry.resolve_model(config.path)))
+        return Path(resolve_path(registry.resolve_model(config.path, "classifier")))
 
     @classmethod
     def check_plan(cls, config, plan) -> list[str]:

@@ -52,11 +52,10 @@ class DiffusersGenerator(Generator):
     def _local_folder(cls, config: DiffusersConfig, plan) -> tuple[Path | None, list[str]]:
         ref = config.model
         if ref.startswith("builtin:"):
-            name = ref.split(":", 1)[1]
-            if name not in plan.registry.models:
-                known = ", ".join(sorted(plan.registry.models)) or "none"
-                return None, [f"model: unknown built-in model {name!r} (known: {known})"]
-            ref = plan.registry.models[name].path
+            try:
+                ref = plan.registry.resolve_model(ref)
+            except UsageError as e:
+                return None, [f"model: {e}"]
         where, local = resolve_model_ref(ref, plan.resolve_path)
         if not local:
             return None, []  # a hub id: only loading can tell

@@ -28,7 +28,7 @@ def register_models(register):
     for folder in sorted(MODELS.glob("*/model_index.json")):
         register(folder.parent.name, folder.parent, description=f"shipped shapes-world model {folder.parent.name}")
     for folder in sorted(MODELS.glob("*/classifier.json")):  # classifiers for the `torch` classifier (builtin:NAME)
-        register(folder.parent.name, folder.parent, description=f"shipped shapes-world classifier {folder.parent.name}")
+        register(folder.parent.name, folder.parent, description=f"shipped shapes-world classifier {folder.parent.name}", what="classifier")
 
 
 @hookimpl
