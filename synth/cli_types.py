@@ -35,17 +35,12 @@ class ThreadsParam(click.ParamType):
     name = "threads"
 
     def convert(self, value, param, ctx):
-        from .threads import AUTO
+        from .threads import check_threads
 
-        if value == AUTO or isinstance(value, int) and value >= 1:
-            return value
         try:
-            n = int(value)
-        except (TypeError, ValueError):
-            n = 0
-        if n < 1:
+            return check_threads(int(value) if isinstance(value, str) and value.strip().isdigit() else value)
+        except ValueError:
             self.fail(f"{value!r} is neither a count of at least 1 nor 'auto'", param, ctx)
-        return n
 
 
 THREADS = ThreadsParam()

@@ -303,7 +303,7 @@ def choose_executor(manifest: Manifest, name: str | None, options: dict[str, Any
     return cls(run_config, config)
 
 
-def run_threads(asked: int | None, manifest: Manifest, executor: Executor, folder: OutputFolder) -> int | None:
+def run_threads(asked: Threads | None, manifest: Manifest, executor: Executor, folder: OutputFolder) -> Threads | None:
     """The model library's threads for a local run: a count as asked (--threads, [run] threads),
     else what the folder's earlier run used (a sample's bytes depend on it, so a resumed run makes
     the shards the first run would have made, "auto" included), else the default or the "auto"

@@ -33,7 +33,9 @@ Threads = Union[int, Literal["auto"]]
 AUTO = "auto"
 
 
-def _threads_setting(value):
+def check_threads(value):
+    """``value`` if it is a threads setting (None, a count of at least 1, "auto"), else ValueError:
+    the one rule the manifest field and the --threads option share."""
     if value is None or value == AUTO or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return value
     raise ValueError('a count of at least 1, or "auto"')
@@ -43,7 +45,7 @@ def _threads_setting(value):
 # per member of the union.
 ThreadsSetting = Annotated[
     Optional[Threads],
-    PlainValidator(_threads_setting, json_schema_input_type=Optional[Union[Annotated[int, Field(ge=1)], Literal["auto"]]]),
+    PlainValidator(check_threads, json_schema_input_type=Optional[Union[Annotated[int, Field(ge=1)], Literal["auto"]]]),
 ]
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -3,9 +3,11 @@ image steers each sampling step toward what that model gets wrong, as classifier
 toward a class. The model is any registered classifier that gives gradients: an image classifier,
 or a segmentation model (``per_pixel``; the mean entropy of its pixels, e.g. the downstream model
 `synth optimise` saves as best-model/). For a latent model (Stable Diffusion) the estimate is
-decoded by the VAE inside the gradient; the classifier sees it resized to its image size. At step t the model's output gives the clean-image estimate x0; the objective's
-gradient there, normalised per sample to unit RMS, moves x0 by ``weight`` (image units, pixels in
-[-1, 1]) and the noise estimate with it, so the sampler's next step lands nearer images the
+decoded by the VAE inside the gradient; the classifier sees it resized to its image size.
+
+At step t the model's output gives the clean-image estimate x0; the objective's gradient there,
+normalised per sample to unit RMS, moves x0 by ``weight`` (image units, pixels in [-1, 1]) and
+the noise estimate with it, so the sampler's next step lands nearer images the
 classifier finds hard. Guiding x0 rather than the noise keeps a weight's effect alike at every
 noise level (classifier guidance's sqrt(1 - alpha_bar) scaling moves x0 by sqrt(1 - a)^2 / sqrt(a),
 which is huge early on). Deterministic: no randomness is added, and a
@@ -30,9 +32,9 @@ class Feedback:
         self.gen, self.config = gen, config
         self.clf = classifiers.get(gen.context, config.classifier)
         self.index = None
-        if config.objective == "loss" and self.clf.per_pixel:
-            raise UsageError("generator.feedback: objective = \"loss\" needs each sample's class; a segmentation model's needs masks the sampler does not have (use \"entropy\")")
         if config.objective == "loss":
+            if self.clf.per_pixel:
+                raise UsageError("generator.feedback: objective = \"loss\" needs each sample's class; a segmentation model's needs masks the sampler does not have (use \"entropy\")")
             missing = [c for c in gen.context.classes if c not in self.clf.classes]
             if missing:
                 raise UsageError(f"generator.feedback: objective = \"loss\" needs every class in the classifier's; it has no {missing[0]!r} ({', '.join(self.clf.classes)})")
