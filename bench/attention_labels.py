@@ -9,12 +9,14 @@ was trained; the `attention` stage labels them from where each tag's token is at
 - downstream: the label-efficiency bench's U-Net trained on the labelled samples (the most
   uncertain share dropped), mIoU on real test scenes.
 Rows: attention with K = 0 (no labelled pixel); attention calibrated on K labelled real scenes
-(split val: thresholds or the null rule, whichever labels them best); combined (the pixel head's
-regions at K, each given the class its attention favours); the pixel head alone at K (k-center
+(split val: thresholds or the null rule, whichever labels them best); tokens (calibrated, with
+one attribution token per class fitted to the K scenes' masks for --tokens steps, OVAM); combined
+(the pixel head's regions at K, each given the class its attention favours); the pixel head alone at K (k-center
 picks through the generator extractor, region vote); the U-Net on K real scenes; on 10 K real.
 
     python bench/attention_labels.py [--model builtin:shapes-32-tags] [--k 8] [--generated 2000]
-        [--test 500] [--seg-steps 2000] [--width 32] [--seed 0] [--rows attention,calibrated,combined,head,real]
+        [--test 500] [--seg-steps 2000] [--width 32] [--seed 0] [--rows attention,calibrated,tokens,combined,head,real]
+        [--tokens 200] [--token-lr 0.05]
         [--self-attention 16] [--maps docs/results/attention_maps.png]
     python bench/attention_labels.py --grid [--generated 64]   # K = 0 labels from each block and step alone
 
@@ -22,7 +24,7 @@ picks through the generator extractor, region vote); the U-Net on K real scenes;
 generated samples, to see where the tokens bind (the issue's "maps per layer and timestep"); its
 table ends with the whole stage's default (all blocks, every step) for comparison.
 
-Last line, for scripts:
+Last line, for scripts (K=8: the tokens row where it ran, else the calibrated row):
 `attention K=0: agreement <a>, swaps <s>, downstream <d>; K=8: agreement <a8>, downstream <d8>; head K=8: agreement <h>, downstream <hd>`
 """
 
@@ -122,7 +124,9 @@ def main() -> None:
     ap.add_argument("--background-from", default=None, choices=["null", "threshold"], help="the stage's background rule at K = 0 (default: the stage's)")
     ap.add_argument("--threshold", type=float, default=None, help="the stage's threshold (background_from = threshold)")
     ap.add_argument("--method", default="attention", choices=["attention", "contrast"], help="the stage's method")
-    ap.add_argument("--rows", default="attention,calibrated,combined,head,real")
+    ap.add_argument("--rows", default="attention,calibrated,tokens,combined,head,real")
+    ap.add_argument("--tokens", type=int, default=200, help="the tokens row's fit steps")
+    ap.add_argument("--token-lr", type=float, default=None, help="the tokens row's Adam step size (default: the stage's)")
     ap.add_argument("--maps", type=Path, default=None, help="write a PNG of per-class maps of a few samples")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--grid", action="store_true", help="K = 0 labels from each block and sampler step alone (no downstream)")
@@ -156,6 +160,7 @@ def main() -> None:
     plans = {
         "attention": ("attention K=0", f'[[stage]]\nname = "attention"\n{k0}'),
         "calibrated": (f"attention K={args.k}", f'[[stage]]\nname = "attention"\n{extra}{calib}'),
+        "tokens": (f"attention K={args.k} + tokens", f'[[stage]]\nname = "attention"\n{extra}{calib}tokens = {args.tokens}\n' + (f"token_lr = {args.token_lr}\n" if args.token_lr else "")),
         "combined": (f"combined K={args.k}", head + f'[[stage]]\nname = "attention"\nregions_from = "labels"\n{extra}'),
         "head": (f"head K={args.k}", head),
     }
@@ -189,9 +194,10 @@ def main() -> None:
             print(f"  {name}: downstream {results[name]['downstream']:.3f}", flush=True)
     print(f"  machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; total {time.perf_counter() - t_all:.0f} s")
     get = lambda row, col: f"{results[row][col]:.3f}" if row in results else "-"  # noqa: E731
+    few = "tokens" if "tokens" in results else "calibrated"
     print(
         f"attention K=0: agreement {get('attention', 'agreement')}, swaps {get('attention', 'swaps')}, downstream {get('attention', 'downstream')}; "
-        f"K={args.k}: agreement {get('calibrated', 'agreement')}, downstream {get('calibrated', 'downstream')}; "
+        f"K={args.k}: agreement {get(few, 'agreement')}, downstream {get(few, 'downstream')}; "
         f"head K={args.k}: agreement {get('head', 'agreement')}, downstream {get('head', 'downstream')}"
     )
 

@@ -144,7 +144,7 @@ class Generator:
     """The G of data++.
 
     capabilities: a subset of {"sample", "decode", "condition:prompt", "condition:class",
-    "condition:tags", "invert", "features", "compose", "attention", "contrast", "hspace"}; stages check
+    "condition:tags", "invert", "features", "compose", "attention", "attention_tokens", "contrast", "hspace"}; stages check
     them before they need them.
     """
 
@@ -289,6 +289,15 @@ class Generator:
         (B, H, W), ``self_attention`` (B, N, N) or None and its ``self_size``). ``latents`` and
         ``decode`` as for ``features``: a generated sample is read along its own path."""
         raise NotImplementedError(f"generator {self.name!r} exposes no attention maps")
+
+    def attention_tokens(self, images: np.ndarray, conditions: list[dict], masks: np.ndarray, spec: Any, latents: np.ndarray | None = None,
+                         decode: Sequence[dict] | None = None, background: int = 0, steps: int = 200, lr: float = 0.01, batch: int = 16) -> tuple[np.ndarray, dict]:
+        """Capability "attention_tokens": one attribution token per class, optimised on labelled
+        images (``masks`` (B, H, W) class ids) so that its attention matches their pixels (OVAM);
+        returns (C, D) tokens (NaN rows: classes left to their own tokens) and what the fit
+        measured. ``attention_spec({..., "tokens": tokens})`` then reads each class from its token;
+        the model and its images are unchanged."""
+        raise NotImplementedError(f"generator {self.name!r} cannot fit attribution tokens")
 
     def contrast(self, images: np.ndarray, conditions: list[dict], spec: Any, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None) -> Any:
         """Capability "contrast": where the prediction moves when each named class leaves the

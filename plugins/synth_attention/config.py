@@ -44,6 +44,13 @@ class AttentionConfig(PluginConfig):
         description="A few labelled images (real, or annotated generated samples) to choose background_from and the per-class "
         "thresholds by, each class's best IoU on them",
     )
+    tokens: int = Field(
+        0, ge=0, le=5000,
+        description="With calibrate: optimise one attribution token per class for this many steps, so its attention on the "
+        "labelled images matches their masks (OVAM); the classes are then read from these tokens (the model and its images "
+        "are unchanged); 0: off",
+    )
+    token_lr: float = Field(0.05, gt=0, le=1, description="Adam's step size for the attribution tokens")
     regions_from: Literal["attention", "labels"] = Field(
         "attention",
         description="attention: the maps draw the regions too; labels: keep the regions an earlier labeller drew (e.g. "
@@ -57,6 +64,10 @@ class AttentionConfig(PluginConfig):
         for name, t in (self.class_thresholds or {}).items():
             if not 0 < t < 1:
                 raise ValueError(f"class_thresholds.{name}: {t} is not between 0 and 1")
+        if self.tokens and self.calibrate is None:
+            raise ValueError("tokens: optimising attribution tokens needs calibrate (the labelled images they are fitted to)")
+        if self.tokens and self.method != "attention":
+            raise ValueError(f"tokens: attribution tokens are read from cross-attention; method {self.method!r} has none")
         if any(t < 0 for t in (self.timesteps or []) + (self.noised_timesteps or [])):
             raise ValueError("timesteps must be >= 0")
         return self

@@ -72,13 +72,19 @@ class AttentionLabels(Stage):
             raise UsageError(f"stage 'attention': the generator cannot give {cfg.method} maps")
         self.background = ctx.classes.index(cfg.background)
         self._check_conditions(gen)
-        options = {"timesteps": cfg.timesteps, "noised_timesteps": cfg.noised_timesteps, "blocks": cfg.blocks, "self_attention": cfg.self_attention}
-        self.spec = gen.attention_spec(options)
+        if cfg.tokens and not gen.supports("attention_tokens"):
+            raise UsageError(f"stage 'attention'.tokens: the generator {gen.name!r} cannot fit attribution tokens")
+        self.spec = gen.attention_spec(self._options())
         thresholds = tuple((cfg.class_thresholds or {}).get(c, cfg.threshold) for c in ctx.classes)
         self.rule = Rule(self.background, cfg.background_from == "null" and cfg.method == "attention", thresholds)
         self.calibration = None
+        self.tokens = None  # (C, D) attribution tokens once fitted (calibrate with tokens)
         if cfg.calibrate is not None:
             self._calibrate()
+
+    def _options(self, tokens=None) -> dict:
+        cfg = self.config
+        return {"timesteps": cfg.timesteps, "noised_timesteps": cfg.noised_timesteps, "blocks": cfg.blocks, "self_attention": cfg.self_attention, "tokens": tokens}
 
     def _check_conditions(self, gen) -> None:
         """Every condition must name a class (else every pixel would be background): checked on the
@@ -108,22 +114,45 @@ class AttentionLabels(Stage):
         latents = examples.latents if examples.latents is not None else [None] * len(conditions)
         maps = self._maps(examples.images, conditions, latents, examples.decode)
         rule, scores = calibrate(maps[0], maps[1], maps[2], examples.masks, self.background)
+        tokens = None
+        if self.config.tokens:
+            tokens = self._fit_tokens(examples, conditions, latents)
+            maps = self._maps(examples.images, conditions, latents, examples.decode)
+            tokens["miou_before"] = scores
+            rule, scores = calibrate(maps[0], maps[1], maps[2], examples.masks, self.background)
         self.rule = rule
         self.calibration = {"examples": len(examples.keys), "kind": examples.kind, "miou": scores, "chose": "null" if rule.by_null else "threshold"}
+        if tokens is not None:
+            self.calibration["tokens"] = tokens
         if not rule.by_null:
             self.calibration["thresholds"] = {c: t for k, (c, t) in enumerate(zip(ctx.classes, rule.thresholds)) if k != self.background}
-        print(f"synth: stage 'attention': calibrated on {len(examples.keys)} labelled images: {self.calibration['chose']} rule (mIoU {scores})", file=sys.stderr)
+        fitted = f", tokens fitted {self.config.tokens} steps (loss {tokens['loss'][0]} -> {tokens['loss'][1]})" if tokens is not None else ""
+        print(f"synth: stage 'attention': calibrated on {len(examples.keys)} labelled images: {self.calibration['chose']} rule (mIoU {scores}){fitted}", file=sys.stderr)
+
+    def _fit_tokens(self, examples, conditions: list[dict], latents: list) -> dict:
+        """Fit one attribution token per class to the labelled examples and read with them from
+        now on; returns what the fit measured. Examples with a path are fitted along it, the
+        others (real images) at the noised timesteps."""
+        gen, cfg = self.context.generator, self.config
+        tokens, info = gen.attention_tokens(
+            examples.images, conditions, examples.masks, self.spec, latents=latents, decode=examples.decode,
+            background=self.background, steps=cfg.tokens, lr=cfg.token_lr, batch=cfg.batch,
+        )
+        self.spec = gen.attention_spec(self._options(tokens))
+        self.tokens = tokens
+        return info
 
     def report(self) -> dict | None:
         return {"calibration": self.calibration} if self.calibration else None
 
     def share(self):
-        return {"rule": self.rule, "calibration": self.calibration}
+        return {"rule": self.rule, "calibration": self.calibration, "tokens": self.tokens}
 
     def adopt(self, shared) -> None:
-        cfg, gen = self.config, self.context.generator
-        self.background = self.context.classes.index(cfg.background)
-        self.spec = gen.attention_spec({"timesteps": cfg.timesteps, "noised_timesteps": cfg.noised_timesteps, "blocks": cfg.blocks, "self_attention": cfg.self_attention})
+        gen = self.context.generator
+        self.background = self.context.classes.index(self.config.background)
+        self.tokens = shared["tokens"]
+        self.spec = gen.attention_spec(self._options(self.tokens))
         self.rule, self.calibration = shared["rule"], shared["calibration"]
 
     def _maps(self, images: np.ndarray, conditions: list[dict], latents: list, decode) -> tuple:
@@ -167,6 +196,8 @@ class AttentionLabels(Stage):
         scores = image_uncertainty(pixel_uncertainty, cfg.top_fraction)
         batch.seg = labels
         settings = {"by": "attention", "method": cfg.method, "rule": "null" if self.rule.by_null else "threshold"}
+        if self.tokens is not None:
+            settings["tokens"] = cfg.tokens
         if cfg.regions_from == "labels":
             settings["regions_from"] = "labels"
         for rec, s in zip(batch.records, scores):

@@ -9,11 +9,17 @@ timesteps; the processors are restored on exit, whatever happens.
 
 Self-attention at one resolution can be kept too (averaged over heads, layers and timesteps):
 Dataset Diffusion refines a class's cross-attention by multiplying it with powers of it.
+
+Attribution tokens (OVAM): a class's map can also be read for a token that is not in the
+condition. Each layer's queries attend to the condition with the class's own tokens taken out and
+the attribution token put in their place; its share is that class's map. The generator's path is
+untouched (the token only reads), so a token can be optimised on a few labelled images, from
+their captured queries alone, until its map matches their masks (``fit_tokens``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -31,6 +37,9 @@ class AttentionSpec:
     # Side of the self-attention maps to keep (e.g. 16: the 16x16 layers); 0: none.
     self_attention: int = 0
     noise_seed: int = 0
+    # (C, D) float32: one attribution token per class of [dataset].classes, in the condition's
+    # space (NaN rows: that class is read from its own tokens); None: every class from its own.
+    tokens: Any = field(default=None, compare=False)
 
 
 @dataclass
@@ -64,6 +73,12 @@ class _Store:
         self.self_sum = None  # (B, N, N)
         self.self_shape: tuple[int, int] | None = None
         self.layers = 0
+        # attribution tokens: which condition positions each class's own tokens hold, per kept row
+        # ((B, C, S) bool), the tokens to read ((C, D)), and where a fit collects its queries
+        self.positions = None
+        self.tokens = None
+        self.attributed = None  # (B, C, H, W) running sum
+        self.collect: list | None = None
 
     def side(self, tokens: int) -> tuple[int, int]:
         """(h, w) of a layer with this many query tokens, from the latent's aspect."""
@@ -80,6 +95,23 @@ class _Store:
         maps = F.interpolate(maps, size=self.size, mode="bilinear", align_corners=False)
         self.cross = maps if self.cross is None else self.cross + maps
         self.layers += 1
+
+    def upsample(self, maps):
+        """(B, N, K) per-query values of a layer -> (B, K, H, W) at the image's size."""
+        import torch.nn.functional as F
+
+        b, n, k = maps.shape
+        h, w = self.side(n)
+        return F.interpolate(maps.permute(0, 2, 1).reshape(b, k, h, w).float(), size=self.size, mode="bilinear", align_corners=False)
+
+    def add_attributed(self, attn, query, logits) -> None:
+        """The attribution tokens' maps of this layer call (and its queries, for a fit)."""
+        rest = excluded_logsumexp(logits, self.positions)
+        if self.collect is not None:
+            self.collect.append((attn, query, rest))
+        if self.tokens is not None:
+            maps = self.upsample(token_shares(attn, query, rest, self.tokens))
+            self.attributed = maps if self.attributed is None else self.attributed + maps
 
     def add_self(self, probs) -> None:
         b, n, _ = probs.shape
@@ -117,9 +149,16 @@ class _CaptureProcessor:
         mask = attn.prepare_attention_mask(attention_mask, key.shape[1], b) if attention_mask is not None else None
         probs = attn.get_attention_scores(query, key, mask)
         probs = probs.reshape(b, attn.heads, *probs.shape[1:]).mean(1)
-        if self.store.keep_last is not None:
-            probs = probs[-self.store.keep_last :]
+        keep = self.store.keep_last
+        if keep is not None:
+            probs = probs[-keep:]
         (self.store.add_cross if self.cross else self.store.add_self)(probs)
+        if self.cross and (self.store.tokens is not None or self.store.collect is not None):
+            logits = query @ key.transpose(-1, -2) * attn.scale
+            if mask is not None:
+                logits = logits + mask
+            per_head = lambda t: t.reshape(b, attn.heads, *t.shape[1:])[-keep if keep is not None else 0 :].float()  # noqa: E731
+            self.store.add_attributed(attn, per_head(query), per_head(logits))
 
 
 class AttentionCapture:
@@ -155,6 +194,33 @@ class AttentionCapture:
     @active.setter
     def active(self, on: bool) -> None:
         self.store.active = on
+
+
+def excluded_logsumexp(logits, positions):
+    """(B, heads, N, S) attention logits over the condition, (B, C, S) bool positions of each
+    class's own tokens -> (B, heads, N, C): the log of the softmax's denominator without them,
+    what an attribution token put in their place competes with."""
+    import torch
+
+    out = []
+    for c in range(positions.shape[1]):
+        drop = positions[:, c][:, None, None, :]
+        out.append(torch.logsumexp(logits.masked_fill(drop, float("-inf")), -1))
+    return torch.stack(out, -1)
+
+
+def token_shares(attn, query, rest, tokens):
+    """Each attribution token's share of the attention of every query: (B, heads, N, d) queries,
+    (B, heads, N, C) excluded denominators, (C, D) tokens -> (B, N, C) (mean over heads).
+    Differentiable in ``tokens``: a fit optimises them through this."""
+    import torch
+
+    context = tokens[None].to(attn.to_k.weight.dtype)
+    if attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    keys = attn.to_k(context)[0].float().reshape(len(tokens), attn.heads, -1)  # (C, heads, d)
+    scores = torch.einsum("bhnd,chd->bhnc", query, keys) * attn.scale
+    return torch.sigmoid(scores - rest).mean(1)
 
 
 def class_slots(classes: Sequence[str], tags: Sequence[str]) -> list[int | None]:
@@ -221,10 +287,13 @@ def attention_spec(gen, options: dict[str, Any]) -> AttentionSpec:
         blocks=tuple(options["blocks"]) if options.get("blocks") else None,
         self_attention=int(options.get("self_attention") or 0),
         noise_seed=sample_seed(gen.context.seed, 0, "attention-noise"),
+        tokens=None if options.get("tokens") is None else np.asarray(options["tokens"], np.float32),
     )
     bad = [t for t in (spec.timesteps or ()) + spec.noised_timesteps if not 0 <= t < top]
     if bad:
         raise UsageError(f"attention: timestep {bad[0]} is outside 0..{top - 1} ({gen.config.model} is trained on {top} timesteps)")
+    if spec.tokens is not None and spec.tokens.shape[0] != len(gen.context.classes):
+        raise UsageError(f"attention.tokens: {spec.tokens.shape[0]} tokens for {len(gen.context.classes)} classes")
     unknown = [b for b in spec.blocks or () if b not in _BLOCKS.values()]
     if unknown:
         raise UsageError(f"attention.blocks: unknown block {unknown[0]!r} (one of down, mid, up)")
@@ -237,36 +306,70 @@ def _wanted_steps(sched_steps: list[int], timesteps) -> set[int] | None:
     return None if timesteps is None else set(nearest_steps(sched_steps, timesteps).values())
 
 
+def class_positions(gen, conditions: list[dict]):
+    """(B, C, S) bool: the condition positions each class's own tokens hold in each row (a tag
+    model: the class's tag slot; Stable Diffusion: its words in the row's prompt)."""
+    classes = gen.context.classes
+    if gen.vocabulary is None:
+        ids = prompt_slots(gen.pipe.tokenizer, [c.get("prompt", "") for c in conditions], classes)
+        out = np.zeros((len(conditions), len(classes), gen.pipe.tokenizer.model_max_length), bool)
+        for i, row in enumerate(ids):
+            for c, where in enumerate(row):
+                out[i, c, where] = True
+        return out
+    out = np.zeros((len(conditions), len(classes), gen.vocabulary.slots), bool)
+    for c, slot in enumerate(class_slots(classes, gen.vocabulary.tags)):
+        if slot is not None:
+            out[:, c, slot] = True
+    return out
+
+
+def _guided_rows(gen, images, latents) -> int | None:
+    """Rows a capture keeps of each UNet call: a guided Stable Diffusion call stacks [uncond, cond]."""
+    return len(images) if gen.vocabulary is None and latents is not None and gen.guidance() > 1.0 else None
+
+
+def _replay(gen, cap, images, conditions, spec: AttentionSpec, latents, decode_rows) -> None:
+    """Run the UNet calls whose attention counts: the samples' own paths, as decode walked them,
+    or, for images without one (real ones), one conditional pass at each noised timestep."""
+    torch = gen.torch
+    if latents is not None:
+        sched = gen._fresh_scheduler()
+        steps = _wanted_steps(sched.timesteps.tolist(), spec.timesteps)
+        z = torch.from_numpy(np.asarray(latents, np.float32)).to(gen.device, gen.dtype)
+        gens = None if decode_rows is None else gen._row_generators(decode_rows, "denoise")
+        gen.family.sample(sched, z, conditions, gens, capture=cap, steps=steps)
+        return
+    from .features import shared_noise
+
+    x0, kwargs = gen._model_space(images, conditions)
+    noise = shared_noise(torch, tuple(x0.shape[1:]), spec.noise_seed).to(x0.device, torch.float32)
+    alphas = gen._train_schedule().alphas_cumprod
+    cap.active = True
+    for t in spec.noised_timesteps:
+        a = alphas[t].to(x0.device, torch.float32)
+        xt = (a.sqrt() * x0.float() + (1 - a).sqrt() * noise).to(x0.dtype)
+        gen.pipe.unet(xt, torch.full((len(xt),), t, device=x0.device, dtype=torch.long), **kwargs)
+    cap.active = False
+
+
 def read_attention(gen, images: np.ndarray, conditions: list[dict], spec: AttentionSpec, latents: np.ndarray | None, decode_rows) -> list:
     """One micro-batch of a tag model or Stable Diffusion: [classes (B, C, H, W), named (B, C),
     null (B, H, W), self (B, N, N) or (B, 0, 0)] as torch tensors (generator._grouped joins them).
     Stable Diffusion's class maps are its prompt's class words' tokens; its null map the
-    start-of-text token's, which takes the attention no word does."""
+    start-of-text token's, which takes the attention no word does. A class with an attribution
+    token in the spec is read from that token instead."""
     torch = gen.torch
     named = gen.named_classes(conditions)
     h, w = images.shape[1:3]
     _, lh, lw = gen.latent_shape()
     text = gen.vocabulary is None
-    guided_rows = len(images) if text and latents is not None and gen.guidance() > 1.0 else None  # CFG stacks [uncond, cond]
-    with torch.inference_mode(), AttentionCapture(gen.pipe.unet, spec, (h, w), (lh, lw), keep_last=guided_rows) as cap:
-        if latents is not None:  # the sample's own path, as decode walked it
-            sched = gen._fresh_scheduler()
-            steps = _wanted_steps(sched.timesteps.tolist(), spec.timesteps)
-            z = torch.from_numpy(np.asarray(latents, np.float32)).to(gen.device, gen.dtype)
-            gens = None if decode_rows is None else gen._row_generators(decode_rows, "denoise")
-            gen.family.sample(sched, z, conditions, gens, capture=cap, steps=steps)
-        else:  # a real image: noised to each timestep, one conditional pass each
-            from .features import shared_noise
-
-            x0, kwargs = gen._model_space(images, conditions)
-            noise = shared_noise(torch, tuple(x0.shape[1:]), spec.noise_seed).to(x0.device, torch.float32)
-            alphas = gen._train_schedule().alphas_cumprod
-            cap.active = True
-            for t in spec.noised_timesteps:
-                a = alphas[t].to(x0.device, torch.float32)
-                xt = (a.sqrt() * x0.float() + (1 - a).sqrt() * noise).to(x0.dtype)
-                gen.pipe.unet(xt, torch.full((len(xt),), t, device=x0.device, dtype=torch.long), **kwargs)
-            cap.active = False
+    tokens = None if spec.tokens is None else np.asarray(spec.tokens, np.float32)
+    with torch.inference_mode(), AttentionCapture(gen.pipe.unet, spec, (h, w), (lh, lw), keep_last=_guided_rows(gen, images, latents)) as cap:
+        if tokens is not None:
+            cap.store.positions = torch.from_numpy(class_positions(gen, conditions)).to(gen.device)
+            cap.store.tokens = torch.from_numpy(np.nan_to_num(tokens)).to(gen.device)
+        _replay(gen, cap, images, conditions, spec, latents, decode_rows)
         store = cap.store
     cross = (store.cross / max(store.layers, 1)).cpu()
     if text:
@@ -274,8 +377,86 @@ def read_attention(gen, images: np.ndarray, conditions: list[dict], spec: Attent
         classes = torch.from_numpy(per_prompt_class(cross.numpy(), positions, named))
     else:
         classes = torch.from_numpy(per_class(cross.numpy(), class_slots(gen.context.classes, gen.vocabulary.tags), named))
+    if tokens is not None:
+        own = torch.from_numpy(np.isfinite(tokens).all(1))
+        attributed = (store.attributed / max(store.layers, 1)).cpu() * torch.from_numpy(named)[..., None, None]
+        classes = torch.where(own[None, :, None, None], attributed, classes)
     selfs = store.self_sum / store.self_sum.sum(-1, keepdim=True) if store.self_sum is not None else torch.zeros(len(images), 0, 0)
     return [classes, torch.from_numpy(named), cross[:, 0], selfs.cpu()]
+
+
+def fit_tokens(gen, images: np.ndarray, conditions: list[dict], masks: np.ndarray, spec: AttentionSpec, parts: list,
+               background: int, steps: int, lr: float) -> tuple[np.ndarray, dict]:
+    """OVAM's token optimisation: one attribution token per class whose map (its attention share
+    over the rows' captured queries, summed over layers and steps as the labeller sums them,
+    stretched 0..1 over the image) matches the class's pixels in ``masks`` (B, H, W) class ids, by
+    binary cross-entropy over the classes each row names. Starts from the mean of the class's own
+    tokens in the rows' conditions; the UNet runs once per row (its queries kept), the steps only
+    re-read them. ``parts``: (row indices, their initial latents or None, their decode rows or
+    None) per group the UNet runs at once: a row with a latent is read along its path. Returns
+    (C, D) tokens, NaN for classes no row names (and ``background``), and what the fit measured."""
+    torch = gen.torch
+    c_count = len(gen.context.classes)
+    named = gen.named_classes(conditions)
+    named[:, background] = False
+    positions = class_positions(gen, conditions)
+    h, w = images.shape[1:3]
+    _, lh, lw = gen.latent_shape()
+    # the queries of every row (no_grad, not inference mode: the fit differentiates through them)
+    groups = []
+    for rows, z, decode_rows in parts:
+        with torch.no_grad(), AttentionCapture(gen.pipe.unet, spec, (h, w), (lh, lw), keep_last=_guided_rows(gen, images[rows], z)) as cap:
+            cap.store.positions = torch.from_numpy(positions[rows]).to(gen.device)
+            cap.store.collect = []
+            _replay(gen, cap, images[rows], [conditions[i] for i in rows], spec, z, decode_rows)
+            groups.append((cap.store, cap.store.collect, rows))
+    with torch.no_grad():
+        contexts = gen.family.unet_kwargs(conditions)["encoder_hidden_states"].float()
+    counts = (positions & named[..., None]).sum((0, 2))
+    trained = counts > 0
+    init = torch.einsum("bcs,bsd->cd", torch.from_numpy(positions & named[..., None]).float().to(contexts.device), contexts)
+    init = init / torch.from_numpy(np.maximum(counts, 1)).float().to(contexts.device)[:, None]
+    target = torch.from_numpy(np.stack([masks == k for k in range(c_count)], 1).astype(np.float32))
+    tokens, losses = optimise_tokens(groups, init, target, torch.from_numpy(named.astype(np.float32)), steps, lr)
+    out = tokens.detach().cpu().numpy().astype(np.float32)
+    out[~trained] = np.nan
+    return out, {"steps": steps, "lr": lr, "loss": [round(losses[0], 4), round(losses[-1], 4)], "classes": int(trained.sum())}
+
+
+def optimise_tokens(groups: list, init, target, weight, steps: int, lr: float):
+    """Adam on the attribution tokens (C, D), from ``init``: ``groups`` are (store, its collected
+    (layer, queries, excluded denominators) entries, the rows they hold); ``target`` (B, C, H, W)
+    in 0..1 the masks, ``weight`` (B, C) which (row, class) pairs count. The loss: binary
+    cross-entropy between each counted map, stretched 0..1 over its image as the threshold rule
+    stretches it, and its mask. Returns the tokens and the loss before each step and after the
+    last."""
+    import torch
+
+    tokens = torch.nn.Parameter(init.detach().clone().float())
+    optimiser = torch.optim.Adam([tokens], lr=lr)
+
+    def loss_of():
+        total, pairs = 0.0, 0.0
+        for store, entries, rows in groups:
+            maps = sum(store.upsample(token_shares(attn, q, rest, tokens)) for attn, q, rest in entries) / max(len(entries), 1)
+            flat = maps.flatten(2).cpu()
+            lo, hi = flat.min(-1, keepdim=True)[0], flat.max(-1, keepdim=True)[0]
+            stretched = ((flat - lo) / (hi - lo).clamp_min(1e-8)).clamp(1e-4, 1 - 1e-4)
+            bce = torch.nn.functional.binary_cross_entropy(stretched, target[rows].flatten(2), reduction="none").mean(-1)
+            total = total + (bce * weight[rows]).sum()
+            pairs += float(weight[rows].sum())
+        return total / max(pairs, 1.0)
+
+    losses = []
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        losses.append(float(loss_of()))
+    return tokens.detach(), losses
 
 
 def read_contrast(gen, images: np.ndarray, conditions: list[dict], spec: AttentionSpec, latents: np.ndarray | None, decode_rows) -> list:

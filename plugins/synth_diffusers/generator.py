@@ -28,7 +28,7 @@ class DiffusersGenerator(Generator):
 
     name = "diffusers"
     Config = DiffusersConfig
-    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "contrast", "hspace", "edit"})
+    capabilities = frozenset({"sample", "decode", "invert", "condition:prompt", "condition:class", "condition:tags", "features", "compose", "attention", "attention_tokens", "contrast", "hspace", "edit"})
     InvertOptions = InvertOptions
     FeatureOptions = FeatureOptions
 
@@ -103,7 +103,7 @@ class DiffusersGenerator(Generator):
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         caps = {"sample", "decode", "invert", "features", "edit"}
         if "text_encoder" in index:
-            caps |= {"condition:prompt", "compose", "attention", "hspace"}
+            caps |= {"condition:prompt", "compose", "attention", "attention_tokens", "hspace"}
             try:
                 vae = json.loads((folder / "vae" / "config.json").read_text())
                 scale = 2 ** (len(vae["block_out_channels"]) - 1)
@@ -116,7 +116,7 @@ class DiffusersGenerator(Generator):
             caps |= {"condition:class", "contrast"}
         vocabulary = read_vocabulary(folder) if unet.get("_class_name") == "UNet2DConditionModel" else None
         if vocabulary is not None:
-            caps |= {"condition:tags", "attention", "contrast"}
+            caps |= {"condition:tags", "attention", "attention_tokens", "contrast"}
         return {"capabilities": frozenset(caps), "latent_shape": (unet["in_channels"], h, w), "image_shape": (h, w, 3)}
 
     @classmethod
@@ -529,6 +529,28 @@ class DiffusersGenerator(Generator):
         if self.vocabulary is None and self.kind != "text2image":
             raise UsageError(f"attention: {self.config.model} has no class tokens to attend to (a tag model of `synth fit`, or use method = \"contrast\")")
         return self._maps(read_attention, images, conditions, spec, latents, decode)
+
+    def attention_tokens(self, images: np.ndarray, conditions: list[dict], masks: np.ndarray, spec, latents: Sequence | None = None,
+                         decode: Sequence[dict] | None = None, background: int = 0, steps: int = 200, lr: float = 0.01, batch: int = 16):
+        """Attribution tokens fitted to labelled images (see attention.fit_tokens); the spec made
+        with them (``attention_spec({..., "tokens": tokens})``) reads each class from its token.
+        ``latents``: per image its initial latent (read along its path) or None (noised)."""
+        from .attention import fit_tokens
+
+        if self.vocabulary is None and self.kind != "text2image":
+            raise UsageError(f"attention: {self.config.model} has no class tokens to attend to (a tag model of `synth fit`, or use method = \"contrast\")")
+        latents = list(latents) if latents is not None else [None] * len(images)
+        parts = []
+        for with_path in (True, False):
+            idx = [i for i, z in enumerate(latents) if (z is not None) == with_path]
+            for s in range(0, len(idx), batch):
+                rows = np.array(idx[s : s + batch])
+                if not with_path:
+                    parts.append((rows, None, None))
+                    continue
+                z = np.stack([latents[i] for i in rows])
+                parts.append((rows, z, self._decode_rows(z, None if decode is None else [decode[i] for i in rows])))
+        return fit_tokens(self, images, list(conditions), masks, spec, parts, background, steps, lr)
 
     def contrast(self, images: np.ndarray, conditions: list[dict], spec, latents: np.ndarray | None = None, decode: Sequence[dict] | None = None):
         """Where the prediction moves when each class leaves the condition (see attention.py)."""
