@@ -91,17 +91,29 @@ def test_a_class_read_from_its_own_token_gives_the_maps_it_had(tmp_path, tag_mod
         assert np.array_equal(other.classes[:, 3], plain.classes[:, 3])
 
 
-def test_a_run_with_fitted_tokens_keeps_the_images_reports_the_fit_and_reruns_byte_identical(tmp_path, tag_model):
+def test_a_run_with_fitted_tokens_keeps_the_images_reports_the_fit_and_resumes_byte_identical(tmp_path, tag_model):
+    """With tokens the images are the plain run's, the labels are not; a run killed after its
+    first shard and run again ends with the uninterrupted run's bytes (the fit is made again,
+    the same)."""
+    from test_resume import _run_until
+
     stages = '[[stage]]\nname = "generate"\n[[stage]]\nname = "attention"\n'
+    fitted = f"{CALIBRATE}\ntokens = 40\ntoken_lr = 0.05"
+    manifests = {}
+    for name, extra in (("plain", ""), ("a", fitted), ("killed", fitted)):
+        manifests[name] = diffusers_manifest(tmp_path, tag_model, dataset=f"classes = {CLASSES}", n=12, name=f"{name}.toml", output=name, stages=stages + extra)
     outs = {}
-    for name, extra in (("plain", ""), ("a", f"{CALIBRATE}\ntokens = 40\ntoken_lr = 0.05"), ("b", f"{CALIBRATE}\ntokens = 40\ntoken_lr = 0.05")):
-        m = diffusers_manifest(tmp_path, tag_model, dataset=f"classes = {CLASSES}", n=6, name=f"{name}.toml", output=name, stages=stages + extra)
-        res = synth("run", m)
+    for name in ("plain", "a"):
+        res = synth("run", manifests[name])
         assert res.returncode == 0, res.stderr
         outs[name] = _members(tmp_path / name)
-    assert outs["a"] == outs["b"]
+    killed = tmp_path / "killed"
+    assert _run_until(manifests["killed"], killed, lambda o: any(o.glob("d-*.tar")))
+    res = synth("run", manifests["killed"])
+    assert res.returncode == 0 and "already finished" in res.stderr, res.stderr
+    assert _members(killed) == outs["a"]
     images = {k: v for k, v in outs["a"].items() if k.endswith(".png") and not k.endswith(".seg.png")}
-    assert images and all(outs["plain"][k] == v for k, v in images.items())
+    assert len(images) == 12 and all(outs["plain"][k] == v for k, v in images.items())
     assert any(outs["plain"][k] != v for k, v in outs["a"].items() if k.endswith(".seg.png"))
     fit = json.loads((tmp_path / "a" / "dataset.json").read_text())["reports"]["stage[1]"]["calibration"]["tokens"]
     assert fit["steps"] == 40 and fit["classes"] >= 1 and fit["loss"][1] < fit["loss"][0]
