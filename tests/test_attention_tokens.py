@@ -116,7 +116,7 @@ def test_a_run_with_fitted_tokens_keeps_the_images_reports_the_fit_and_resumes_b
     assert len(images) == 12 and all(outs["plain"][k] == v for k, v in images.items())
     assert any(outs["plain"][k] != v for k, v in outs["a"].items() if k.endswith(".seg.png"))
     fit = json.loads((tmp_path / "a" / "dataset.json").read_text())["reports"]["stage[1]"]["calibration"]["tokens"]
-    assert fit["steps"] == 40 and fit["classes"] >= 1 and fit["loss"][1] < fit["loss"][0]
+    assert fit["steps"] == 40 and fit["classes"] >= 1 and fit["loss"][1] < fit["loss"][0] and fit["queries_mib"] > 0
     assert set(fit["miou_before"]) == {"null", "threshold"}
     meta = json.loads(next(v for k, v in outs["a"].items() if k.endswith(".json")))
     assert meta["labels"]["tokens"] == 40

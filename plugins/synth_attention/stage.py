@@ -126,7 +126,10 @@ class AttentionLabels(Stage):
             self.calibration["tokens"] = tokens
         if not rule.by_null:
             self.calibration["thresholds"] = {c: t for k, (c, t) in enumerate(zip(ctx.classes, rule.thresholds)) if k != self.background}
-        fitted = f", tokens fitted {self.config.tokens} steps (loss {tokens['loss'][0]} -> {tokens['loss'][1]})" if tokens is not None else ""
+        fitted = (
+            f", tokens fitted {self.config.tokens} steps on {tokens['queries_mib']} MiB of queries (loss {tokens['loss'][0]} -> {tokens['loss'][1]})"
+            if tokens is not None else ""
+        )
         print(f"synth: stage 'attention': calibrated on {len(examples.keys)} labelled images: {self.calibration['chose']} rule (mIoU {scores}){fitted}", file=sys.stderr)
 
     def _fit_tokens(self, examples, conditions: list[dict], latents: list) -> dict:

@@ -410,6 +410,7 @@ def fit_tokens(gen, images: np.ndarray, conditions: list[dict], masks: np.ndarra
             cap.store.collect = []
             _replay(gen, cap, images[rows], [conditions[i] for i in rows], spec, z, decode_rows)
             groups.append((cap.store, cap.store.collect, rows))
+    held = sum(q.numel() + rest.numel() for _, entries, _ in groups for _, q, rest in entries) * 4 / 2**20
     with torch.no_grad():
         contexts = gen.family.unet_kwargs(conditions)["encoder_hidden_states"].float()
     counts = (positions & named[..., None]).sum((0, 2))
@@ -420,7 +421,7 @@ def fit_tokens(gen, images: np.ndarray, conditions: list[dict], masks: np.ndarra
     tokens, losses = optimise_tokens(groups, init, target, torch.from_numpy(named.astype(np.float32)), steps, lr)
     out = tokens.detach().cpu().numpy().astype(np.float32)
     out[~trained] = np.nan
-    return out, {"steps": steps, "lr": lr, "loss": [round(losses[0], 4), round(losses[-1], 4)], "classes": int(trained.sum())}
+    return out, {"steps": steps, "lr": lr, "loss": [round(losses[0], 4), round(losses[-1], 4)], "classes": int(trained.sum()), "queries_mib": round(held, 1)}
 
 
 def optimise_tokens(groups: list, init, target, weight, steps: int, lr: float):
