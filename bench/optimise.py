@@ -16,7 +16,8 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
   that teaches most.
 
     python bench/optimise.py [--samples 500] [--val 50] [--test 500] [--seg-steps 1000]
-        [--budget 10] [--rows default,optimised,feedback,influence] [--out /tmp/synth-optimise-bench]
+        [--budget 10] [--rows default,optimised,feedback,influence] [--space sampler|labels]
+        [--out /tmp/synth-optimise-bench]
 
 Last line, for scripts:
 `real-equivalent: default <n0>, optimised <n1> (<r>x), search <c> runs`
@@ -51,6 +52,13 @@ min_samples = {min_samples}
 [values]
 "generator.scheduler" = ["dpm++", "euler_a"]
 "stage.drop_uncertain.fraction" = [0.05, 0.1, 0.3]
+"""
+# --space labels: what decides the labels at the same K (the head's features, one class per colour
+# region, how many uncertain samples go), the levers docs/results/label-efficiency.md measured
+LABELS_VALUES = """
+"stage.pixelhead.features_from" = ["noised", "trajectory"]
+"stage.pixelhead.region_vote.tolerance" = [25]
+"stage.drop_uncertain.fraction" = [0.1, 0.3]
 """
 
 
@@ -125,6 +133,7 @@ def main() -> None:
     ap.add_argument("--curve", default="4,8,16,32,64,128,256,512")
     ap.add_argument("--feedback-weight", type=float, default=0.05)
     ap.add_argument("--rows", default="default,optimised,feedback,influence")
+    ap.add_argument("--space", default="sampler", choices=["sampler", "labels"], help="sampler: sampler x drop fraction; labels: the head's features x region vote x drop fraction")
     ap.add_argument("--out", type=Path, default=Path("/tmp/synth-optimise-bench"))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -182,7 +191,10 @@ def main() -> None:
         base = out / "search" / "manifest.toml"
         base.write_text(default_text)
         space = out / "search" / "space.toml"
-        space.write_text(SPACE.format(steps=args.seg_steps, width=args.width, budget=args.budget, min_samples=args.min_samples))
+        text = SPACE.format(steps=args.seg_steps, width=args.width, budget=args.budget, min_samples=args.min_samples)
+        if args.space == "labels":
+            text = text[: text.index("[values]")] + "[values]" + LABELS_VALUES
+        space.write_text(text)
         t = time.perf_counter()
         search = optimise(base, space, str(val), out=out / "search" / "trials", quiet=False, threads=args.threads)
         print(f"  search: best {search['best']['label']} (validation mIoU {search['best']['score']:.3f}), {len(search['trials'])} trials, "

@@ -63,6 +63,8 @@ class AttentionLabels(Stage):
             what = "class tokens to attend to" if config.method == "attention" else "a class or tag condition to contrast"
             hint = ' (a tag model of `synth fit` with [fit] tags, or Stable Diffusion)' if config.method == "attention" else ""
             problems.append(f"method {config.method!r}: the generator {gen.label()!r} has no {what}{hint}")
+        elif caps is not None and config.tokens and "attention_tokens" not in caps:
+            problems.append(f"tokens: the generator {gen.label()!r} cannot fit attribution tokens")
         return problems
 
     def setup(self) -> None:
