@@ -157,8 +157,13 @@ class _CaptureProcessor:
             logits = query @ key.transpose(-1, -2) * attn.scale
             if mask is not None:
                 logits = logits + mask
-            per_head = lambda t: t.reshape(b, attn.heads, *t.shape[1:])[-keep if keep is not None else 0 :].float()  # noqa: E731
-            self.store.add_attributed(attn, per_head(query), per_head(logits))
+            self.store.add_attributed(attn, _kept_heads(query, b, attn.heads, keep), _kept_heads(logits, b, attn.heads, keep))
+
+
+def _kept_heads(t, b: int, heads: int, keep: int | None):
+    """(B * heads, ...) as the processors lay heads out -> (kept rows, heads, ...) in float32."""
+    t = t.reshape(b, heads, *t.shape[1:])
+    return (t if keep is None else t[-keep:]).float()
 
 
 class AttentionCapture:
@@ -329,27 +334,44 @@ def _guided_rows(gen, images, latents) -> int | None:
     return len(images) if gen.vocabulary is None and latents is not None and gen.guidance() > 1.0 else None
 
 
-def _replay(gen, cap, images, conditions, spec: AttentionSpec, latents, decode_rows) -> None:
-    """Run the UNet calls whose attention counts: the samples' own paths, as decode walked them,
-    or, for images without one (real ones), one conditional pass at each noised timestep."""
+def _walk_path(gen, latents, conditions, decode_rows, timesteps, **hooks) -> None:
+    """Replay the samples' own paths from their initial latents, as decode walked them, with the
+    family loop's ``capture`` or ``visit`` hook, ending once every step of ``timesteps`` is seen."""
     torch = gen.torch
-    if latents is not None:
-        sched = gen._fresh_scheduler()
-        steps = _wanted_steps(sched.timesteps.tolist(), spec.timesteps)
-        z = torch.from_numpy(np.asarray(latents, np.float32)).to(gen.device, gen.dtype)
-        gens = None if decode_rows is None else gen._row_generators(decode_rows, "denoise")
-        gen.family.sample(sched, z, conditions, gens, capture=cap, steps=steps)
-        return
+    sched = gen._fresh_scheduler()
+    steps = _wanted_steps(sched.timesteps.tolist(), timesteps)
+    z = torch.from_numpy(np.asarray(latents, np.float32)).to(gen.device, gen.dtype)
+    gens = None if decode_rows is None else gen._row_generators(decode_rows, "denoise")
+    gen.family.sample(sched, z, conditions, gens, steps=steps, **hooks)
+
+
+def _noised(gen, images, conditions, spec: AttentionSpec):
+    """Images without a path (real ones) noised to each of the spec's noised timesteps with one
+    shared noise: [(x_t, t)] and the UNet's conditioning for them."""
     from .features import shared_noise
 
+    torch = gen.torch
     x0, kwargs = gen._model_space(images, conditions)
     noise = shared_noise(torch, tuple(x0.shape[1:]), spec.noise_seed).to(x0.device, torch.float32)
     alphas = gen._train_schedule().alphas_cumprod
-    cap.active = True
+    out = []
     for t in spec.noised_timesteps:
         a = alphas[t].to(x0.device, torch.float32)
         xt = (a.sqrt() * x0.float() + (1 - a).sqrt() * noise).to(x0.dtype)
-        gen.pipe.unet(xt, torch.full((len(xt),), t, device=x0.device, dtype=torch.long), **kwargs)
+        out.append((xt, torch.full((len(xt),), t, device=x0.device, dtype=torch.long)))
+    return out, kwargs
+
+
+def _replay(gen, cap, images, conditions, spec: AttentionSpec, latents, decode_rows) -> None:
+    """Run the UNet calls whose attention counts: the samples' own paths, or, for images without
+    one, one conditional pass at each noised timestep."""
+    if latents is not None:
+        _walk_path(gen, latents, conditions, decode_rows, spec.timesteps, capture=cap)
+        return
+    inputs, kwargs = _noised(gen, images, conditions, spec)
+    cap.active = True
+    for xt, t in inputs:
+        gen.pipe.unet(xt, t, **kwargs)
     cap.active = False
 
 
@@ -488,19 +510,9 @@ def read_contrast(gen, images: np.ndarray, conditions: list[dict], spec: Attenti
 
     with torch.inference_mode():
         if latents is not None:
-            sched = gen._fresh_scheduler()
-            steps = _wanted_steps(sched.timesteps.tolist(), spec.timesteps or spec.noised_timesteps)
-            z = torch.from_numpy(np.asarray(latents, np.float32)).to(gen.device, gen.dtype)
-            gens = None if decode_rows is None else gen._row_generators(decode_rows, "denoise")
-            gen.family.sample(sched, z, conditions, gens, visit=visit, steps=steps)
+            _walk_path(gen, latents, conditions, decode_rows, spec.timesteps or spec.noised_timesteps, visit=visit)
         else:
-            from .features import shared_noise
-
-            x0, _ = gen._model_space(images, conditions)
-            noise = shared_noise(torch, tuple(x0.shape[1:]), spec.noise_seed).to(x0.device, torch.float32)
-            alphas = gen._train_schedule().alphas_cumprod
-            for t in spec.noised_timesteps:
-                a = alphas[t].to(x0.device, torch.float32)
-                xt = (a.sqrt() * x0.float() + (1 - a).sqrt() * noise).to(x0.dtype)
-                visit(xt, torch.full((b,), t, device=x0.device, dtype=torch.long))
+            inputs, _ = _noised(gen, images, conditions, spec)
+            for xt, t in inputs:
+                visit(xt, t)
     return [total, torch.from_numpy(named), torch.zeros(b, h, w), torch.zeros(b, 0, 0)]
