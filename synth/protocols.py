@@ -291,7 +291,7 @@ class Generator:
         raise NotImplementedError(f"generator {self.name!r} exposes no attention maps")
 
     def attention_tokens(self, images: np.ndarray, conditions: list[dict], masks: np.ndarray, spec: Any, latents: np.ndarray | None = None,
-                         decode: Sequence[dict] | None = None, background: int = 0, steps: int = 200, lr: float = 0.01, batch: int = 16) -> tuple[np.ndarray, dict]:
+                         decode: Sequence[dict] | None = None, background: int = 0, steps: int = 200, lr: float = 0.05, batch: int = 16) -> tuple[np.ndarray, dict]:
         """Capability "attention_tokens": one attribution token per class, optimised on labelled
         images (``masks`` (B, H, W) class ids) so that its attention matches their pixels (OVAM);
         returns (C, D) tokens (NaN rows: classes left to their own tokens) and what the fit

@@ -526,19 +526,22 @@ class DiffusersGenerator(Generator):
         class words of a Stable Diffusion prompt."""
         from .attention import read_attention
 
-        if self.vocabulary is None and self.kind != "text2image":
-            raise UsageError(f"attention: {self.config.model} has no class tokens to attend to (a tag model of `synth fit`, or use method = \"contrast\")")
+        self._require_class_tokens()
         return self._maps(read_attention, images, conditions, spec, latents, decode)
 
+    def _require_class_tokens(self) -> None:
+        """Attention reads class tokens: a tag model's or a text-to-image model's prompt words."""
+        if self.vocabulary is None and self.kind != "text2image":
+            raise UsageError(f"attention: {self.config.model} has no class tokens to attend to (a tag model of `synth fit`, or use method = \"contrast\")")
+
     def attention_tokens(self, images: np.ndarray, conditions: list[dict], masks: np.ndarray, spec, latents: Sequence | None = None,
-                         decode: Sequence[dict] | None = None, background: int = 0, steps: int = 200, lr: float = 0.01, batch: int = 16):
+                         decode: Sequence[dict] | None = None, background: int = 0, steps: int = 200, lr: float = 0.05, batch: int = 16):
         """Attribution tokens fitted to labelled images (see attention.fit_tokens); the spec made
         with them (``attention_spec({..., "tokens": tokens})``) reads each class from its token.
         ``latents``: per image its initial latent (read along its path) or None (noised)."""
         from .attention import fit_tokens
 
-        if self.vocabulary is None and self.kind != "text2image":
-            raise UsageError(f"attention: {self.config.model} has no class tokens to attend to (a tag model of `synth fit`, or use method = \"contrast\")")
+        self._require_class_tokens()
         latents = list(latents) if latents is not None else [None] * len(images)
         parts = []
         for with_path in (True, False):
