@@ -7,7 +7,7 @@ real test scenes. The real learning curve (the same U-Net on n real labelled sce
 turns each set's test score into a *real-equivalent*: how many real labelled scenes give the same
 mIoU (interpolated on log n). Rows, all at the same sample count:
 - default: the manifest as written;
-- optimised: `synth optimise` over the space below (sampler x drop fraction; each sampler
+- optimised: `synth optimise` over the space below (sampler x drop fraction, or --space's; each sampler
   calibrates its own head, ~4 min on 2 CPU cores), on `--val` real validation scenes, within
   `--budget` runs of the default;
 - feedback: the optimised manifest with [generator.feedback] toward the pixels the search's best
@@ -16,7 +16,7 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
   that teaches most.
 
     python bench/optimise.py [--samples 500] [--val 50] [--test 500] [--seg-steps 1000]
-        [--budget 10] [--rows default,optimised,feedback,influence] [--space sampler|labels]
+        [--budget 10] [--rows default,optimised,feedback,influence] [--space sampler|labels|picks]
         [--out /tmp/synth-optimise-bench]
 
 Last line, for scripts:
@@ -60,6 +60,15 @@ LABELS_VALUES = """
 "stage.pixelhead.region_vote.tolerance" = [25]
 "stage.drop_uncertain.fraction" = [0.1, 0.3]
 """
+# --space picks: which K scenes get labels (the K most varied of the first 100 or 400 of the
+# labelled source, by the generator's own features: `annotations.pick_from`) with one class per
+# colour region, and how many uncertain samples go
+PICKS_VALUES = """
+"stage.pixelhead.annotations.pick_from" = [100, 400]
+"stage.pixelhead.region_vote.tolerance" = [25]
+"stage.drop_uncertain.fraction" = [0.1, 0.3]
+"""
+SPACES = {"labels": LABELS_VALUES, "picks": PICKS_VALUES}
 
 
 def write_folder(folder: Path, images, masks, prefix: str) -> Path:
@@ -133,7 +142,8 @@ def main() -> None:
     ap.add_argument("--curve", default="4,8,16,32,64,128,256,512")
     ap.add_argument("--feedback-weight", type=float, default=0.05)
     ap.add_argument("--rows", default="default,optimised,feedback,influence")
-    ap.add_argument("--space", default="sampler", choices=["sampler", "labels"], help="sampler: sampler x drop fraction; labels: the head's features x region vote x drop fraction")
+    ap.add_argument("--space", default="sampler", choices=["sampler", "labels", "picks"],
+                    help="sampler: sampler x drop fraction; labels: the head's features x region vote x drop fraction; picks: which K scenes are labelled x region vote x drop fraction")
     ap.add_argument("--out", type=Path, default=Path("/tmp/synth-optimise-bench"))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -192,8 +202,8 @@ def main() -> None:
         base.write_text(default_text)
         space = out / "search" / "space.toml"
         text = SPACE.format(steps=args.seg_steps, width=args.width, budget=args.budget, min_samples=args.min_samples)
-        if args.space == "labels":
-            text = text[: text.index("[values]")] + "[values]" + LABELS_VALUES
+        if args.space in SPACES:
+            text = text[: text.index("[values]")] + "[values]" + SPACES[args.space]
         space.write_text(text)
         t = time.perf_counter()
         search = optimise(base, space, str(val), out=out / "search" / "trials", quiet=False, threads=args.threads)

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from .errors import UsageError
 from .protocols import PluginConfig, RunContext
-from .refs import SourceRef
+from .refs import ExtractorRef, SourceRef
 
 
 class AnnotationsConfig(PluginConfig):
@@ -31,6 +31,16 @@ class AnnotationsConfig(PluginConfig):
         None, description="A source stage table whose samples carry masks, e.g. {name = \"shapes\", split = \"train\"}"
     )
     count: int = Field(8, ge=1, le=100000, description="How many labelled images to read from the source")
+    pick_from: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Label the `count` most varied of the source's first pick_from images (greedy k-center in pick_extractor's "
+        "space, the select stage's choice) instead of its first `count`: which images of an unlabelled pool to label",
+    )
+    pick_extractor: ExtractorRef | None = Field(
+        None, description="Features pick_from chooses by (default with pick_from: \"generator\", the run's own, which the pixel head reads)"
+    )
     shards: str | None = Field(None, description="Shards of an earlier synth run (path, brace pattern or output folder)")
     masks: str | None = Field(
         None,
@@ -46,6 +56,15 @@ class AnnotationsConfig(PluginConfig):
             raise ValueError("shards and masks go together")
         if self.source is not None and not isinstance(self.source.get("name"), str):
             raise ValueError("source needs a name, e.g. source = {name = \"folder\", path = \"labelled/\"}")
+        if self.pick_from is not None:
+            if self.source is None:
+                raise ValueError("pick_from chooses among a source's images; with shards + masks, the masks say which were labelled")
+            if self.pick_from < self.count:
+                raise ValueError(f"pick_from ({self.pick_from}) must be at least count ({self.count})")
+            if self.pick_extractor is None:  # set here, so validation checks the generator has features
+                self.pick_extractor = "generator"
+        elif self.pick_extractor is not None:
+            raise ValueError("pick_extractor says how pick_from chooses; give pick_from too")
         return self
 
 
@@ -106,10 +125,12 @@ def _from_source(cfg: AnnotationsConfig, context: RunContext, where: str) -> Exa
     step = source_step(context.registry, cfg.source, where)
     stage = step.cls(step.config, context)
     stage.setup()
-    batch = stage.produce(list(range(cfg.count)))
+    batch = stage.produce(list(range(cfg.pick_from or cfg.count)))
     if batch.dropped:
         d = batch.dropped[0]
         raise UsageError(f"{where}: labelled sample {d.key} is unusable: {d.detail or d.reason}")
+    if cfg.pick_from is not None:
+        batch = batch.take(_picks(cfg, context, batch.images))
     if batch.seg is None:
         raise UsageError(f"{where}: stage {step.name!r} gives images without masks; labelled images need masks")
     k = len(context.classes)
@@ -117,6 +138,16 @@ def _from_source(cfg: AnnotationsConfig, context: RunContext, where: str) -> Exa
         _check_ids(mask, k, f"{where}: the mask of {key}")
     conditions = [{**(r.get("condition") or {}), **({"class": r["class"]} if r.get("class") is not None else {})} for r in batch.records]
     return Examples(batch.images, batch.seg.astype(np.int64), conditions, list(batch.keys), "real")
+
+
+def _picks(cfg: AnnotationsConfig, context: RunContext, images: np.ndarray) -> list[int]:
+    """The rows of the ``count`` most varied images, in source order: greedy k-center from the
+    first image, as the select stage and `synth export --pick` choose."""
+    from . import extractors
+    from .selection import k_center
+
+    feats = np.asarray(extractors.get(context, cfg.pick_extractor).embed(images), np.float32)
+    return sorted(k_center(feats, np.arange(len(images)), cfg.count))
 
 
 def _shard_files(context: RunContext, pattern: str, where: str) -> list[Path]:
