@@ -7,7 +7,8 @@ the optimise plugin's small CNN (the views bench's: real labelled scenes clearly
 - real K: the CNN on K labelled scenes per class;
 - real K + conditional: `synth fit` a tag model from builtin:shapes-32 (init_shared) on a pool of
   scenes of which only the K per class are tagged with their class (the rest untagged:
-  `untagged = "unlabelled"`, trained with the null token), then `synth run` it per class with that
+  `untagged = "unlabelled"`, trained with the null token; `tagged_share` of each batch drawn from
+  the tagged ones), then `synth run` it per class with that
   class's tag and classifier-free guidance; the CNN on the K real ones plus the generated ones,
   each labelled with the tag it was generated from;
 - real 10 K: the CNN on ten times as many labelled scenes.
@@ -15,7 +16,7 @@ Accuracy on real test scenes. The fit is the cost: on 2 CPU cores a step of the 
 about 3.5 s (shapes-32-tags' card), so the defaults want a GPU or hours; --fit-steps trades.
 
     python bench/conditional_fewshot.py [--k 2,5,20] [--seeds 3] [--pool 4000] [--fit-steps 1500]
-        [--per-class 400] [--guidance 3.0] [--clf-steps 1500] [--out /tmp/synth-fewshot-bench]
+        [--per-class 400] [--guidance 3.0] [--tagged-share 0.25] [--clf-steps 1500] [--out /tmp/synth-fewshot-bench]
 
 Last line, for scripts:
 `conditional K=5: <acc>; real K=5: <acc>; real K=20: <acc>`
@@ -65,6 +66,7 @@ norm_num_groups = 8
 cross_attention_dim = 64
 attention_heads = 4
 tag_dropout = 0.1
+tagged_share = {tagged_share}
 num_train_timesteps = 1000
 beta_schedule = "squaredcos_cap_v2"
 prediction_type = "v_prediction"
@@ -141,7 +143,7 @@ def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: 
     (root / "tags.jsonl").write_text("".join(json.dumps({"file": f"{i:05d}.png", "tags": [CLASSES[pool_y[i]]]}) + "\n" for i in labelled))
     fit = root / "fit.toml"
     fit.write_text(FIT.format(pool=len(pool_x), seed=seed, classes=json.dumps(CLASSES), folder=folder, tags=root / "tags.jsonl", model=root / "model",
-                              steps=args.fit_steps, warmup=min(200, args.fit_steps // 5)))
+                              steps=args.fit_steps, warmup=min(200, args.fit_steps // 5), tagged_share=args.tagged_share))
     synth("fit", fit, "-q")
     xs, ys = [], []
     for c, name in enumerate(CLASSES):
@@ -164,6 +166,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pool", type=int, default=4000, help="training scenes of the fit (only K per class tagged)")
     ap.add_argument("--fit-steps", type=int, default=1500)
+    ap.add_argument("--tagged-share", type=float, default=0.25, help="share of each fit batch drawn from the K tagged scenes per class")
     ap.add_argument("--per-class", type=int, default=400, help="generated images per class")
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--clf-steps", type=int, default=1500)

@@ -278,6 +278,27 @@ tags_file = "{tags.name}"
     _one_line_error(synth("validate", m), *needles)
 
 
+def test_tagged_share_draws_that_share_of_each_batch_from_the_tagged_images(tmp_path):
+    """tagged_share: a few tagged images among many untagged reach their tokens in every batch;
+    unset, the draw is the uniform one the shipped tag model was fitted with, bit for bit."""
+    from types import SimpleNamespace
+
+    from synth.seeding import sample_rng
+    from synth_diffusers.fit import Trainer
+    from synth_diffusers.fit_config import FitConfig
+
+    tagged = np.array([3, 5])
+    for share, from_tagged in ((0.25, 8), (1.0, 32)):
+        cfg = FitConfig(output="m", tags=True, tagged_share=share, batch_size=32)
+        rows = Trainer._batch_rows(SimpleNamespace(cfg=cfg, tagged=tagged, images=np.zeros(100)), sample_rng(0, 7, "fit-batch"))
+        assert len(rows) == 32 and np.isin(rows[:from_tagged], tagged).all()
+        assert np.isin(rows, tagged).sum() >= from_tagged
+    plain = Trainer._batch_rows(SimpleNamespace(cfg=FitConfig(output="m", tags=True, batch_size=32), tagged=tagged, images=np.zeros(100)), sample_rng(0, 7, "fit-batch"))
+    assert np.array_equal(plain, sample_rng(0, 7, "fit-batch").integers(0, 100, 32))
+    m = tiny_fit_manifest(tmp_path, 8, 8, "tagged_share = 0.5\nsteps = 2")
+    _one_line_error(synth("validate", m), "tagged_share", "needs tags = true")
+
+
 def test_a_tags_file_gives_each_image_its_tags(tmp_path):
     from PIL import Image
 

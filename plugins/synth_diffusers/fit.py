@@ -131,6 +131,8 @@ def _recipe_hash(m: Manifest, cfg: FitConfig, init: dict | None = None) -> str:
     exclude = {"output", "init_from", "max_minutes", "device", "checkpoint_every", "keep_checkpoints", "grid_samples", "grid_steps", "license", "threads", "read_processes", "save_dtype", "watch"}
     if not cfg.tags:
         exclude |= set(TAG_FIELDS)
+    if cfg.tagged_share is None:  # added later: unset, the draw (and so the weights) is as before
+        exclude.add("tagged_share")
     recipe = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps({"data": m.hash, "recipe": recipe, "init": init and init["sha256"]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -242,6 +244,8 @@ class Trainer:
         self.images = torch.from_numpy(data.images).to(self.device)
         self.labels = None if self.num_classes is None else torch.from_numpy(data.labels).to(self.device)
         self.presence = None if self.vocabulary is None else torch.from_numpy(self.vocabulary.presence(data.tags)).to(self.device)
+        if self.presence is not None:
+            self.tagged = np.flatnonzero(self.vocabulary.presence(data.tags).any(1))
         self.amp_dtype = None
         mp = cfg.mixed_precision
         if mp == "bf16" or (mp == "auto" and self.device.type == "cuda"):
@@ -305,10 +309,20 @@ class Trainer:
         }
 
     # -- one step ---------------------------------------------------------------------------
+    def _batch_rows(self, rng) -> np.ndarray:
+        """The step's training images: uniform over all, or with tagged_share, that share drawn
+        from the tagged ones (few labelled images among many unlabelled would otherwise reach
+        their tokens a few times in a whole fit)."""
+        cfg = self.cfg
+        if cfg.tagged_share is None:
+            return rng.integers(0, len(self.images), cfg.batch_size)
+        m = int(round(cfg.tagged_share * cfg.batch_size))
+        return np.concatenate([self.tagged[rng.integers(0, len(self.tagged), m)], rng.integers(0, len(self.images), cfg.batch_size - m)])
+
     def train_step(self) -> float:
         torch, cfg = self.torch, self.cfg
         rng = sample_rng(self.seed, self.step, "fit-batch")
-        idx = torch.from_numpy(rng.integers(0, len(self.images), cfg.batch_size)).to(self.device)
+        idx = torch.from_numpy(self._batch_rows(rng)).to(self.device)
         x0 = self.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
         if cfg.hflip:
             flip = torch.from_numpy(rng.random(cfg.batch_size) < 0.5).to(self.device)

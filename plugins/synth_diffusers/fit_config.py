@@ -48,6 +48,14 @@ class FitConfig(PluginConfig):
     cross_attention_dim: int = Field(64, ge=8, le=2048, description="Width of the tag tokens (tags = true)")
     attention_heads: int = Field(4, ge=1, le=64, description="Heads of each attention layer (tags = true)")
     tag_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of training images whose tags are all dropped (the null condition of classifier-free guidance; tags = true)")
+    tagged_share: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="With tags, when few images are tagged (a folder's untagged = \"unlabelled\"): this share of each batch is "
+        "drawn from the tagged images, the rest from all, so a few labelled images per class teach their tokens; "
+        "default: every image equally often",
+    )
     init_from: str | None = Field(
         None,
         description="Start from this pipeline's UNet weights (folder, relative to the manifest, or builtin:NAME); "
@@ -122,6 +130,8 @@ class FitConfig(PluginConfig):
         for lvl in self.attention_levels:
             if not 0 <= lvl < len(self.block_out_channels):
                 raise ValueError(f"attention level {lvl} outside 0..{len(self.block_out_channels) - 1}")
+        if self.tagged_share is not None and not self.tags:
+            raise ValueError("tagged_share draws tagged images more often; it needs tags = true")
         if self.tags:
             if not self.attention_levels:
                 raise ValueError("tags need at least one attention level (the tag tokens are read by cross-attention there)")
