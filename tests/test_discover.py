@@ -220,3 +220,40 @@ def test_candidates_are_the_shared_gradient_signed_to_raise_the_target():
     assert out.shape == (3, 50) and np.allclose(np.sqrt((out**2).mean(1)), 1.0, atol=1e-5)
     assert np.corrcoef(out[0], shared)[0, 1] > 0.95  # the first is the shared direction, pointing up the gradients
     assert candidates(-grads, 1)[0] @ shared < 0
+
+
+def test_a_direction_is_named_by_the_moved_attribute_the_decision_follows():
+    """An entangled direction tints every background and recolours some shapes; the decision moves
+    only where the colour does, so the direction is named "colour", though the background changed
+    in more images. When nothing varies from image to image, the most changed attribute names it."""
+    from synth.protocols import PluginConfig, Probe
+    from synth_discover.discover import Discovery, follow
+
+    class TwoAttributes(Probe):
+        name = "two"
+
+        def setup(self):
+            self.attributes = ["background", "colour"]
+
+        def measure(self, x):
+            return {"background": x[:, 0], "colour": x[:, 1]}
+
+        def amount(self, before, after):
+            return {a: np.abs(after[a] - before[a]) / 0.1 for a in before}
+
+        def changed(self, before, after):
+            return {a: v > 1 for a, v in self.amount(before, after).items()}
+
+    found = Discovery.__new__(Discovery)
+    found.probe = TwoAttributes(PluginConfig(), None)
+    found.probe.setup()
+    minus = np.zeros((6, 2))
+    plus = np.array([[0.50, 0.01], [0.52, 0.90], [0.51, 0.02], [0.50, 0.80], [0.53, 0.00], [0.50, 0.70]])
+    effect = np.array([0.1, 3.0, 0.2, 2.5, 0.0, 2.0])
+    main, shares, follows = found._moves(minus, plus, effect)
+    assert shares == {"background": 1.0, "colour": 0.5}
+    assert main == "colour" and follows["colour"] == 1.0 and follows["background"] < 0.5
+    # the decision follows neither (it moves alike everywhere): the attribute changed most often names it
+    main, _, follows = found._moves(minus, plus, np.full(6, 2.0))
+    assert main == "background" and follows == {"background": None, "colour": None}
+    assert follow(np.ones(4), np.arange(4.0)) is None  # an attribute that moves alike in every image says nothing
