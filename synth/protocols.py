@@ -612,8 +612,7 @@ class Probe:
     moves (and how many others a counterfactual changes: MNAC). ``attributes`` is known after
     ``setup()``; ``measure`` returns one array per attribute, a row per image; ``changed`` says
     per image and attribute whether ``after`` differs from ``before`` by more than the probe's
-    own threshold for that attribute (what a person would call a change), and ``amount`` by how
-    much (optional: the default is 0 or 1 from ``changed``)."""
+    own threshold for that attribute (what a person would call a change)."""
 
     name: ClassVar[str]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
@@ -638,13 +637,6 @@ class Probe:
     def changed(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per attribute, (N,) bool: whether image i's attribute changed from ``before`` to ``after``."""
         raise NotImplementedError
-
-    def amount(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per attribute, (N,) float: how far image i's attribute moved, in units of the probe's
-        own threshold (above 1: ``changed``). Discover compares it with how far the classifier's
-        decision moved, image by image, to say which of the attributes a direction moves the
-        decision follows. The default is 1 where ``changed`` says so, else 0."""
-        return {a: np.asarray(v, np.float64) for a, v in self.changed(before, after).items()}
 
 
 class Task:

@@ -15,11 +15,9 @@ The ranking (StylEx's AttFind, greedy): each candidate's effect is the mean chan
 target's log-odds per unit step over the images still unexplained; the best is taken, the images
 whose decision it flips are explained, and the next is chosen on the rest. A counterfactual is
 the image stepped toward the other decision by the least of a few steps (up to the largest strip
-step) that flips it; the flip rate is the share of images some step flips. A probe says what each direction moves from
-one end of its strip to the other, and the direction is named by the moved attribute the decision
-follows (the one whose amount of change goes most with the log-odds' change, image by image; the
-one changed in most images when none does); MNAC counts what else a counterfactual changes
-(attributes changed besides that one, over the counterfactuals that flip).
+step) that flips it; the flip rate is the share of images some step flips. A probe names what each direction moves (the attribute changed
+in most images from one end of its strip to the other) and counts what else a counterfactual
+changes (MNAC: attributes changed besides that one, over the counterfactuals that flip).
 """
 
 from __future__ import annotations
@@ -65,17 +63,6 @@ def candidates(grads: np.ndarray, count: int) -> np.ndarray:
     signs[signs == 0] = 1.0
     out = out * signs[:, None]
     return (out * np.sqrt(out.shape[1])).astype(np.float32)
-
-
-def follow(amount: np.ndarray, effect: np.ndarray) -> float | None:
-    """Spearman correlation of an attribute's amount of change with the size of the decision's
-    change over the images; None when either is the same for every image."""
-    from scipy.stats import spearmanr
-
-    a, e = np.nan_to_num(np.asarray(amount, np.float64)), np.abs(np.asarray(effect, np.float64))
-    if np.ptp(a) == 0 or np.ptp(e) == 0:
-        return None
-    return round(float(spearmanr(a, e).statistic), 4)
 
 
 def attfind_order(effects: np.ndarray, flips: np.ndarray) -> list[int]:
@@ -202,10 +189,10 @@ class Discovery:
         effects, flips = np.stack(effects), np.stack(flips)
         order = attfind_order(effects, flips)
         before = self.probe.measure(base)
-        named = {c: self._moves(*ends[c], effects[c]) for c in order}
+        named = {c: self._moves(*ends[c]) for c in order}
         shown = []
         for rank, c in enumerate(order[: cfg.show], start=1):
-            main, shares, follows = named[c]
+            main, shares = named[c]
             # what else a counterfactual changes: the attributes besides that one (MNAC)
             cf, flipped, steps = self._counterfactuals(z, conds, indices, cands[c], is_target)
             changed = self.probe.changed(before, self.probe.measure(cf))
@@ -214,33 +201,19 @@ class Discovery:
             counted = flipped if flipped.any() else np.ones(n, bool)
             shown.append({
                 "rank": rank, "candidate": int(c), "effect": float(effects[c].mean()), "flip_rate": float(flipped.mean()),
-                "moves": main, "changed": shares, "follows": follows, "mnac": float(np.mean(others[counted])),
+                "moves": main, "changed": shares, "mnac": float(np.mean(others[counted])),
                 "counterfactual_changed": {a: float(np.mean(changed[a][counted])) for a in self.probe.attributes},
                 "mean_step": float(np.mean(np.abs(steps[flipped]))) if flipped.any() else None,
             })
         ranked = [{"rank": r, "candidate": int(c), "effect": float(effects[c].mean()), "moves": named[c][0]} for r, c in enumerate(order, start=1)]
         return self._write(batch, z, conds, cands, order, shown, ranked, effects, n)
 
-    def _moves(self, minus: np.ndarray, plus: np.ndarray, effect: np.ndarray) -> tuple[str, dict[str, float], dict[str, float | None]]:
-        """What a direction moves, named by the attribute the classifier's decision follows along
-        it: of the attributes that change in some images from one end of the strip to the other,
-        the one whose amount of change goes most with the change of the target's log-odds, image
-        by image (Spearman). A direction in an entangled space moves several attributes at once
-        (a recolouring also tints the background); the one the classifier reads is the one whose
-        change, where it is large, moves the decision most. When none goes with it (every image
-        changes alike), the attribute changed in most images. Also the share of images each
-        attribute changed in, and each one's correlation (None: it never changed, or always alike)."""
-        before, after = self.probe.measure(minus), self.probe.measure(plus)
-        moved, amounts = self.probe.changed(before, after), self.probe.amount(before, after)
-        attrs = self.probe.attributes
-        shares = {a: float(np.mean(moved[a])) for a in attrs}
-        follows = {a: follow(amounts[a], effect) if shares[a] > 0 else None for a in attrs}
-        scored = [a for a in attrs if follows[a] is not None and follows[a] > 0]
-        if scored:
-            main = max(scored, key=lambda a: (follows[a], -attrs.index(a)))
-        else:
-            main = max(attrs, key=lambda a: (shares[a], -attrs.index(a)))
-        return main, shares, follows
+    def _moves(self, minus: np.ndarray, plus: np.ndarray) -> tuple[str, dict[str, float]]:
+        """What a direction moves: the attribute changed in most images from one end of its strip
+        to the other, and the share of images each attribute changed in."""
+        moved = self.probe.changed(self.probe.measure(minus), self.probe.measure(plus))
+        shares = {a: float(np.mean(moved[a])) for a in self.probe.attributes}
+        return max(self.probe.attributes, key=lambda a: (shares[a], -self.probe.attributes.index(a))), shares
 
     def _counterfactuals(self, z, conds, indices, w, is_target):
         """Each image stepped toward the other decision by the smallest of COUNTERFACTUAL_STEPS

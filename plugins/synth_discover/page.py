@@ -32,10 +32,6 @@ def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list[float], path: P
     canvas.save(path, optimize=False)
 
 
-def _r(value) -> str:
-    return "-" if value is None else f"{value:+.2f}"
-
-
 def write_page(result: dict, path: Path) -> None:
     e = html.escape
     target = e(result["target"])
@@ -48,13 +44,10 @@ def write_page(result: dict, path: Path) -> None:
             f"<td class=flip-rate>{d['flip_rate']:.2f}</td><td class=mnac>{d['mnac']:.2f}</td></tr>"
         )
         shares = "".join(f"<td class='share{' main' if a == d['moves'] else ''}'>{d['changed'][a]:.2f}</td>" for a in attrs)
-        follows = "".join(f"<td class=follows>{_r(d.get('follows', {}).get(a))}</td>" for a in attrs)
         sections.append(
             f"<section class=strip-section id=direction-{d['rank']}><h2>{d['rank']}. {e(d['name'])}: moves {e(d['moves'])}</h2>"
-            f"<p>Share of images whose attribute changed from one end of the strip to the other, and how closely the "
-            f"decision's change follows the attribute's, image by image (Spearman; the highest names the direction):</p>"
-            f"<table class=changes><tr><th></th>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr>"
-            f"<tr><th>changed in</th>{shares}</tr><tr><th>decision follows</th>{follows}</tr></table>"
+            f"<p>Share of images whose attribute changed from one end of the strip to the other:</p>"
+            f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr>{shares}</tr></table>"
             f"<img class=strip src='{e(d['strip'])}' alt='strip of {e(d['name'])}'>"
             f"<p>Counterfactual data from it, in a manifest after its source:</p><pre class=snippet>[[stage]]\nname = \"direction\"\n"
             f"saved = \"{e(d['name'])}\"\nalphas = [{', '.join(f'{a:g}' for a in result['alphas'] if a)}]</pre></section>"

@@ -28,14 +28,10 @@ class ImageProbe(Probe):
         luma = x @ LUMA
         return {"brightness": luma.mean((1, 2)), "colour": x.mean((1, 2)), "contrast": luma.std((1, 2))}
 
-    def amount(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """In units of a change: brightness 0.08, a mean colour 0.1 apart, contrast by 30% (at least 0.02)."""
+    def changed(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         c_b, c_a = before["contrast"], after["contrast"]
         return {
-            "brightness": np.abs(after["brightness"] - before["brightness"]) / 0.08,
-            "colour": np.linalg.norm(after["colour"] - before["colour"], axis=-1) / 0.1,
-            "contrast": np.abs(c_a - c_b) / np.maximum(0.3 * c_b, 0.02),
+            "brightness": np.abs(after["brightness"] - before["brightness"]) > 0.08,
+            "colour": np.linalg.norm(after["colour"] - before["colour"], axis=-1) > 0.1,
+            "contrast": np.abs(c_a - c_b) > np.maximum(0.3 * c_b, 0.02),
         }
-
-    def changed(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {a: v > 1 for a, v in self.amount(before, after).items()}

@@ -16,9 +16,6 @@ from .world import TAG_MIN_PIXELS
 ATTRIBUTES = ("kind", "colour", "size", "position", "count", "background")
 
 
-CHANGED = 1.5  # the amount of an all-or-nothing change (a kind, a count, a shape that vanishes)
-
-
 class ShapesProbeConfig(PluginConfig):
     pass
 
@@ -64,24 +61,17 @@ class ShapesProbe(Probe):
             out["background"].append(im[bg].mean(0) if bg.any() else np.full(3, np.nan))
         return {a: np.asarray(v) for a, v in out.items()}
 
-    def amount(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """How far each attribute moved, in units of what counts as a change: a colour 0.2 apart
-        (RGB, 0..1), a position 0.12 of the image, a background 0.12, a size by 30% (at least 2% of
-        the image); a kind or a count that differs, or a shape that appears or vanishes, is 1.5."""
-
+    def changed(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         def far(a, b, limit):
-            d = np.linalg.norm(np.asarray(a, float) - np.asarray(b, float), axis=-1) / limit
-            return np.where(np.isnan(d), np.where(np.isnan(a).any(-1) != np.isnan(b).any(-1), CHANGED, 0.0), d)
+            d = np.linalg.norm(np.asarray(a, float) - np.asarray(b, float), axis=-1)
+            return np.where(np.isnan(d), np.isnan(a).any(-1) != np.isnan(b).any(-1), d > limit)
 
         size_b, size_a = before["size"], after["size"]
         return {
-            "kind": np.where(before["kind"] != after["kind"], CHANGED, 0.0),
+            "kind": before["kind"] != after["kind"],
             "colour": far(before["colour"], after["colour"], 0.2),
-            "size": np.abs(size_a - size_b) / np.maximum(0.3 * size_b, 0.02),
+            "size": np.abs(size_a - size_b) > np.maximum(0.3 * size_b, 0.02),
             "position": far(before["position"], after["position"], 0.12),
-            "count": np.where(before["count"] != after["count"], CHANGED, 0.0),
+            "count": before["count"] != after["count"],
             "background": far(before["background"], after["background"], 0.12),
         }
-
-    def changed(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {a: v > 1 for a, v in self.amount(before, after).items()}
