@@ -243,9 +243,11 @@ class Trainer:
         self.sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type, clip_sample=False)
         self.images = torch.from_numpy(data.images).to(self.device)
         self.labels = None if self.num_classes is None else torch.from_numpy(data.labels).to(self.device)
-        self.presence = None if self.vocabulary is None else torch.from_numpy(self.vocabulary.presence(data.tags)).to(self.device)
-        if self.presence is not None:
-            self.tagged = np.flatnonzero(self.vocabulary.presence(data.tags).any(1))
+        self.presence = None
+        if self.vocabulary is not None:
+            presence = self.vocabulary.presence(data.tags)
+            self.presence = torch.from_numpy(presence).to(self.device)
+            self.tagged = np.flatnonzero(presence.any(1))  # the rows tagged_share draws from
         self.amp_dtype = None
         mp = cfg.mixed_precision
         if mp == "bf16" or (mp == "auto" and self.device.type == "cuda"):
