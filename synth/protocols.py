@@ -610,7 +610,8 @@ class Probe:
     Registered with ``register_probes``; ``synth discover`` names one with a table such as
     ``probe = { name = "shapes" }`` and uses it to say which attributes each discovered direction
     moves (and how many others a counterfactual changes: MNAC). ``attributes`` is known after
-    ``setup()``; ``measure`` returns one array per attribute, a row per image; ``changed`` says
+    ``setup()``; ``measure`` returns one array per attribute, a row per image (and may keep more
+    under names starting with "_" for its own ``changed``, such as where an object is); ``changed`` says
     per image and attribute whether ``after`` differs from ``before`` by more than the probe's
     own threshold for that attribute (what a person would call a change)."""
 

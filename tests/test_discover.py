@@ -220,3 +220,26 @@ def test_candidates_are_the_shared_gradient_signed_to_raise_the_target():
     assert out.shape == (3, 50) and np.allclose(np.sqrt((out**2).mean(1)), 1.0, atol=1e-5)
     assert np.corrcoef(out[0], shared)[0, 1] > 0.95  # the first is the shared direction, pointing up the gradients
     assert candidates(-grads, 1)[0] @ shared < 0
+
+
+def _two_shapes(square_side: float, circle_colour=(0.9, 0.1, 0.1)) -> np.ndarray:
+    """A grey scene with a disc (radius 6.5) and a square of the given side, drawn by hand."""
+    im = np.full((32, 32, 3), 0.5)
+    yy, xx = np.mgrid[0:32, 0:32] + 0.5
+    im[(yy - 9) ** 2 + (xx - 9) ** 2 < 6.5**2] = circle_colour
+    im[(abs(yy - 23) < square_side / 2) & (abs(xx - 23) < square_side / 2)] = (0.1, 0.2, 0.9)
+    return (im * 255).astype(np.uint8)[None]
+
+
+def test_the_shapes_probe_follows_the_main_shape_through_an_edit():
+    """A square growing past the disc makes it the largest shape, but the disc (the main shape
+    before) did not change: no attribute of it counts as changed. Recoloured, it does."""
+    from synth_shapes.probe import ShapesProbe, ShapesProbeConfig
+
+    probe = ShapesProbe(ShapesProbeConfig(), None)
+    probe.setup()
+    before, grown = probe.measure(_two_shapes(10)), probe.measure(_two_shapes(14))
+    assert (before["kind"], grown["kind"]) == ([1], [2])  # the largest kind did change: circle -> square
+    assert not any(v[0] for v in probe.changed(before, grown).values())
+    recoloured = probe.changed(before, probe.measure(_two_shapes(10, circle_colour=(0.1, 0.8, 0.2))))
+    assert [a for a, v in recoloured.items() if v[0]] == ["colour"]

@@ -2,7 +2,12 @@
 segmenter, as the attributes a classifier might rely on: the main (largest) shape's kind, colour,
 size and position, how many shapes there are, and the background's colour. ``changed`` applies
 thresholds a person would agree with on 32 px scenes (a kind or count that differs, a colour
-0.2 apart in RGB, an area 30% larger or smaller, a centre 0.12 of the image away)."""
+0.2 apart in RGB, an area 30% larger or smaller, a centre 0.12 of the image away).
+
+``changed`` follows the same shapes: after an edit, the main shape is the kind that covers most
+of where the main shape was, not whichever kind is largest now. Otherwise an edit that grows
+a second shape a little past the first would count as a change of kind, colour, size and
+position at once, though a person sees one shape grow."""
 
 from __future__ import annotations
 
@@ -27,6 +32,32 @@ def _count(mask: np.ndarray) -> int:
     return int(sum((parts == k).sum() >= TAG_MIN_PIXELS for k in range(1, n + 1)))
 
 
+def _main_shape(pixels: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> dict[str, list]:
+    """Kind, colour, size and position of each image's shapes of the given kind (0: none)."""
+    h, w = labels.shape[1:]
+    yy, xx = (np.mgrid[0:h, 0:w] + 0.5) / np.array([h, w])[:, None, None]
+    out = {a: [] for a in ("kind", "colour", "size", "position")}
+    for im, lab, k in zip(pixels, labels, kinds):
+        main = lab == k if k else np.zeros_like(lab, bool)
+        out["kind"].append(k)
+        out["colour"].append(im[main].mean(0) if main.any() else np.full(3, np.nan))
+        out["size"].append(main.mean())
+        out["position"].append(np.array([xx[main].mean(), yy[main].mean()]) if main.any() else np.full(2, np.nan))
+    return out
+
+
+def _followed(before: dict[str, np.ndarray], labels_after: np.ndarray) -> np.ndarray:
+    """Per image, the kind that covers most of where ``before``'s main shape was; the largest kind
+    where none of it is covered by a shape any more."""
+    largest = largest_shape(labels_after)
+    out = largest.copy()
+    for i, (lab_b, k, lab_a) in enumerate(zip(before["_labels"], before["kind"], labels_after)):
+        under = lab_a[(lab_b == k) & (lab_a != 0)] if k else np.zeros(0, int)
+        if len(under):
+            out[i] = np.bincount(under).argmax()
+    return out
+
+
 class ShapesProbe(Probe):
     """The shapes world's attributes (kind, colour, size, position, count, background), by the oracle."""
 
@@ -45,26 +76,21 @@ class ShapesProbe(Probe):
             from PIL import Image
 
             images = np.stack([np.asarray(Image.fromarray(im).resize(labels.shape[1:][::-1], Image.BILINEAR)) for im in images])
-        kind = largest_shape(labels)
         pixels = images.astype(np.float64) / 255.0
-        h, w = labels.shape[1:]
-        yy, xx = (np.mgrid[0:h, 0:w] + 0.5) / np.array([h, w])[:, None, None]
-        out = {a: [] for a in ATTRIBUTES}
-        for im, lab, k in zip(pixels, labels, kind):
-            main = lab == k if k else np.zeros_like(lab, bool)
-            fg, bg = lab != 0, lab == 0
-            out["kind"].append(k)
-            out["colour"].append(im[main].mean(0) if main.any() else np.full(3, np.nan))
-            out["size"].append(main.mean())
-            out["position"].append(np.array([xx[main].mean(), yy[main].mean()]) if main.any() else np.full(2, np.nan))
-            out["count"].append(_count(fg))
-            out["background"].append(im[bg].mean(0) if bg.any() else np.full(3, np.nan))
-        return {a: np.asarray(v) for a, v in out.items()}
+        out = {**_main_shape(pixels, labels, largest_shape(labels)), "count": [], "background": []}
+        for im, lab in zip(pixels, labels):
+            out["count"].append(_count(lab != 0))
+            out["background"].append(im[lab == 0].mean(0) if (lab == 0).any() else np.full(3, np.nan))
+        # kept for changed(), which follows the main shape into an edited image
+        return {**{a: np.asarray(v) for a, v in out.items()}, "_labels": labels, "_pixels": pixels}
 
     def changed(self, before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         def far(a, b, limit):
             d = np.linalg.norm(np.asarray(a, float) - np.asarray(b, float), axis=-1)
             return np.where(np.isnan(d), np.isnan(a).any(-1) != np.isnan(b).any(-1), d > limit)
+
+        if "_labels" in before and "_labels" in after:
+            after = {**after, **{a: np.asarray(v) for a, v in _main_shape(after["_pixels"], after["_labels"], _followed(before, after["_labels"])).items()}}
 
         size_b, size_a = before["size"], after["size"]
         return {
