@@ -12,7 +12,9 @@ first task, was not: 0.366 from 5 per class and 0.364 from 50). Per seed and K:
   the tagged ones), then `synth run` it per class with that
   class's tag and classifier-free guidance; the CNN on the K real ones plus the generated ones,
   each labelled with the tag it was generated from;
-- real 10 K: the CNN on ten times as many labelled scenes.
+- real 10 K: the CNN on ten times as many labelled scenes;
+- faithful: the share of the generated scenes that show only the kind they were made for (by
+  the shapes oracle): whether K tags were enough to bind the tokens.
 Accuracy on real test scenes. The fit is the cost: on 2 CPU cores a step of the tag model takes
 about 3.5 s (shapes-32-tags' card), so the defaults want a GPU or hours; --fit-steps trades.
 
@@ -21,7 +23,8 @@ about 3.5 s (shapes-32-tags' card), so the defaults want a GPU or hours; --fit-s
 
 Every seed also trains the CNN on 20 real labelled scenes per class, the goal's baseline, whether
 or not K = 20 is in --k; --real-only skips the fits (the real rows alone, minutes: is the task
-learnt at all?), and --first-seed lets seeds run as separate processes.
+learnt at all?), and --first-seed lets seeds run as separate processes; --summarise DIR...
+merges the results-*.json those runs wrote into one table and last line.
 
 Last line, for scripts:
 `conditional K=5: <acc>; real K=5: <acc>; real K=20: <acc>`
@@ -168,6 +171,16 @@ def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: 
     return np.stack(xs), np.asarray(ys)
 
 
+def faithful(x: np.ndarray, y: np.ndarray) -> float:
+    """The share of generated scenes that show only the kind they were made for, by the shapes
+    oracle (8 px or more of a kind count as showing it): how well K tags bound their tokens."""
+    from synth_shapes import Oracle
+    from views_efficiency import single_kind
+
+    labels, _ = Oracle().predict(x)
+    return float(np.mean(single_kind(labels, min_pixels=8) == y))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", default="2,5,20")
@@ -182,42 +195,68 @@ def main() -> None:
     ap.add_argument("--clf-steps", type=int, default=1500)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("/tmp/synth-fewshot-bench"))
+    ap.add_argument("--summarise", type=Path, nargs="+", metavar="DIR", help="only merge the results-*.json in these folders and print the table")
     args = ap.parse_args()
+    if args.summarise:
+        return summarise(args.summarise)
     import torch
 
     ks = [int(k) for k in args.k.split(",")]
     test = scenes(0, args.test, "test", single_only=True)
     print(f"conditional few-shot bench: single-kind scenes (which kind), K in {ks}, {args.seeds} seeds; fit {args.fit_steps} steps on {args.pool} scenes; "
           f"{args.per_class} generated per class (guidance {args.guidance}); {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", flush=True)
-    print("| seed | K | real K | real K + conditional | real 10 K | seconds |\n| --- | --- | --- | --- | --- | --- |", flush=True)
+    print("| seed | K | real K | real K + conditional | real 10 K | faithful | seconds |\n| --- | --- | --- | --- | --- | --- | --- |", flush=True)
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         pool_x, pool_y = scenes(100 + seed, args.pool, "train", single_only=False)  # mixed scenes stay, untagged
         twenty = first_per_class(pool_y, 20)
         rows.append({"seed": seed, "k": 20, "baseline": accuracy(torch, pool_x[twenty], pool_y[twenty], test, args.clf_steps, seed)})
-        print(f"| {seed} | 20 | {rows[-1]['baseline']:.3f} | | | baseline |", flush=True)
+        print(f"| {seed} | 20 | {rows[-1]['baseline']:.3f} | | | | baseline |", flush=True)
         for k in ks:
             t0 = time.perf_counter()
             lab = first_per_class(pool_y, k)
             ten = first_per_class(pool_y, 10 * k)
             real = accuracy(torch, pool_x[lab], pool_y[lab], test, args.clf_steps, seed)
             real10 = accuracy(torch, pool_x[ten], pool_y[ten], test, args.clf_steps, seed)
-            cond = float("nan")
+            cond = faith = float("nan")
             if not args.real_only:
                 gx, gy = conditional_samples(args.out / f"s{seed}-k{k}", pool_x, lab, pool_y, seed, args)
+                faith = faithful(gx, gy)
                 cond = accuracy(torch, np.concatenate([pool_x[lab], gx]), np.concatenate([pool_y[lab], gy]), test, args.clf_steps, seed)
-            rows.append({"seed": seed, "k": k, "real": real, "conditional": cond, "real10": real10})
-            print(f"| {seed} | {k} | {real:.3f} | {cond:.3f} | {real10:.3f} | {time.perf_counter() - t0:.0f} |", flush=True)
+            rows.append({"seed": seed, "k": k, "real": real, "conditional": cond, "real10": real10, "faithful": faith})
+            print(f"| {seed} | {k} | {real:.3f} | {cond:.3f} | {real10:.3f} | {faith:.2f} | {time.perf_counter() - t0:.0f} |", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"results-{args.first_seed}-{args.first_seed + args.seeds - 1}.json").write_text(json.dumps(rows, indent=1))
+    print(last_line(rows, 5 if 5 in ks else ks[0]))
 
+
+def last_line(rows: list[dict], k5: int) -> str:
     def mean(key: str, k: int) -> float:
-        vals = [r[key] for r in rows if r["k"] == k and key in r]
+        vals = [r[key] for r in rows if r["k"] == k and key in r and not np.isnan(r[key])]
         return float(np.mean(vals)) if vals else float("nan")
 
-    k5 = 5 if 5 in ks else ks[0]
-    real20 = mean("baseline", 20)
-    print(f"conditional K={k5}: {mean('conditional', k5):.3f}; real K={k5}: {mean('real', k5):.3f}; real K=20: {real20:.3f}")
+    return f"conditional K={k5}: {mean('conditional', k5):.3f}; real K={k5}: {mean('real', k5):.3f}; real K=20: {mean('baseline', 20):.3f}"
+
+
+def summarise(folders: list[Path]) -> None:
+    """One row per (seed, K) from several runs' results: the real rows are the same in every run
+    of a seed (seeded), the conditional one comes from whichever run fitted it."""
+    merged: dict[tuple, dict] = {}
+    for path in sorted(p for f in folders for p in f.glob("results*.json")):
+        for r in json.loads(path.read_text()):
+            key = (r["seed"], r["k"], "baseline" in r)
+            row = merged.setdefault(key, dict(r))
+            if not np.isnan(r.get("conditional", np.nan)):
+                row.update({k: r[k] for k in ("conditional", "faithful") if k in r})
+    rows = [merged[k] for k in sorted(merged)]
+    print("| seed | K | real K | real K + conditional | real 10 K | faithful |\n| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        if "baseline" in r:  # the K = 20 baseline, shown where no K = 20 row shows it
+            if (r["seed"], 20, False) not in merged:
+                print(f"| {r['seed']} | 20 | {r['baseline']:.3f} | | | |")
+        else:
+            print(f"| {r['seed']} | {r['k']} | {r['real']:.3f} | {r.get('conditional', float('nan')):.3f} | {r['real10']:.3f} | {r.get('faithful', float('nan')):.2f} |")
+    print(last_line(rows, 5))
 
 
 if __name__ == "__main__":

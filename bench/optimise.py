@@ -13,10 +13,13 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
 - feedback: the optimised manifest with [generator.feedback] toward the pixels the search's best
   downstream model (its U-Net, saved as best-model/) is unsure of (with --feedback-weight);
 - influence: twice the samples, the influence stage on the validation scenes, select the half
-  that teaches most.
+  that teaches most;
+- ceiling: the default row's kept images labelled by the shapes oracle instead of the pixel head
+  (not a manifest: what these images could teach with the best labels the world has without a
+  person, so how much of the gap to a goal is the labels' and how much the images').
 
     python bench/optimise.py [--samples 500] [--val 50] [--test 500] [--seg-steps 1000]
-        [--budget 10] [--rows default,optimised,feedback,influence] [--space sampler|labels|picks]
+        [--budget 10] [--rows default,optimised,feedback,influence,ceiling] [--space sampler|labels|picks]
         [--out /tmp/synth-optimise-bench]
 
 Last line, for scripts:
@@ -158,7 +161,7 @@ def main() -> None:
     from synth.tasks import read_samples
     from synth_optimise import optimise
     from synth_optimise import SegmentationConfig, SegmentationTask
-    from synth_shapes import render_many
+    from synth_shapes import Oracle, render_many
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -221,6 +224,14 @@ def main() -> None:
         extra = f'feedback = {{ classifier = {{ name = "task_model", path = "{folder}" }}, weight = {args.feedback_weight} }}'
         text = manifest_text(args.samples, extra, fraction=data["stage"][-1]["fraction"], scheduler=gen["scheduler"], steps=gen["steps"])
         results["feedback"] = score_set("feedback", text)
+    if "ceiling" in rows:
+        if "default" not in rows:
+            sys.exit("--rows ceiling needs the default row (it relabels the default's images)")
+        x, _ = read_samples(out / "default" / "data", "seg")
+        oracle_y, _ = Oracle().predict(x)
+        test = task.evaluate(task.train(x, oracle_y, 0), test_x, test_y)["miou"]
+        results["ceiling"] = {"row": "ceiling", "kept": len(x), "test_miou": test, "real_equivalent": real_equivalent(test, curve)}
+        print(f"  ceiling (the default's images, oracle labels): test mIoU {test:.3f}, real-equivalent {results['ceiling']['real_equivalent']:.0f} scenes", flush=True)
     if "influence" in rows:
         extra = f'[[stage]]\nname = "influence"\nvalidation = "{val}"\ntask = {{ name = "segmentation", width = {args.width} }}\n'
         text = manifest_text(2 * args.samples, extra_stages=extra) + f'[[stage]]\nname = "select"\nmethod = "influence"\nkeep = {int(round(args.samples * 0.9))}\n'
