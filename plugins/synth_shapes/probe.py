@@ -49,8 +49,7 @@ def _main_shape(pixels: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> di
 def _followed(before: dict[str, np.ndarray], labels_after: np.ndarray) -> np.ndarray:
     """Per image, the kind that covers most of where ``before``'s main shape was; the largest kind
     where none of it is covered by a shape any more."""
-    largest = largest_shape(labels_after)
-    out = largest.copy()
+    out = largest_shape(labels_after)
     for i, (lab_b, k, lab_a) in enumerate(zip(before["_labels"], before["kind"], labels_after)):
         under = lab_a[(lab_b == k) & (lab_a != 0)] if k else np.zeros(0, int)
         if len(under):
