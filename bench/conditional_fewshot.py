@@ -134,10 +134,10 @@ def synth(*args) -> None:
         sys.exit(f"synth {' '.join(map(str, args))} failed:\n{res.stderr}")
 
 
-def accuracy(torch, x, y, test, steps: int, seed: int) -> float:
+def accuracy(torch, x, y, test, steps: int, seed: int, augment: tuple[str, ...]) -> float:
     from synth_optimise import classify, train_classifier
 
-    net = train_classifier(torch, x, y, steps, seed, len(CLASSES))
+    net = train_classifier(torch, x, y, steps, seed, len(CLASSES), augment=augment)
     return float((classify(torch, net, test[0]) == test[1]).mean())
 
 
@@ -151,17 +151,27 @@ def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: 
     folder.mkdir(parents=True, exist_ok=True)
     for i, im in enumerate(pool_x):
         Image.fromarray(im).save(folder / f"{i:05d}.png")
-    (root / "tags.jsonl").write_text("".join(json.dumps({"file": f"{i:05d}.png", "tags": [CLASSES[pool_y[i]]]}) + "\n" for i in labelled))
+    tags = "".join(json.dumps({"file": f"{i:05d}.png", "tags": [CLASSES[pool_y[i]]]}) + "\n" for i in labelled)
+    if not reusable(root / "tags.jsonl", tags):
+        (root / "tags.jsonl").write_text(tags)
+        (root / "fit.toml").unlink(missing_ok=True)  # other tags: the model there is not this one
     fit = root / "fit.toml"
-    fit.write_text(FIT.format(pool=len(pool_x), seed=seed, classes=json.dumps(CLASSES), folder=folder, tags=root / "tags.jsonl", model=root / "model",
-                              steps=args.fit_steps, warmup=min(200, args.fit_steps // 5), tagged_share=args.tagged_share))
-    synth("fit", fit, "-q")
+    recipe = FIT.format(pool=len(pool_x), seed=seed, classes=json.dumps(CLASSES), folder=folder, tags=root / "tags.jsonl", model=root / "model",
+                        steps=args.fit_steps, warmup=min(200, args.fit_steps // 5), tagged_share=args.tagged_share)
+    fitted = reusable(fit, recipe) and finished_fit(root / "model")
+    if not fitted:
+        fit.write_text(recipe)
+        synth("fit", fit, "-q")
     xs, ys = [], []
     for c, name in enumerate(CLASSES):
         manifest = root / f"gen-{name}.toml"
-        manifest.write_text(GENERATE.format(output=root / f"gen-{name}", n=args.per_class, seed=seed, classes=json.dumps(CLASSES), model=root / "model",
-                                            guidance=args.guidance, cls=name))
-        synth("run", manifest, "-q", "--overwrite")
+        run = GENERATE.format(output=root / f"gen-{name}", n=args.per_class, seed=seed, classes=json.dumps(CLASSES), model=root / "model",
+                              guidance=args.guidance, cls=name)
+        if not (fitted and reusable(manifest, run)):
+            manifest.write_text(run)
+            synth("run", manifest, "-q", "--overwrite")
+        else:  # the same run over the same model: resumed, so an interrupted one is finished
+            synth("run", manifest, "-q")
         from io import BytesIO
 
         for shard in shard_paths(root / f"gen-{name}"):
@@ -169,6 +179,17 @@ def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: 
                 xs.append(np.asarray(Image.open(BytesIO(s["png"])).convert("RGB")))
                 ys.append(c)
     return np.stack(xs), np.asarray(ys)
+
+
+def reusable(path: Path, text: str) -> bool:
+    """Whether an earlier run of this bench left ``path`` written with exactly ``text`` (the same
+    pool, tags, settings and folder), so what it made can be read again instead of refitted."""
+    return path.is_file() and path.read_text() == text
+
+
+def finished_fit(model: Path) -> bool:
+    card = model / "fit.json"
+    return card.is_file() and json.loads(card.read_text()).get("finished") is True
 
 
 def faithful(x: np.ndarray, y: np.ndarray) -> float:
@@ -193,12 +214,14 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=400, help="generated images per class")
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--clf-steps", type=int, default=1500)
+    ap.add_argument("--augment", default="rotate,flip,channels", help="what the CNN's batches are turned by (none: plain batches, as the first runs)")
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("/tmp/synth-fewshot-bench"))
     ap.add_argument("--summarise", type=Path, nargs="+", metavar="DIR", help="only merge the results-*.json in these folders and print the table")
     args = ap.parse_args()
+    augment = tuple(a for a in args.augment.split(",") if a and a != "none")
     if args.summarise:
-        return summarise(args.summarise)
+        return summarise(args.summarise, augment)
     import torch
 
     ks = [int(k) for k in args.k.split(",")]
@@ -214,10 +237,10 @@ def main() -> None:
         def real_accuracy(n: int) -> float:
             if n not in trained:
                 take = first_per_class(pool_y, n)
-                trained[n] = accuracy(torch, pool_x[take], pool_y[take], test, args.clf_steps, seed)
+                trained[n] = accuracy(torch, pool_x[take], pool_y[take], test, args.clf_steps, seed, augment)
             return trained[n]
 
-        rows.append({"seed": seed, "k": 20, "baseline": real_accuracy(20)})
+        rows.append({"seed": seed, "k": 20, "baseline": real_accuracy(20), "augment": list(augment)})
         print(f"| {seed} | 20 | {rows[-1]['baseline']:.3f} | | | | baseline |", flush=True)
         for k in ks:
             t0 = time.perf_counter()
@@ -227,11 +250,12 @@ def main() -> None:
             if not args.real_only:
                 gx, gy = conditional_samples(args.out / f"s{seed}-k{k}", pool_x, lab, pool_y, seed, args)
                 faith = faithful(gx, gy)
-                cond = accuracy(torch, np.concatenate([pool_x[lab], gx]), np.concatenate([pool_y[lab], gy]), test, args.clf_steps, seed)
-            rows.append({"seed": seed, "k": k, "real": real, "conditional": cond, "real10": real10, "faithful": faith})
+                cond = accuracy(torch, np.concatenate([pool_x[lab], gx]), np.concatenate([pool_y[lab], gy]), test, args.clf_steps, seed, augment)
+            rows.append({"seed": seed, "k": k, "real": real, "conditional": cond, "real10": real10, "faithful": faith, "augment": list(augment)})
             print(f"| {seed} | {k} | {real:.3f} | {cond:.3f} | {real10:.3f} | {faith:.2f} | {time.perf_counter() - t0:.0f} |", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"results-{args.first_seed}-{args.first_seed + args.seeds - 1}.json").write_text(json.dumps(rows, indent=1))
+    runs = f"{args.first_seed}-{args.first_seed + args.seeds - 1}-k{'-'.join(map(str, ks))}-{'-'.join(augment) or 'plain'}"
+    (args.out / f"results-{runs}.json").write_text(json.dumps(rows, indent=1))
     print(last_line(rows))
 
 
@@ -244,12 +268,15 @@ def last_line(rows: list[dict]) -> str:
     return f"conditional K=5: {mean('conditional', 5):.3f}; real K=5: {mean('real', 5):.3f}; real K=20: {mean('baseline', 20):.3f}"
 
 
-def summarise(folders: list[Path]) -> None:
-    """One row per (seed, K) from several runs' results: the real rows are the same in every run
+def summarise(folders: list[Path], augment: tuple[str, ...]) -> None:
+    """One row per (seed, K) from several runs' results with the CNN trained the same way (runs
+    from before --augment trained it on plain batches): the real rows are the same in every run
     of a seed (seeded), the conditional one comes from whichever run fitted it."""
     merged: dict[tuple, dict] = {}
     for path in sorted(p for f in folders for p in f.glob("results*.json")):
         for r in json.loads(path.read_text()):
+            if tuple(r.get("augment", ())) != augment:
+                continue
             key = (r["seed"], r["k"], "baseline" in r)
             row = merged.setdefault(key, dict(r))
             if not np.isnan(r.get("conditional", np.nan)):

@@ -305,3 +305,29 @@ def test_a_saved_classification_model_decides_as_the_trained_one(tmp_path):
     clf.setup()
     with pytest.raises(UsageError, match="a segmentation model gives per-pixel logits"):
         clf.logits(x)
+
+
+def test_the_classifier_batches_turn_only_the_ways_asked_and_the_task_refuses_others():
+    """augment: each image a quarter turn of itself, mirrored or not, its channels reordered; the
+    same draws from the same generator; the classification task passes it and refuses others."""
+    import torch
+    from pydantic import ValidationError
+
+    from synth_optimise.models import augmented
+    from synth_optimise.tasks import ClassificationConfig
+
+    xb = torch.rand(16, 3, 8, 8)
+    turned = augmented(torch, xb, ("rotate",), torch.Generator().manual_seed(0))
+    for im, out in zip(xb, turned):
+        assert any(torch.equal(torch.rot90(im, k, (1, 2)), out) for k in range(4))
+    assert not torch.equal(turned, xb)  # 16 draws of four turns: some image turned
+    assert torch.equal(turned, augmented(torch, xb, ("rotate",), torch.Generator().manual_seed(0)))
+    mirrored = augmented(torch, xb, ("flip",), torch.Generator().manual_seed(1))
+    assert all(torch.equal(out, im) or torch.equal(out, im.flip(2)) for im, out in zip(xb, mirrored))
+    swapped = augmented(torch, xb, ("channels",), torch.Generator().manual_seed(2))
+    for im, out in zip(xb, swapped):
+        assert sorted(out.sum((1, 2)).tolist()) == pytest.approx(sorted(im.sum((1, 2)).tolist()))
+    assert not torch.equal(swapped, xb)
+    assert ClassificationConfig(augment=["rotate", "channels"]).augment == ["rotate", "channels"]
+    with pytest.raises(ValidationError):
+        ClassificationConfig(augment=["shear"])

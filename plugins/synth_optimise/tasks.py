@@ -4,7 +4,7 @@ minutes at 32-64 px."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -73,6 +73,10 @@ class ClassificationConfig(PluginConfig):
     steps: int = Field(300, ge=1, le=1_000_000, description="Training steps of the CNN")
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(1e-3, gt=0, le=1)
+    augment: list[Literal["rotate", "flip", "channels"]] = Field(
+        default_factory=list,
+        description="What each training batch is turned by, where the class does not change with it: a random quarter turn, a mirror, the colour channels' order",
+    )
 
 
 class ClassificationTask(Task):
@@ -87,7 +91,7 @@ class ClassificationTask(Task):
         import torch
 
         c = self.config
-        return models.train_classifier(torch, images, targets, c.steps, seed, len(self.classes), batch=c.batch_size, lr=c.lr)
+        return models.train_classifier(torch, images, targets, c.steps, seed, len(self.classes), batch=c.batch_size, lr=c.lr, augment=tuple(c.augment))
 
     def evaluate(self, model: Any, images: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         import torch
