@@ -111,7 +111,9 @@ def augmented(torch, xb, augment, g):
     n = len(xb)
     if "rotate" in augment:
         turns = torch.randint(0, 4, (n,), generator=g)
-        xb = torch.stack([torch.rot90(im, int(k), (1, 2)) for im, k in zip(xb, turns)])
+        xb = xb.clone()
+        for k in range(1, 4):  # one call per quarter turn, not per image
+            xb[turns == k] = torch.rot90(xb[turns == k], k, (2, 3))
     if "flip" in augment:
         mirror = torch.rand(n, generator=g) < 0.5
         xb = torch.where(mirror[:, None, None, None], xb.flip(3), xb)
