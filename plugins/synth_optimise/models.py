@@ -4,6 +4,8 @@ and a search's score come from the same model."""
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 
@@ -103,7 +105,8 @@ def small_classifier(torch, classes: int):
 # kind is the same after a quarter turn, a mirror or another order of the colour channels, and
 # without these the CNN learns the kind from a few hundred scenes poorly (measured in
 # docs/results/conditional-fewshot.md).
-AUGMENTS = ("rotate", "flip", "channels")
+Augment = Literal["rotate", "flip", "channels"]
+AUGMENTS = get_args(Augment)
 
 
 def augmented(torch, xb, augment, g):

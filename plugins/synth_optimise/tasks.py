@@ -4,7 +4,7 @@ minutes at 32-64 px."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -73,7 +73,7 @@ class ClassificationConfig(PluginConfig):
     steps: int = Field(300, ge=1, le=1_000_000, description="Training steps of the CNN")
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(1e-3, gt=0, le=1)
-    augment: list[Literal["rotate", "flip", "channels"]] = Field(
+    augment: list[models.Augment] = Field(
         default_factory=list,
         description="What each training batch is turned by, where the class does not change with it: a random quarter turn, a mirror, the colour channels' order",
     )
