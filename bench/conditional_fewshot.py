@@ -149,14 +149,14 @@ def accuracy(torch, x, y, test, steps: int, seed: int, augment: tuple[str, ...])
 
 def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: int, args) -> tuple[np.ndarray, np.ndarray]:
     """Fit a tag model with only ``labelled`` tagged, then generate per class."""
+    from io import BytesIO
+
     from PIL import Image
 
     from synth.reading import iter_samples, shard_paths
 
     folder = root / "pool"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, im in enumerate(pool_x):
-        Image.fromarray(im).save(folder / f"{i:05d}.png")
+    root.mkdir(parents=True, exist_ok=True)
     tags = "".join(json.dumps({"file": f"{i:05d}.png", "tags": [CLASSES[pool_y[i]]]}) + "\n" for i in labelled)
     if not reusable(root / "tags.jsonl", tags):
         (root / "tags.jsonl").write_text(tags)
@@ -165,7 +165,10 @@ def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: 
     recipe = FIT.format(pool=len(pool_x), seed=seed, classes=json.dumps(CLASSES), folder=folder, tags=root / "tags.jsonl", model=root / "model",
                         steps=args.fit_steps, warmup=min(200, args.fit_steps // 5), tagged_share=args.tagged_share)
     fitted = reusable(fit, recipe) and finished_fit(root / "model")
-    if not fitted:
+    if not fitted:  # the pool's images are written only for a fit that runs
+        folder.mkdir(exist_ok=True)
+        for i, im in enumerate(pool_x):
+            Image.fromarray(im).save(folder / f"{i:05d}.png")
         fit.write_text(recipe)
         synth("fit", fit, "-q")
     xs, ys = [], []
@@ -178,8 +181,6 @@ def conditional_samples(root: Path, pool_x, labelled: np.ndarray, pool_y, seed: 
             synth("run", manifest, "-q", "--overwrite")
         else:  # the same run over the same model: resumed, so an interrupted one is finished
             synth("run", manifest, "-q")
-        from io import BytesIO
-
         for shard in shard_paths(root / f"gen-{name}"):
             for s in iter_samples(shard):
                 xs.append(np.asarray(Image.open(BytesIO(s["png"])).convert("RGB")))
