@@ -90,9 +90,27 @@ class Examples:
     kind: str  # "real" | "generated"
     latents: list | None = None  # per example: its initial latent when it is an untouched generated sample
     decode: list | None = None  # per example: its record's decode {"index", "seed"} (a stochastic sampler's noise)
+    # per example: the image-level tags its source recorded (None where it gave none); kept out of
+    # the conditions (and so the digest) until a labeller's generator conditions on tags
+    tags: list | None = None
 
     def __post_init__(self):
         self.conditions = list(self.conditions)
+
+    def with_tags(self, where: str, model: str) -> "Examples":
+        """These examples with each one's tags in its condition, for a generator conditioned on
+        tags (its features of an image depend on them, as at generation); one without tags is an
+        error naming it."""
+        conditions = []
+        for i, (cond, key) in enumerate(zip(self.conditions, self.keys)):
+            if "tags" not in cond:
+                tags = self.tags[i] if self.tags is not None else None
+                if tags is None:
+                    raise UsageError(f"{where}: labelled image {key} has no tags, and {model} is conditioned on tags; "
+                                     "give the source its tags (for a folder, a tags file beside it)")
+                cond = {**cond, "tags": list(tags)}
+            conditions.append(cond)
+        return Examples(self.images, self.masks, conditions, self.keys, self.kind, self.latents, self.decode, self.tags)
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -137,7 +155,9 @@ def _from_source(cfg: AnnotationsConfig, context: RunContext, where: str) -> Exa
     for key, mask in zip(batch.keys, batch.seg):
         _check_ids(mask, k, f"{where}: the mask of {key}")
     conditions = [{**(r.get("condition") or {}), **({"class": r["class"]} if r.get("class") is not None else {})} for r in batch.records]
-    return Examples(batch.images, batch.seg.astype(np.int64), conditions, list(batch.keys), "real")
+    tags = [r.get("tags") for r in batch.records]
+    return Examples(batch.images, batch.seg.astype(np.int64), conditions, list(batch.keys), "real",
+                    tags=tags if any(t is not None for t in tags) else None)
 
 
 def _picks(cfg: AnnotationsConfig, context: RunContext, images: np.ndarray) -> list[int]:

@@ -347,3 +347,42 @@ def test_few_tagged_images_condition_a_fit_on_many_untagged(tmp_path):
     assert presence.tolist() == [[True], [False]]
     (tmp_path / "tags.jsonl").write_text('{"file": "elsewhere.png", "tags": ["circle"]}\n')
     _one_line_error(synth("validate", m), "tags_file", "lists none of the images")
+
+
+def test_combined_labels_the_heads_regions_on_a_tag_model_from_real_labelled_scenes(tmp_path, tag_model):
+    """The combined mode end to end: the pixel head, trained on real labelled scenes (each one's
+    features taken under its own tags, as a tag model's samples are made), draws the regions;
+    the attention gives each region a class among the sample's tags. Labelled images without
+    tags cannot give a tag model's features: one line, exit 2, before any sample."""
+    from PIL import Image
+
+    from synth_shapes.world import render_many
+
+    head = '[[stage]]\nname = "pixelhead"\nensemble = 1\nsteps = 5\ntimesteps = [10, 50]\ncalibration_samples = 0\nannotations = {annotations}\n'
+    shapes = '{ source = { name = "shapes", split = "val", size = 16 }, count = 4 }'
+    m = diffusers_manifest(
+        tmp_path, tag_model, dataset=f"classes = {CLASSES}", n=4, name="combined.toml", output="combined",
+        stages='[[stage]]\nname = "generate"\n' + head.format(annotations=shapes) + '[[stage]]\nname = "attention"\nregions_from = "labels"\n',
+    )
+    res = synth("run", m)
+    assert res.returncode == 0, res.stderr
+    members = _members(tmp_path / "combined")
+    records = [json.loads(v) for k, v in sorted(members.items()) if k.endswith(".json")]
+    assert len(records) == 4 and all(r["labels"]["by"] == "attention" and r["labels"]["regions_from"] == "labels" for r in records)
+    for r in records:
+        seg = np.asarray(Image.open(io.BytesIO(members[f"{r['key']}.seg.png"])))
+        named = [0] + [["background", "circle", "square", "triangle"].index(t) for t in r["condition"]["tags"]]
+        assert set(np.unique(seg)) <= set(named)
+
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    images, masks = render_many(0, range(2), 16, split="val")
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        Image.fromarray(image).save(labelled / f"{i}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(labelled / f"{i}.seg.png")
+    untagged = diffusers_manifest(
+        tmp_path, tag_model, dataset=f"classes = {CLASSES}", n=2, name="untagged.toml", output="untagged",
+        stages='[[stage]]\nname = "generate"\n' + head.format(annotations='{ source = { name = "folder", path = "labelled" }, count = 2 }'),
+    )
+    _one_line_error(synth("run", "-q", untagged), "annotations", "has no tags", "conditioned on tags")
+    assert not (tmp_path / "untagged").exists() or not list((tmp_path / "untagged").glob("*.tar"))

@@ -74,6 +74,8 @@ class PixelHead(Stage):
             self.spec = gen.feature_spec(options)
             self._say_memory(cfg.hidden)  # before training: a refusal costs nothing
             examples = load_examples(cfg.annotations, ctx, where)
+            if "tags" in gen.condition(0):  # a tag model's features of a labelled image need its tags
+                examples = examples.with_tags(f"{where}.annotations", gen.describe().get("model", gen.name))
             key = head_key(examples, gen.fingerprint(), self.spec, cfg, ctx.classes, ctx.seed)
             folder = cache_root(cfg, ctx) / "pixelheads" / key[:32]
             # the cache first, then heads the model ships: either only under the same full key (same
