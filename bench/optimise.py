@@ -20,7 +20,13 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
 
     python bench/optimise.py [--samples 500] [--val 50] [--test 500] [--seg-steps 1000]
         [--budget 10] [--rows default,optimised,feedback,influence,ceiling] [--space sampler|labels|picks]
-        [--out /tmp/synth-optimise-bench]
+        [--seg-seeds 3] [--repeats 1] [--out /tmp/synth-optimise-bench]
+
+Every test score (the curve's points and each row's) is the mean over --seg-seeds trainings of the
+U-Net (seeds 0, 1, ...): one training's mIoU moves with its seed by as much as settings differ, and
+on the curve's flat end a small move is a large factor in real-equivalent scenes
+(docs/results/optimise.md). --repeats sets the search's own
+`repeats` (trainings per trial on the validation scenes).
 
 Last line, for scripts:
 `real-equivalent: default <n0>, optimised <n1> (<r>x), search <c> runs`
@@ -52,6 +58,7 @@ width = {width}
 budget = {budget}
 eta = 3
 min_samples = {min_samples}
+repeats = {repeats}
 [values]
 "generator.scheduler" = ["dpm++", "euler_a"]
 "stage.drop_uncertain.fraction" = [0.05, 0.1, 0.3]
@@ -147,6 +154,8 @@ def main() -> None:
     ap.add_argument("--rows", default="default,optimised,feedback,influence")
     ap.add_argument("--space", default="sampler", choices=["sampler", "labels", "picks"],
                     help="sampler: sampler x drop fraction; labels: the head's features x region vote x drop fraction; picks: which K scenes are labelled x region vote x drop fraction")
+    ap.add_argument("--seg-seeds", type=int, default=3, help="U-Net trainings per test score (the curve's and each row's), their mean reported")
+    ap.add_argument("--repeats", type=int, default=1, help="the search's trainings per trial ([search] repeats)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/synth-optimise-bench"))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
@@ -174,13 +183,19 @@ def main() -> None:
     print(f"optimise bench: shapes world 32x32, segmentation U-Net width {args.width} x {args.seg_steps} steps; {args.samples} samples per set; "
           f"{args.val} validation, {args.test} test scenes; {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", flush=True)
 
+    def test_score(x, y) -> tuple[float, list[float]]:
+        """Mean test mIoU of --seg-seeds trainings on (x, y), and each one's."""
+        each = [task.evaluate(task.train(x, y, seed), test_x, test_y)["miou"] for seed in range(args.seg_seeds)]
+        return float(np.mean(each)), each
+
     t0 = time.perf_counter()
-    curve = []
+    curve, curve_each = [], {}
     pool_x, pool_y = render_many(2, range(max(int(n) for n in args.curve.split(","))), 32, 0.5, "train")
     for n in (int(v) for v in args.curve.split(",")):
-        score = task.evaluate(task.train(pool_x[:n], pool_y[:n], 0), test_x, test_y)["miou"]
+        score, curve_each[n] = test_score(pool_x[:n], pool_y[:n])
         curve.append((n, score))
-    print("  real learning curve (test mIoU): " + ", ".join(f"{n}: {s:.3f}" for n, s in curve) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"  real learning curve (test mIoU, mean of {args.seg_seeds} trainings): " + ", ".join(f"{n}: {s:.3f}" for n, s in curve)
+          + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     def score_set(name: str, text: str) -> dict:
         folder = out / name
@@ -190,9 +205,10 @@ def main() -> None:
         t = time.perf_counter()
         run(load_manifest(path), output=folder / "data", progress=BarProgress(disable=True), quiet=True, threads=args.threads)
         x, y = read_samples(folder / "data", "seg")
-        test = task.evaluate(task.train(x, y, 0), test_x, test_y)["miou"]
-        r = {"row": name, "kept": len(x), "test_miou": test, "real_equivalent": real_equivalent(test, curve), "seconds": time.perf_counter() - t}
-        print(f"  {name}: {len(x)} kept, test mIoU {test:.3f}, real-equivalent {r['real_equivalent']:.0f} scenes ({r['seconds']:.0f} s)", flush=True)
+        test, each = test_score(x, y)
+        r = {"row": name, "kept": len(x), "test_miou": test, "each": each, "real_equivalent": real_equivalent(test, curve), "seconds": time.perf_counter() - t}
+        print(f"  {name}: {len(x)} kept, test mIoU {test:.3f} ({' '.join(f'{v:.3f}' for v in each)}), "
+              f"real-equivalent {r['real_equivalent']:.0f} scenes ({r['seconds']:.0f} s)", flush=True)
         return r
 
     results = {}
@@ -206,7 +222,7 @@ def main() -> None:
         base = out / "search" / "manifest.toml"
         base.write_text(default_text)
         space = out / "search" / "space.toml"
-        text = SPACE.format(steps=args.seg_steps, width=args.width, budget=args.budget, min_samples=args.min_samples)
+        text = SPACE.format(steps=args.seg_steps, width=args.width, budget=args.budget, min_samples=args.min_samples, repeats=args.repeats)
         if args.space in SPACES:
             text = text[: text.index("[values]")] + "[values]" + SPACES[args.space]
         space.write_text(text)
@@ -229,9 +245,10 @@ def main() -> None:
     if "ceiling" in rows:
         x, _ = read_samples(out / "default" / "data", "seg")
         oracle_y, _ = Oracle().predict(x)
-        test = task.evaluate(task.train(x, oracle_y, 0), test_x, test_y)["miou"]
-        results["ceiling"] = {"row": "ceiling", "kept": len(x), "test_miou": test, "real_equivalent": real_equivalent(test, curve)}
-        print(f"  ceiling (the default's images, oracle labels): test mIoU {test:.3f}, real-equivalent {results['ceiling']['real_equivalent']:.0f} scenes", flush=True)
+        test, each = test_score(x, oracle_y)
+        results["ceiling"] = {"row": "ceiling", "kept": len(x), "test_miou": test, "each": each, "real_equivalent": real_equivalent(test, curve)}
+        print(f"  ceiling (the default's images, oracle labels): test mIoU {test:.3f} ({' '.join(f'{v:.3f}' for v in each)}), "
+              f"real-equivalent {results['ceiling']['real_equivalent']:.0f} scenes", flush=True)
     if "influence" in rows:
         extra = f'[[stage]]\nname = "influence"\nvalidation = "{val}"\ntask = {{ name = "segmentation", width = {args.width} }}\n'
         text = manifest_text(2 * args.samples, extra_stages=extra) + f'[[stage]]\nname = "select"\nmethod = "influence"\nkeep = {int(round(args.samples * 0.9))}\n'
@@ -240,7 +257,7 @@ def main() -> None:
     print("\n| row | kept samples | test mIoU | real-equivalent scenes |\n| --- | --- | --- | --- |")
     for r in results.values():
         print(f"| {r['row']} | {r['kept']} | {r['test_miou']:.3f} | {r['real_equivalent']:.0f} |")
-    (out / "results.json").write_text(json.dumps({"curve": curve, "rows": results, "search": search and {k: search[k] for k in ("best", "cost_runs", "tried", "settings")}}, indent=1, default=str))
+    (out / "results.json").write_text(json.dumps({"curve": curve, "curve_each": curve_each, "seg_seeds": args.seg_seeds, "rows": results, "search": search and {k: search[k] for k in ("best", "cost_runs", "tried", "settings")}}, indent=1, default=str))
     n0 = results.get("default", {}).get("real_equivalent", float("nan"))
     n1 = results.get("optimised", {}).get("real_equivalent", float("nan"))
     cost = search["cost_runs"] if search else float("nan")

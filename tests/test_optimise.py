@@ -183,6 +183,44 @@ def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path, monke
     assert result["best"]["label"] == "masks=right"
 
 
+def test_repeats_score_each_trial_by_the_mean_of_that_many_trainings(tmp_path, monkeypatch):
+    """[search] repeats = 3: every trial trains the task three times (seeds seed, seed + 1,
+    seed + 2) and scores their mean; a finished search resumes without training again, and the
+    same search with one training per trial is a different search (its trials run anew)."""
+    from synth_optimise import search
+    from synth_optimise.tasks import SegmentationTask
+
+    manifest, space = _world(tmp_path)
+    space.write_text(space.read_text().replace("[search]", "[search]\nrepeats = 3\nseed = 5"))
+    seeds = []
+
+    def train(self, images, targets, seed):
+        seeds.append(seed)
+        return seed, float(np.mean(targets > 0))  # a stand-in model: its seed and how much its labels show
+
+    def evaluate(self, model, images, targets):
+        return {"miou": round(0.5 + 0.01 * model[0] + 0.1 * model[1], 6)}
+
+    def save(self, model, folder, size):
+        raise NotImplementedError
+
+    for name, fn in (("train", train), ("evaluate", evaluate), ("save", save)):
+        monkeypatch.setattr(SegmentationTask, name, fn)
+    result = search.optimise(manifest, space, str(tmp_path / "val"), quiet=True)
+    # (the last: the best trial's model, trained again for best-model/ since this task saves none)
+    assert len(result["trials"]) == 5 and seeds == [5, 6, 7] * 5 + [5]
+    for trial in result["trials"]:
+        scores = trial["scores"]
+        assert [round(b - a, 6) for a, b in zip(scores, scores[1:])] == [0.01, 0.01]  # seeds 5, 6, 7 on the same samples
+        assert trial["score"] == pytest.approx(np.mean(scores)) and trial["figures"]["miou"] == scores[0]
+    seeds.clear()
+    assert all(t["resumed"] for t in search.optimise(manifest, space, str(tmp_path / "val"), quiet=True)["trials"]) and seeds == [5]
+    seeds.clear()
+    space.write_text(space.read_text().replace("repeats = 3", "repeats = 1"))
+    once = search.optimise(manifest, space, str(tmp_path / "val"), quiet=True)
+    assert seeds == [5] * 6 and not any(t["resumed"] for t in once["trials"]) and "scores" not in once["trials"][0]
+
+
 def _bad(tmp_path, space_values: str | None = None, validation: str = "val"):
     manifest, space = _world(tmp_path, train=8, val=4)
     if space_values is not None:

@@ -44,6 +44,11 @@ class SearchConfig(PluginConfig):
     eta: int = Field(3, ge=2, le=10, description="Each rung keeps the best 1/eta of its trials and gives them eta times the samples")
     min_samples: int = Field(32, ge=1, description="Samples per trial on the first rung, at least")
     seed: int = Field(0, ge=0, description="Seeds the task's training (the same for every trial) and which settings a too-large grid keeps")
+    repeats: int = Field(
+        1, ge=1, le=20,
+        description="Downstream trainings per trial (seeds seed, seed + 1, ...), its score their mean: one training's score on a "
+        "small validation set varies by more than settings often differ",
+    )
 
 
 class SpaceConfig(PluginConfig):
@@ -206,7 +211,8 @@ def optimise(manifest_path: Path, space_path: Path, validation: str, out: Path |
         data["dataset"]["num_samples"] = samples
         trial_body = tomli_w.dumps(data)
         folder = root / "trials" / folder_name(label_of(values)) / f"n{samples}"
-        ident = hashlib.sha256((trial_body + task_id + val_id + str(space.search.seed)).encode()).hexdigest()
+        repeats = space.search.repeats
+        ident = hashlib.sha256((trial_body + task_id + val_id + str(space.search.seed) + (f"x{repeats}" if repeats > 1 else "")).encode()).hexdigest()
         record_path = folder / "trial.json"
         spent[0] += samples / full
         if record_path.is_file():
@@ -222,9 +228,14 @@ def optimise(manifest_path: Path, space_path: Path, validation: str, out: Path |
         run(m, output=folder / "data", progress=BarProgress(disable=True), quiet=True, threads=threads)
         x, y = tasks.read_samples(folder / "data", task.target)
         model = task.train(x, y, space.search.seed)
-        figures = task.evaluate(model, val_x, val_y)
+        figures = task.evaluate(model, val_x, val_y)  # the first training's figures, its model kept
+        scores = [float(figures[task.score])]
+        for r in range(1, repeats):
+            scores.append(float(task.evaluate(task.train(x, y, space.search.seed + r), val_x, val_y)[task.score]))
         rec = {"id": ident, "label": label_of(values), "values": values, "samples": samples, "kept": int(len(x)),
-               "score": float(figures[task.score]), "figures": figures, "seconds": round(time.perf_counter() - t0, 1)}
+               "score": float(np.mean(scores)), "figures": figures, "seconds": round(time.perf_counter() - t0, 1)}
+        if repeats > 1:
+            rec["scores"] = scores
         _save_model(task, model, folder, x)  # the downstream model itself, for feedback guidance
         tmp = record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, indent=1))
