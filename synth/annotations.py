@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ class Examples:
                                      "give the source its tags (for a folder, a tags file beside it)")
                 cond = {**cond, "tags": list(tags)}
             conditions.append(cond)
-        return Examples(self.images, self.masks, conditions, self.keys, self.kind, self.latents, self.decode, self.tags)
+        return replace(self, conditions=conditions)
 
     def digest(self) -> str:
         h = hashlib.sha256()
