@@ -24,8 +24,9 @@ demo: $(STAMP)
 	$(BIN)/synth report out/quickstart
 
 test: $(STAMP)
-	# two workers: most tests wait on imports and subprocesses, not on both cores
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --durations=15
+	# two workers: most tests wait on imports and subprocesses, not on both cores; worksteal: a
+	# worker that runs out takes the other's queued tests, so neither idles at the end
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist worksteal --durations=15
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/engine_overhead.py
