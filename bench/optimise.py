@@ -188,12 +188,20 @@ def main() -> None:
         each = [task.evaluate(task.train(x, y, seed), test_x, test_y)["miou"] for seed in range(args.seg_seeds)]
         return float(np.mean(each)), each
 
+    def scored(name: str, x, y, what: str) -> dict:
+        """A row: the test score of (x, y), each training's, and its real-equivalent, printed."""
+        test, each = test_score(x, y)
+        r = {"row": name, "kept": len(x), "test_miou": test, "each": each, "real_equivalent": real_equivalent(test, curve)}
+        print(f"  {what}: {len(x)} kept, test mIoU {test:.3f} ({' '.join(f'{v:.3f}' for v in each)}), "
+              f"real-equivalent {r['real_equivalent']:.0f} scenes", end="", flush=True)
+        return r
+
     t0 = time.perf_counter()
     # the real curve depends only on these: an earlier run's in the same --out is read back
     recipe = {"curve": args.curve, "test": args.test, "seg_steps": args.seg_steps, "width": args.width, "seg_seeds": args.seg_seeds, "torch": torch.__version__}
     saved = out / "curve.json"
-    if saved.is_file() and json.loads(saved.read_text())["recipe"] == recipe:
-        done = json.loads(saved.read_text())
+    done = json.loads(saved.read_text()) if saved.is_file() else {}
+    if done.get("recipe") == recipe:
         curve, curve_each, where = [tuple(p) for p in done["curve"]], {int(k): v for k, v in done["each"].items()}, f"read back from {saved}"
     else:
         curve, curve_each = [], {}
@@ -214,10 +222,9 @@ def main() -> None:
         t = time.perf_counter()
         run(load_manifest(path), output=folder / "data", progress=BarProgress(disable=True), quiet=True, threads=args.threads)
         x, y = read_samples(folder / "data", "seg")
-        test, each = test_score(x, y)
-        r = {"row": name, "kept": len(x), "test_miou": test, "each": each, "real_equivalent": real_equivalent(test, curve), "seconds": time.perf_counter() - t}
-        print(f"  {name}: {len(x)} kept, test mIoU {test:.3f} ({' '.join(f'{v:.3f}' for v in each)}), "
-              f"real-equivalent {r['real_equivalent']:.0f} scenes ({r['seconds']:.0f} s)", flush=True)
+        r = scored(name, x, y, name)
+        r["seconds"] = time.perf_counter() - t
+        print(f" ({r['seconds']:.0f} s)", flush=True)
         return r
 
     results = {}
@@ -254,10 +261,8 @@ def main() -> None:
     if "ceiling" in rows:
         x, _ = read_samples(out / "default" / "data", "seg")
         oracle_y, _ = Oracle().predict(x)
-        test, each = test_score(x, oracle_y)
-        results["ceiling"] = {"row": "ceiling", "kept": len(x), "test_miou": test, "each": each, "real_equivalent": real_equivalent(test, curve)}
-        print(f"  ceiling (the default's images, oracle labels): test mIoU {test:.3f} ({' '.join(f'{v:.3f}' for v in each)}), "
-              f"real-equivalent {results['ceiling']['real_equivalent']:.0f} scenes", flush=True)
+        results["ceiling"] = scored("ceiling", x, oracle_y, "ceiling (the default's images, oracle labels)")
+        print(flush=True)
     if "influence" in rows:
         extra = f'[[stage]]\nname = "influence"\nvalidation = "{val}"\ntask = {{ name = "segmentation", width = {args.width} }}\n'
         text = manifest_text(2 * args.samples, extra_stages=extra) + f'[[stage]]\nname = "select"\nmethod = "influence"\nkeep = {int(round(args.samples * 0.9))}\n'
