@@ -5,7 +5,8 @@ was trained; the `attention` stage labels them from where each tag's token is at
 `synth run`'s own pipeline (a manifest built here). Against the shapes world's oracle segmenter:
 - agreement: mIoU between the labels and the oracle's on the generated samples;
 - swaps: the share of shape instances (the oracle's connected regions of one class) whose
-  labelled foreground is mostly another kind;
+  labelled foreground is mostly another kind (also printed over the samples that draw exactly
+  the kinds their tags name, where the drawing is not to blame);
 - downstream: the label-efficiency bench's U-Net trained on the labelled samples (the most
   uncertain share dropped), mIoU on real test scenes.
 Rows: attention with K = 0 (no labelled pixel); attention calibrated on K labelled real scenes
