@@ -22,6 +22,7 @@ class DiscoverConfig(PluginConfig):
     alphas: list[float] = Field([-1.0, -0.5, 0.0, 0.5, 1.0], min_length=2, description="The steps of each strip, in units of the block's RMS; ranking and counterfactuals use the largest")
     show: int = Field(4, ge=1, le=64, description="How many of the ranked directions are drawn as strips and saved")
     strip_images: int = Field(6, ge=1, le=64, description="Images per strip")
+    baseline: int = Field(2, ge=0, le=16, description="Random directions (seeded, unit RMS) stepped as far as the candidates, whose changes are shown beside each direction's: what any shift of that size moves (0: none)")
     probe: dict[str, Any] = Field(default_factory=lambda: {"name": "image"}, description='Attribute probes that name what each direction moves, e.g. {name = "shapes"}')
     save_as: str | None = Field(None, pattern=NAME_PATTERN, description="Name prefix of the saved directions (default: the dataset's name); each is saved as PREFIX-TARGET-RANK")
 

@@ -18,6 +18,8 @@ the image stepped toward the other decision by the least of a few steps (up to t
 step) that flips it; the flip rate is the share of images some step flips. A probe names what each direction moves (the attribute changed
 in most images from one end of its strip to the other) and counts what else a counterfactual
 changes (MNAC: attributes changed besides that one, over the counterfactuals that flip).
+Beside them, the same for a few random directions of the same step (the baseline): a share of 0.4
+means little when any shift that large moves 0.3, and much when it moves 0.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from synth.errors import UsageError
 from synth.expand import child_index, conditions
 from synth.extractors import resolve_named
 from synth.protocols import PlanContext
+from synth.seeding import sample_rng
 
 from .config import DiscoverConfig
 
@@ -205,8 +208,26 @@ class Discovery:
                 "counterfactual_changed": {a: float(np.mean(changed[a][counted])) for a in self.probe.attributes},
                 "mean_step": float(np.mean(np.abs(steps[flipped]))) if flipped.any() else None,
             })
+        baseline = self._baseline(z, conds, indices, cands.shape[1:])
         ranked = [{"rank": r, "candidate": int(c), "effect": float(effects[c].mean()), "moves": named[c][0]} for r, c in enumerate(order, start=1)]
-        return self._write(batch, z, conds, cands, order, shown, ranked, effects, n)
+        return self._write(batch, z, conds, cands, order, shown, ranked, effects, n, baseline)
+
+    def _baseline(self, z, conds, indices, shape) -> dict[str, Any] | None:
+        """What random directions (unit RMS, drawn from the manifest's seed) change from one end of
+        a strip to the other, and their mean effect on the target's log-odds: the yardstick for
+        the candidates' shares and effects."""
+        count, reach = self.cfg.baseline, self.cfg.reach()
+        if count == 0:
+            return None
+        shares, effects = [], []
+        for r in range(count):
+            w = sample_rng(self.seed, r, "discover-baseline").standard_normal(shape).astype(np.float32)
+            w /= np.float32(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
+            minus, plus = self._shifted(z, conds, indices, w, -reach), self._shifted(z, conds, indices, w, reach)
+            shares.append(self._moves(minus, plus)[1])
+            effects.append(float(np.mean(self._odds(plus)[0] - self._odds(minus)[0]) / (2 * reach)))
+        return {"directions": count, "changed": {a: float(np.mean([s[a] for s in shares])) for a in self.probe.attributes},
+                "effect": float(np.mean(effects))}
 
     def _moves(self, minus: np.ndarray, plus: np.ndarray) -> tuple[str, dict[str, float]]:
         """What a direction moves: the attribute changed in most images from one end of its strip
@@ -240,7 +261,7 @@ class Discovery:
         return out, flipped, steps
 
     # -- what it writes -----------------------------------------------------------------------------
-    def _write(self, batch, z, conds, cands, order, shown, ranked, effects, n) -> dict[str, Any]:
+    def _write(self, batch, z, conds, cands, order, shown, ranked, effects, n, baseline) -> dict[str, Any]:
         from .page import strip_png, write_page
 
         cfg = self.cfg
@@ -281,6 +302,7 @@ class Discovery:
             "candidates": len(cands), "order": [int(c) for c in order], "candidate_effects": [float(e.mean()) for e in effects],
             "step": cfg.reach(), "alphas": list(cfg.alphas), "directions": shown,
             "ranked": ranked,  # every candidate, named: where an attribute ranks
+            "baseline": baseline,  # random directions of the same step: what any shift moves
             "strip_keys": list(keys),
         }
         (self.out / "discover.json").write_text(json.dumps(result, indent=1, default=str))

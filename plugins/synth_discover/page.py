@@ -32,11 +32,21 @@ def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list[float], path: P
     canvas.save(path, optimize=False)
 
 
+def baseline_text(base: dict | None) -> str:
+    if not base:
+        return ""
+    return (f" For scale, {base['directions']} random directions of the same step change the target's log-odds by "
+            f"<span id=baseline-effect>{base['effect']:.3f}</span> per step on average; what they change is under each direction's own shares.")
+
+
 def write_page(result: dict, path: Path) -> None:
     e = html.escape
     target = e(result["target"])
     attrs = result["attributes"]
     rows, sections = [], []
+    base = result.get("baseline")
+    base_row = ("<tr class=baseline><th colspan=%d>random directions of the same step (%d)</th></tr><tr class=baseline>%s</tr>"
+                % (len(attrs), base["directions"], "".join(f"<td class=share>{base['changed'][a]:.2f}</td>" for a in attrs))) if base else ""
     for d in result["directions"]:
         rows.append(
             f"<tr class=direction id=row-{d['rank']}><td>{d['rank']}</td><td><code>{e(d['name'])}</code></td>"
@@ -47,7 +57,7 @@ def write_page(result: dict, path: Path) -> None:
         sections.append(
             f"<section class=strip-section id=direction-{d['rank']}><h2>{d['rank']}. {e(d['name'])}: moves {e(d['moves'])}</h2>"
             f"<p>Share of images whose attribute changed from one end of the strip to the other:</p>"
-            f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr>{shares}</tr></table>"
+            f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr class=this>{shares}</tr>{base_row}</table>"
             f"<img class=strip src='{e(d['strip'])}' alt='strip of {e(d['name'])}'>"
             f"<p>Counterfactual data from it, in a manifest after its source:</p><pre class=snippet>[[stage]]\nname = \"direction\"\n"
             f"saved = \"{e(d['name'])}\"\nalphas = [{', '.join(f'{a:g}' for a in result['alphas'] if a)}]</pre></section>"
@@ -67,7 +77,7 @@ img.strip {{ image-rendering: pixelated; border: 1px solid #ddd; }}
 <code>{e(result['source'])}</code>; {result['candidates']} candidate directions in the generator's h-space
 (block <code>{e(result['space']['block'])}</code>, shifted from {result['space']['start']:g} to {result['space']['until']:g} of the sampling steps),
 ranked greedily by the mean change of the target's log-odds per unit step (AttFind). A counterfactual is each image
-stepped toward the other decision by the least step up to {result['step']:g} that flips it; attributes by the <code>{e(result['probe'])}</code> probe.</p>
+stepped toward the other decision by the least step up to {result['step']:g} that flips it; attributes by the <code>{e(result['probe'])}</code> probe.{baseline_text(base)}</p>
 <table id=directions><tr><th>rank</th><th>saved as</th><th>moves</th><th>effect (log-odds per step)</th><th>flip rate</th><th>MNAC</th></tr>
 {''.join(rows)}
 </table>
