@@ -7,7 +7,7 @@ are trained on real scenes with a planted shortcut, and one clean:
   - background: the background is tinted warm in circle scenes and cool in square scenes, 95%;
   - clean: no shortcut; the right explanation is the shapes' kind.
 For each, three seeds: a classifier (small_cnn, saved as the `torch` classifier reads it), then
-`synth discover` on images the shipped generator (builtin:shapes-32) makes, target "square",
+`synth discover` on images a shipped generator (builtin:shapes-32, or --model) makes, target "square",
 every candidate direction named by the shapes probe. Per run: the planted attribute's rank among
 the ranked directions (colour, background; kind for the clean one), the flip rate and MNAC of the
 top direction's counterfactuals, and their realism (the realism filter's score, k = 3 against
@@ -16,6 +16,7 @@ Also each classifier's accuracy on clean test scenes and on scenes with the shor
 (how much it relies on it).
 
     python bench/discover.py [--seeds 3] [--samples 48] [--candidates 6] [--train 4000] [--keep DIR]
+        [--block up0] [--model builtin:shapes-32-tags --condition]   # also the tag tokens' space
 
 Last line, for scripts:
 `planted first <r>/<n>; clean: shape first <c>/<m>; flip rate <f>; mnac <x>`
@@ -134,7 +135,7 @@ classes = ["background", "circle", "square", "triangle"]
 
 [generator]
 name = "diffusers"
-model = "builtin:shapes-32"
+model = "{model}"
 scheduler = "ddim"
 steps = {steps}
 
@@ -146,7 +147,7 @@ classifier = {{ name = "torch", path = "{classifier}" }}
 target = "square"
 samples = {n}
 candidates = {candidates}
-hspace = {{ block = "{block}", start = {start}, until = {until} }}
+hspace = {hspace}
 alphas = [-{reach}, 0.0, {reach}]
 show = 1
 strip_images = 6
@@ -160,13 +161,20 @@ def synth(*args) -> None:
         raise SystemExit(f"synth {' '.join(map(str, args))} failed: {res.stderr.strip().splitlines()[-1]}")
 
 
+def spaces(args) -> dict[str, str]:
+    """The manifest's model and [discover].hspace: the block's space, and the conditioning's with --condition."""
+    block = f'{{ block = "{args.block}", start = {args.start}, until = {args.until} }}'
+    both = f'[{block}, {{ block = "condition", start = 0.0, until = {args.condition_until} }}]'
+    return {"model": args.model, "hspace": both if args.condition else block}
+
+
 def realism_ratio(folder: Path, args, name: str, seed: int, classifier: Path, direction: str) -> float:
     """Median realism of the direction operator's children at the strip's ends over their parents'."""
     extra = (f'\n[[stage]]\nname = "direction"\nsaved = "{direction}"\nalphas = [-{args.reach}, {args.reach}]\n\n'
              f'[[stage]]\nname = "realism"\nreference = {{ source = {{ name = "shapes", split = "test" }}, count = 1000 }}\nmin = 0.0001\n')
     manifest = folder / f"{name}-realism.toml"
     manifest.write_text(MANIFEST.format(name=name, output=folder / f"{name}-cf", n=args.realism_samples, seed=seed, steps=args.steps, extra=extra,
-                                        classifier=classifier, candidates=args.candidates, block=args.block, start=args.start, until=args.until, reach=args.reach))
+                                        classifier=classifier, candidates=args.candidates, reach=args.reach, **spaces(args)))
     synth("run", manifest, "-q")
     parents, children = [], []
     for shard in sorted((folder / f"{name}-cf").glob("*.tar")):
@@ -190,6 +198,9 @@ def main() -> None:
     ap.add_argument("--start", type=float, default=0.0)
     ap.add_argument("--until", type=float, default=0.5)
     ap.add_argument("--reach", type=float, default=1.0)
+    ap.add_argument("--model", default="builtin:shapes-32", help="the generator (builtin:shapes-32-tags for --condition)")
+    ap.add_argument("--condition", action="store_true", help="also search the model's conditioning (a tag model's tag tokens), ranked with the block's candidates")
+    ap.add_argument("--condition-until", type=float, default=1.0, help="the conditioning's shift window ends here (share of the steps)")
     ap.add_argument("--realism-samples", type=int, default=24)
     ap.add_argument("--kinds", nargs="+", default=["colour", "background", "clean"])
     ap.add_argument("--keep", type=Path, help="keep every run's folder (pages, strips) here")
@@ -207,8 +218,8 @@ def main() -> None:
 
     test_x, test_y, test_m = scenes(3000, "test", 0)
     rows = []
-    print(f"discover bench: {args.kinds} x {args.seeds} seeds, {args.samples} generated images each, block {args.block} "
-          f"[{args.start:g}, {args.until:g}], reach {args.reach:g}", flush=True)
+    print(f"discover bench: {args.kinds} x {args.seeds} seeds, {args.samples} generated images each of {args.model}, block {args.block} "
+          f"[{args.start:g}, {args.until:g}]{f' and the conditioning [0, {args.condition_until:g}]' if args.condition else ''}, reach {args.reach:g}", flush=True)
     print("| classifier | seed | clean acc | reversed acc | planted | its rank | top moves | flip rate | mnac | realism cf/parent |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for kind in args.kinds:
@@ -220,7 +231,7 @@ def main() -> None:
             clf = save_classifier(net, root / f"clf-{name}", list(KINDS), (32, 32), width=16, depth=3)
             manifest = root / f"{name}.toml"
             manifest.write_text(MANIFEST.format(name=name, output=root / name, n=args.samples, seed=seed, steps=args.steps, extra="", classifier=clf,
-                                                candidates=args.candidates, block=args.block, start=args.start, until=args.until, reach=args.reach))
+                                                candidates=args.candidates, reach=args.reach, **spaces(args)))
             synth("discover", manifest, "-q", "-o", root / f"{name}-discover")
             r = json.loads((root / f"{name}-discover" / "discover.json").read_text())
             planted = PLANTED[kind]
@@ -228,7 +239,7 @@ def main() -> None:
             top = r["directions"][0]
             realism = realism_ratio(root, args, name, seed, clf, top["name"])
             rows.append({"kind": kind, "seed": seed, "rank": rank, "flip": top["flip_rate"], "mnac": top["mnac"], "realism": realism})
-            print(f"| {kind} | {seed} | {clean_acc:.3f} | {reversed_acc:.3f} | {planted} | {rank if rank else '-'} of {len(r['ranked'])} | {top['moves']} "
+            print(f"| {kind} | {seed} | {clean_acc:.3f} | {reversed_acc:.3f} | {planted} | {rank if rank else '-'} of {len(r['ranked'])} | {top['moves']} ({top['space']}) "
                   f"| {top['flip_rate']:.2f} | {top['mnac']:.2f} | {realism:.2f} |", flush=True)
     shortcut = [r for r in rows if r["kind"] != "clean"]
     clean = [r for r in rows if r["kind"] == "clean"]

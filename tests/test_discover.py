@@ -105,7 +105,7 @@ def test_the_top_direction_moves_mean_red_and_flips_the_decision(found):
     assert set(top["changed"]) == {"kind", "colour", "size", "position", "count", "background"}
     assert top["moves"] in ("colour", "background")  # what mean red is made of, named by the shapes probe
     # random directions of the same step: the yardstick, moving the decision and that attribute less
-    base = result["baseline"]
+    base = result["baseline"]["up0"]
     assert base["directions"] == 2 and set(base["changed"]) == set(top["changed"])
     assert abs(base["effect"]) < top["effect"] / 3
     assert base["changed"][top["moves"]] < top["changed"][top["moves"]]
@@ -163,7 +163,7 @@ def test_the_page_renders_in_a_real_browser(found, tmp_path):
         assert page.locator("#row-1 .moves").inner_text() == result["directions"][0]["moves"]
         assert page.locator("img.strip").count() == 2
         assert page.locator("#direction-1 tr.baseline td").count() == len(result["attributes"])
-        assert float(page.inner_text("#baseline-effect")) == round(result["baseline"]["effect"], 3)
+        assert float(page.inner_text("#baseline-effect-up0")) == round(result["baseline"]["up0"]["effect"], 3)
         assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
         shot = Path(os.environ.get("SYNTH_REPORT_SCREENSHOT_DIR", tmp_path)) / "discover.png"
         page.screenshot(path=str(shot), full_page=True)

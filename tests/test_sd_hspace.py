@@ -83,3 +83,39 @@ strip_images = 2
     top = found["directions"][0]
     p = np.array(top["probabilities"])
     assert p.shape == (2, 3) and (p[:, -1] >= p[:, 0]).all()  # the top direction raises the target along its strip
+
+
+def test_the_prompt_embedding_is_a_space_too_and_the_negative_rows_stay(tmp_path, models):
+    """block = "condition" on Stable Diffusion: a zero shift gives decode's bytes, a shift edits
+    the images, and of the stacked guided call only the prompt's rows (the last B) move."""
+    import torch
+
+    from synth_diffusers.hspace import ConditionShift, edited_steps
+
+    gen = _generator(tmp_path, models["sd"])
+    spec = gen.hspace_spec({"block": "condition", "start": 0.0, "until": 1.0})
+    shape = gen.hspace_shape(spec)
+    latents = gen.sample_latents([0, 1], 0)
+    conds = [gen.condition(i) for i in (0, 1)]
+    plain = gen.decode(latents, [dict(c) for c in conds], [0, 1], 0)
+    zero = gen.decode_shifted(latents, [dict(c) for c in conds], [0, 1], 0, np.zeros((2, *shape), np.float32), spec)
+    assert np.array_equal(zero, plain)
+    shifted = gen.decode_shifted(latents, [dict(c) for c in conds], [0, 1], 0, np.full((2, *shape), 3.0, np.float32), spec)
+    assert not np.array_equal(shifted, plain)
+    grads, unit = gen.hspace_gradients(latents, [dict(c) for c in conds], [0, 1], 0, spec, lambda px: px[:, 0].mean((1, 2)))
+    assert grads.shape == (2, *shape) and np.isfinite(grads).all() and np.abs(grads).sum() > 0 and unit > 0
+
+    sched = gen._fresh_scheduler()
+    seen = []
+    with ConditionShift(gen.pipe.unet, spec, torch.full((2, *shape), 3.0), edited_steps(sched.timesteps, spec), stacked=True), torch.inference_mode():
+        spy = gen.pipe.unet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["encoder_hidden_states"].clone()), with_kwargs=True)
+        try:
+            gen.family.sample(sched, torch.from_numpy(latents).to(gen.device, gen.dtype), conds, gen._generators([0, 1], 0, "denoise"))
+        finally:
+            spy.remove()
+    kwargs, _ = gen.family.guided_kwargs(conds)
+    states = kwargs["encoder_hidden_states"]
+    assert len(seen) == len(sched.timesteps) and states.shape[0] == 4  # one stacked call a step: negative rows, then the prompt's
+    for s in seen:
+        torch.testing.assert_close(s[:2], states[:2])
+        torch.testing.assert_close(s[2:], states[2:] + 3.0)

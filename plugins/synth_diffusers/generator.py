@@ -318,9 +318,9 @@ class DiffusersGenerator(Generator):
         with torch.inference_mode():
             if shift is None:
                 return self.family.decode(z, conditions, gens)
-            from .hspace import Shift, edited_steps
+            from .hspace import edited_steps, shifter
 
-            with Shift(self.pipe.unet, spec, torch.from_numpy(shift), edited_steps(self._fresh_scheduler().timesteps, spec)):
+            with shifter(self, spec, torch.from_numpy(shift), edited_steps(self._fresh_scheduler().timesteps, spec)):
                 return self.family.decode(z, conditions, gens)
 
     # -- h-space (Asyrp): shifts of a block's output that edit what every image shows --------------

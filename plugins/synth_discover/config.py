@@ -18,7 +18,7 @@ class DiscoverConfig(PluginConfig):
     target: str = Field(description="The class whose decision is explained (one of the classifier's classes)")
     samples: int = Field(64, ge=2, le=100_000, description="How many images of the source the directions are found and ranked on")
     candidates: int = Field(8, ge=1, le=64, description="Candidate directions: the top principal components of the per-image gradients of the target's log-odds in h-space")
-    hspace: dict[str, Any] = Field(default_factory=dict, description='The space: {block = "mid", start = 0.0, until = 0.5} (the UNet block whose output is shifted, and the part of the sampling steps, as shares noisiest first, it is shifted in)')
+    hspace: dict[str, Any] | list[dict[str, Any]] = Field(default_factory=dict, description='The space: {block = "mid", start = 0.0, until = 0.5} (the UNet block whose output is shifted, or "condition": the conditioning its cross-attention reads; and the part of the sampling steps, as shares noisiest first, it is shifted in); a list of such tables searches each space, `candidates` each, ranked together')
     alphas: list[float] = Field([-1.0, -0.5, 0.0, 0.5, 1.0], min_length=2, description="The steps of each strip, in units of the block's RMS; ranking and counterfactuals use the largest")
     show: int = Field(4, ge=1, le=64, description="How many of the ranked directions are drawn as strips and saved")
     strip_images: int = Field(6, ge=1, le=64, description="Images per strip")
@@ -30,7 +30,14 @@ class DiscoverConfig(PluginConfig):
     def _steps(self):
         if max(abs(a) for a in self.alphas) == 0:
             raise ValueError("alphas: at least one step must be non-zero")
+        blocks = [str(s.get("block") or "mid") for s in self.spaces()]
+        if not blocks or len(set(blocks)) < len(blocks):
+            raise ValueError(f"hspace: each space is searched once; blocks {blocks}")
         return self
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """The h-space options of each space searched, in order."""
+        return list(self.hspace) if isinstance(self.hspace, list) else [self.hspace]
 
     def reach(self) -> float:
         """The counterfactual step: the largest of the strip's steps."""

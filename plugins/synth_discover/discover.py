@@ -4,7 +4,10 @@ generator's h-space that change its decision most.
 The space: h-space (a UNet block's output, shifted while the sampler is in its noisiest steps),
 because one shift there edits every image alike (Asyrp): a direction found on some images means
 the same on others, and the `direction` operator can make counterfactual data from it. Not the
-initial noise, whose principal components are noise.
+initial noise, whose principal components are noise. Or a model's conditioning (`block =
+"condition"`: a tag model's tag tokens, a prompt's embedding), where a shift changes what the
+image is said to show and reaches less into where it is. Several spaces may be searched at once:
+their candidates are ranked together, each stepped in its own space's unit.
 
 The candidates: the principal components of the per-image gradients of the target class's
 log-odds with respect to each image's own shift (through the whole sampling loop), each
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,15 @@ from .config import DiscoverConfig
 
 
 COUNTERFACTUAL_STEPS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate direction: its space (an h-space spec), that space's unit, the direction."""
+
+    spec: Any
+    unit: float
+    w: np.ndarray
 
 
 def log_odds(logits: np.ndarray, k: int) -> np.ndarray:
@@ -119,7 +132,7 @@ class Discovery:
         self.gen = self.pipeline.generator
         if not self.gen.supports("hspace"):
             raise UsageError(f"generator {self.gen.name!r} has no h-space (capability hspace), which discover searches")
-        self.spec = self.gen.hspace_spec(cfg.hspace)
+        self.specs = [self.gen.hspace_spec(options) for options in cfg.spaces()]
         self.clf = classifiers.get(self.context, cfg.classifier)
         classes = [c for c in self.manifest.dataset.classes]
         if classes and any(c not in classes for c in self.clf.classes):
@@ -155,10 +168,9 @@ class Discovery:
         logits = self.clf.logits(images)
         return log_odds(logits, self.k), logits.argmax(1) == self.k
 
-    def _shifted(self, z, conds, indices, w: np.ndarray, a: float) -> np.ndarray:
-        meta = {"unit": self.unit}
-        shifts = np.broadcast_to(directions.shift(w, meta, a), (len(z), *w.shape))
-        return self.gen.decode_shifted(z, conds, indices, self.seed, shifts, self.spec)
+    def _shifted(self, z, conds, indices, cand: "Candidate", a: float) -> np.ndarray:
+        shifts = np.broadcast_to(directions.shift(cand.w, {"unit": cand.unit}, a), (len(z), *cand.w.shape))
+        return self.gen.decode_shifted(z, conds, indices, self.seed, shifts, cand.spec)
 
     def run(self) -> dict[str, Any]:
         import torch
@@ -176,9 +188,12 @@ class Discovery:
             others = torch.cat([logits[:, :k], logits[:, k + 1 :]], 1)
             return logits[:, k] - torch.logsumexp(others, 1)
 
-        self.say(f"discover: gradients of {cfg.target!r} in h-space ({self.spec.block}) on {n} images")
-        grads, self.unit = self.gen.hspace_gradients(z, conds, indices, self.seed, self.spec, objective)
-        cands = candidates(grads, cfg.candidates).reshape(-1, *grads.shape[1:])
+        cands, self.units = [], {}
+        for spec in self.specs:  # each space's candidates, ranked together below
+            self.say(f"discover: gradients of {cfg.target!r} in h-space ({spec.block}) on {n} images")
+            grads, unit = self.gen.hspace_gradients(z, conds, indices, self.seed, spec, objective)
+            self.units[spec.block] = unit
+            cands += [Candidate(spec, unit, w) for w in candidates(grads, cfg.candidates).reshape(-1, *grads.shape[1:])]
         reach = cfg.reach()
         self.say(f"discover: ranking {len(cands)} candidates (2 x {n} images each)")
         effects, flips, ends = [], [], []
@@ -203,27 +218,27 @@ class Discovery:
             # MNAC over the counterfactuals that flip (all of them when none does)
             counted = flipped if flipped.any() else np.ones(n, bool)
             shown.append({
-                "rank": rank, "candidate": int(c), "effect": float(effects[c].mean()), "flip_rate": float(flipped.mean()),
+                "rank": rank, "candidate": int(c), "space": cands[c].spec.block, "effect": float(effects[c].mean()), "flip_rate": float(flipped.mean()),
                 "moves": main, "changed": shares, "mnac": float(np.mean(others[counted])),
                 "counterfactual_changed": {a: float(np.mean(changed[a][counted])) for a in self.probe.attributes},
                 "mean_step": float(np.mean(np.abs(steps[flipped]))) if flipped.any() else None,
             })
-        baseline = self._baseline(z, conds, indices, cands.shape[1:])
-        ranked = [{"rank": r, "candidate": int(c), "effect": float(effects[c].mean()), "moves": named[c][0]} for r, c in enumerate(order, start=1)]
+        baseline = {spec.block: self._baseline(z, conds, indices, spec) for spec in self.specs} if cfg.baseline else None
+        ranked = [{"rank": r, "candidate": int(c), "space": cands[c].spec.block, "effect": float(effects[c].mean()), "moves": named[c][0]} for r, c in enumerate(order, start=1)]
         return self._write(batch, z, conds, cands, order, shown, ranked, effects, n, baseline)
 
-    def _baseline(self, z, conds, indices, shape) -> dict[str, Any] | None:
-        """What random directions (unit RMS, drawn from the manifest's seed) change from one end of
-        a strip to the other, and their mean effect on the target's log-odds: the yardstick for
-        the candidates' shares and effects."""
+    def _baseline(self, z, conds, indices, spec) -> dict[str, Any]:
+        """What random directions of a space (unit RMS, drawn from the manifest's seed) change from
+        one end of a strip to the other, and their mean effect on the target's log-odds: the
+        yardstick for its candidates' shares and effects."""
         count, reach = self.cfg.baseline, self.cfg.reach()
-        if count == 0:
-            return None
+        shape = self.gen.hspace_shape(spec)
         shares, effects = [], []
         for r in range(count):
-            w = sample_rng(self.seed, r, "discover-baseline").standard_normal(shape).astype(np.float32)
+            w = sample_rng(self.seed, r, f"discover-baseline-{spec.block}").standard_normal(shape).astype(np.float32)
             w /= np.float32(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
-            minus, plus = self._shifted(z, conds, indices, w, -reach), self._shifted(z, conds, indices, w, reach)
+            cand = Candidate(spec, self.units[spec.block], w)
+            minus, plus = self._shifted(z, conds, indices, cand, -reach), self._shifted(z, conds, indices, cand, reach)
             shares.append(self._moves(minus, plus)[1])
             effects.append(float(np.mean(self._odds(plus)[0] - self._odds(minus)[0]) / (2 * reach)))
         return {"directions": count, "changed": {a: float(np.mean([s[a] for s in shares])) for a in self.probe.attributes},
@@ -236,7 +251,7 @@ class Discovery:
         shares = {a: float(np.mean(moved[a])) for a in self.probe.attributes}
         return max(self.probe.attributes, key=lambda a: (shares[a], -self.probe.attributes.index(a))), shares
 
-    def _counterfactuals(self, z, conds, indices, w, is_target):
+    def _counterfactuals(self, z, conds, indices, cand, is_target):
         """Each image stepped toward the other decision by the smallest of COUNTERFACTUAL_STEPS
         (shares of the largest strip step) that flips it, or by the largest when none does (DiME
         and ACE also stop at the flip: what else changes is judged at the least change that works)."""
@@ -245,7 +260,7 @@ class Discovery:
         out, flipped, steps = None, np.zeros(n, bool), np.full(n, reach)
         for share in COUNTERFACTUAL_STEPS:
             a = share * reach
-            imgs = np.concatenate([self._shifted(z[rows], [conds[i] for i in rows], [indices[i] for i in rows], w, a * s)
+            imgs = np.concatenate([self._shifted(z[rows], [conds[i] for i in rows], [indices[i] for i in rows], cand, a * s)
                                    for s, rows in ((1.0, np.flatnonzero(sign > 0)), (-1.0, np.flatnonzero(sign < 0))) if len(rows)])
             order = np.concatenate([np.flatnonzero(sign > 0), np.flatnonzero(sign < 0)])
             images = np.empty_like(imgs)
@@ -272,21 +287,22 @@ class Discovery:
         keys = batch.keys[:m]
         parent_index = [int(r.get("index", i)) for i, r in enumerate(batch.records[:m])]
         for d in shown:
-            w = cands[d["candidate"]]
+            cand = cands[d["candidate"]]
+            spec = cand.spec
             name = f"{prefix}-{cfg.target}-{d['rank']}"
             d["name"] = name
             meta = {
-                "from": "discover", "space": "h", "hspace": {"block": self.spec.block, "start": self.spec.start, "until": self.spec.until}, "unit": self.unit,
+                "from": "discover", "space": "h", "hspace": {"block": spec.block, "start": spec.start, "until": spec.until}, "unit": cand.unit,
                 "target": cfg.target, "classifier": self.clf.describe(), "rank": d["rank"], "effect": d["effect"], "moves": d["moves"],
                 "generator": json.loads(self.gen.fingerprint()),
             }
-            directions.save(name, w, meta)
-            directions.save(name, w, meta, self.out / "directions")
+            directions.save(name, cand.w, meta)
+            directions.save(name, cand.w, meta, self.out / "directions")
             cells, probs = [], []
             for j, a in enumerate(cfg.alphas):
                 # each cell decoded as the direction operator decodes its child j: same bytes
                 idx = [child_index(self.seed, parent_index[i], "direction", keys[i], j) for i in range(m)]
-                img = self._shifted(z[:m], conds[:m], idx, w, a)
+                img = self._shifted(z[:m], conds[:m], idx, cand, a)
                 cells.append(img)
                 probs.append(_softmax(self.clf.logits(img))[:, self.k])
             strip = np.stack(cells, 1)  # (images, steps, H, W, 3)
@@ -297,7 +313,7 @@ class Discovery:
         result = {
             "manifest": str(self.manifest.path), "manifest_hash": self.manifest.hash, "target": cfg.target,
             "classifier": self.clf.describe(), "classes": self.clf.classes, "generator": self.gen.describe(),
-            "space": {"kind": "h", "block": self.spec.block, "start": self.spec.start, "until": self.spec.until, "unit": self.unit},
+            "spaces": [{"kind": "h", "block": s.block, "start": s.start, "until": s.until, "unit": self.units[s.block]} for s in self.specs],
             "source": self.manifest.stages[0].name, "images": n, "probe": self.probe.name, "attributes": list(self.probe.attributes),
             "candidates": len(cands), "order": [int(c) for c in order], "candidate_effects": [float(e.mean()) for e in effects],
             "step": cfg.reach(), "alphas": list(cfg.alphas), "directions": shown,

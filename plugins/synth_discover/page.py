@@ -32,11 +32,20 @@ def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list[float], path: P
     canvas.save(path, optimize=False)
 
 
-def baseline_text(base: dict | None) -> str:
-    if not base:
+def baseline_text(bases: dict) -> str:
+    if not bases:
         return ""
-    return (f" For scale, {base['directions']} random directions of the same step change the target's log-odds by "
-            f"<span id=baseline-effect>{base['effect']:.3f}</span> per step on average; what they change is under each direction's own shares.")
+    effects = ", ".join(f"<span class=baseline-effect id=baseline-effect-{html.escape(s)}>{b['effect']:.3f}</span> in {html.escape(s)}" for s, b in bases.items())
+    return (f" For scale, random directions of the same step change the target's log-odds by {effects} per step on average;"
+            " what they change is under each direction's own shares.")
+
+
+def spaces_text(spaces: list[dict]) -> str:
+    """Where the candidates were looked for: each space's block and window."""
+    def one(s):
+        what = "the conditioning the UNet reads" if s["block"] == "condition" else f"block <code>{html.escape(s['block'])}</code>"
+        return f"{what}, shifted from {s['start']:g} to {s['until']:g} of the sampling steps"
+    return "; ".join(one(s) for s in spaces)
 
 
 def write_page(result: dict, path: Path) -> None:
@@ -44,20 +53,25 @@ def write_page(result: dict, path: Path) -> None:
     target = e(result["target"])
     attrs = result["attributes"]
     rows, sections = [], []
-    base = result.get("baseline")
-    base_row = ("<tr class=baseline><th colspan=%d>random directions of the same step (%d)</th></tr><tr class=baseline>%s</tr>"
-                % (len(attrs), base["directions"], "".join(f"<td class=share>{base['changed'][a]:.2f}</td>" for a in attrs))) if base else ""
+    bases = result.get("baseline") or {}
+
+    def base_row(space: str) -> str:
+        base = bases.get(space)
+        if not base:
+            return ""
+        cells = "".join(f"<td class=share>{base['changed'][a]:.2f}</td>" for a in attrs)
+        return f"<tr class=baseline><th colspan={len(attrs)}>random directions of the same step in {e(space)} ({base['directions']})</th></tr><tr class=baseline>{cells}</tr>"
     for d in result["directions"]:
         rows.append(
             f"<tr class=direction id=row-{d['rank']}><td>{d['rank']}</td><td><code>{e(d['name'])}</code></td>"
-            f"<td class=moves>{e(d['moves'])}</td><td class=effect>{d['effect']:.3f}</td>"
+            f"<td class=space>{e(d['space'])}</td><td class=moves>{e(d['moves'])}</td><td class=effect>{d['effect']:.3f}</td>"
             f"<td class=flip-rate>{d['flip_rate']:.2f}</td><td class=mnac>{d['mnac']:.2f}</td></tr>"
         )
         shares = "".join(f"<td class='share{' main' if a == d['moves'] else ''}'>{d['changed'][a]:.2f}</td>" for a in attrs)
         sections.append(
             f"<section class=strip-section id=direction-{d['rank']}><h2>{d['rank']}. {e(d['name'])}: moves {e(d['moves'])}</h2>"
             f"<p>Share of images whose attribute changed from one end of the strip to the other:</p>"
-            f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr class=this>{shares}</tr>{base_row}</table>"
+            f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr class=this>{shares}</tr>{base_row(d['space'])}</table>"
             f"<img class=strip src='{e(d['strip'])}' alt='strip of {e(d['name'])}'>"
             f"<p>Counterfactual data from it, in a manifest after its source:</p><pre class=snippet>[[stage]]\nname = \"direction\"\n"
             f"saved = \"{e(d['name'])}\"\nalphas = [{', '.join(f'{a:g}' for a in result['alphas'] if a)}]</pre></section>"
@@ -75,10 +89,10 @@ img.strip {{ image-rendering: pixelated; border: 1px solid #ddd; }}
 <h1>What the classifier relies on for <q id=target>{target}</q></h1>
 <p id=summary>Classifier: {clf}. Classes: {e(', '.join(result['classes']))}. {result['images']} images of the source
 <code>{e(result['source'])}</code>; {result['candidates']} candidate directions in the generator's h-space
-(block <code>{e(result['space']['block'])}</code>, shifted from {result['space']['start']:g} to {result['space']['until']:g} of the sampling steps),
+({spaces_text(result['spaces'])}),
 ranked greedily by the mean change of the target's log-odds per unit step (AttFind). A counterfactual is each image
-stepped toward the other decision by the least step up to {result['step']:g} that flips it; attributes by the <code>{e(result['probe'])}</code> probe.{baseline_text(base)}</p>
-<table id=directions><tr><th>rank</th><th>saved as</th><th>moves</th><th>effect (log-odds per step)</th><th>flip rate</th><th>MNAC</th></tr>
+stepped toward the other decision by the least step up to {result['step']:g} that flips it; attributes by the <code>{e(result['probe'])}</code> probe.{baseline_text(bases)}</p>
+<table id=directions><tr><th>rank</th><th>saved as</th><th>space</th><th>moves</th><th>effect (log-odds per step)</th><th>flip rate</th><th>MNAC</th></tr>
 {''.join(rows)}
 </table>
 {''.join(sections)}
