@@ -313,7 +313,9 @@ class Generator:
     def hspace_spec(self, options: dict[str, Any]) -> Any:
         """Capability "hspace": turn options (block, until) into the spec of a semantic space
         (h-space: a UNet block's output, shifted while the sampler is in its noisiest steps, as
-        Asyrp edits); errors name the option."""
+        Asyrp edits; a generator may offer other spaces shifted the same way, as the diffusers
+        one offers block "condition", the conditioning its cross-attention reads); errors name
+        the option."""
         raise NotImplementedError(f"generator {self.name!r} has no h-space")
 
     def hspace_shape(self, spec: Any) -> tuple[int, ...]:

@@ -9,8 +9,8 @@ A zero shift adds exact zeros, so the images are decode's byte for byte.
 reads (a tag model's tag tokens, Stable Diffusion's prompt embedding), shifted in the conditional
 pass only (the prompt is edited, not the unconditional side of guidance). Baumann et al. (2024)
 find attribute directions in a text encoder's token embeddings; for a model conditioned on what
-its images show (the kinds of shape), a shift there changes what is shown (a circle's token moved
-toward a square's) without reaching into where it is, which a block's output holds as well.
+its images show (the kinds of shape), a shift there changes what is shown (a square's token pulled
+harder or less), where a block's output holds where things are as well as what they are.
 
 The gradient of an objective of the decoded image with respect to each sample's own shift is
 taken through the whole sampling loop (the family's own loop, plain torch; for Stable Diffusion
@@ -118,11 +118,11 @@ class ConditionShift(Shift):
     call (a pixel model's conditional pass runs alone, first) or, with stacked guidance, the last B
     rows. ``rms`` and ``kept`` read those rows."""
 
-    def __init__(self, unet, spec: HSpaceSpec, shift, edited: frozenset[int], keep: int = 0, keep_last: bool = False, stacked: bool = False):
+    def __init__(self, unet, spec: HSpaceSpec, shift, edited: frozenset[int], keep: int = 0, stacked: bool = False):
         self.unet, self.block, self.shift, self.edited = unet, None, shift, edited
         self.t: int | None = None
         self.rms, self.kept, self.handles = [], [], []
-        self.keep, self.keep_last, self.stacked = keep, keep_last, stacked
+        self.keep, self.stacked = keep, stacked
         self._seen: set[int] = set()
 
     def __enter__(self):
