@@ -6,7 +6,7 @@ because one shift there edits every image alike (Asyrp): a direction found on so
 the same on others, and the `direction` operator can make counterfactual data from it. Not the
 initial noise, whose principal components are noise. Or a model's conditioning (`block =
 "condition"`: a tag model's tag tokens, a prompt's embedding), where a shift changes what the
-image is said to show and reaches less into where it is. Several spaces may be searched at once:
+image is said to show (on the shapes tag model: which kinds are drawn). Several spaces may be searched at once:
 their candidates are ranked together, each stepped in its own space's unit.
 
 The candidates: the principal components of the per-image gradients of the target class's
