@@ -163,8 +163,8 @@ def synth(*args) -> None:
 
 def spaces(args) -> dict[str, str]:
     """The manifest's model and [discover].hspace: the block's space, and the conditioning's with --condition."""
-    block = f'{{ block = "{args.block}", start = {args.start}, until = {args.until} }}'
-    both = f'[{block}, {{ block = "condition", start = 0.0, until = {args.condition_until} }}]'
+    block = f'{{ block = "{args.block}", start = {args.start}, until = {args.until}, step = {args.step} }}'
+    both = f'[{block}, {{ block = "condition", start = 0.0, until = {args.condition_until}, step = {args.condition_step} }}]'
     return {"model": args.model, "hspace": both if args.condition else block}
 
 
@@ -197,10 +197,12 @@ def main() -> None:
     ap.add_argument("--block", default="up0")
     ap.add_argument("--start", type=float, default=0.0)
     ap.add_argument("--until", type=float, default=0.5)
+    ap.add_argument("--step", type=float, default=1.0, help="the block's unit step, in its RMS")
     ap.add_argument("--reach", type=float, default=1.0)
     ap.add_argument("--model", default="builtin:shapes-32", help="the generator (builtin:shapes-32-tags for --condition)")
     ap.add_argument("--condition", action="store_true", help="also search the model's conditioning (a tag model's tag tokens), ranked with the block's candidates")
     ap.add_argument("--condition-until", type=float, default=1.0, help="the conditioning's shift window ends here (share of the steps)")
+    ap.add_argument("--condition-step", type=float, default=1.0, help="the conditioning's unit step, in its RMS")
     ap.add_argument("--realism-samples", type=int, default=24)
     ap.add_argument("--kinds", nargs="+", default=["colour", "background", "clean"])
     ap.add_argument("--keep", type=Path, help="keep every run's folder (pages, strips) here")
@@ -219,7 +221,7 @@ def main() -> None:
     test_x, test_y, test_m = scenes(3000, "test", 0)
     rows = []
     print(f"discover bench: {args.kinds} x {args.seeds} seeds, {args.samples} generated images each of {args.model}, block {args.block} "
-          f"[{args.start:g}, {args.until:g}]{f' and the conditioning [0, {args.condition_until:g}]' if args.condition else ''}, reach {args.reach:g}", flush=True)
+          f"[{args.start:g}, {args.until:g}] step {args.step:g}{f' and the conditioning [0, {args.condition_until:g}] step {args.condition_step:g}' if args.condition else ''}, reach {args.reach:g}", flush=True)
     print("| classifier | seed | clean acc | reversed acc | planted | its rank | top moves | flip rate | mnac | realism cf/parent |", flush=True)
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for kind in args.kinds:

@@ -103,7 +103,7 @@ classifier = {{ name = "torch", path = "{classifier}" }}
 target = "square"
 samples = 8
 candidates = 2
-hspace = [{{ block = "up0", until = 0.5 }}, {{ block = "condition", until = 1.0 }}]
+hspace = [{{ block = "up0", until = 0.5, step = 0.5 }}, {{ block = "condition", until = 1.0 }}]
 alphas = [-1.0, 0.0, 1.0]
 show = 4
 strip_images = 2
@@ -121,6 +121,8 @@ def test_discover_ranks_both_spaces_and_the_operator_remakes_a_conditioning_stri
     assert res.returncode == 0, res.stderr
     found = json.loads((tmp_path / "found" / "discover.json").read_text())
     assert [s["block"] for s in found["spaces"]] == ["up0", "condition"] and len(found["ranked"]) == 4
+    up0, condition = found["spaces"]  # each space's unit: its RMS times its own step
+    assert up0["unit"] == up0["rms"] * 0.5 and condition["unit"] == condition["rms"] > 0
     assert sorted(r["space"] for r in found["ranked"]) == ["condition", "condition", "up0", "up0"]
     effects = [r["effect"] for r in found["ranked"]]
     assert found["ranked"][0]["effect"] == max(effects)  # one ranking over both spaces: the largest effect leads
@@ -146,10 +148,14 @@ def test_discover_ranks_both_spaces_and_the_operator_remakes_a_conditioning_stri
             assert np.array_equal(images[f"{key}_d{j}"], strip[i, j]), (key, j)
 
 
-def test_a_space_named_twice_is_refused(tmp_path):
+@pytest.mark.parametrize("space, message", [
+    ('"up0", until = 1.0', "hspace: each space is searched once"),
+    ('"condition", until = 1.0, step = 0', "hspace.step: 0 must be a number in (0, 100]"),
+])
+def test_a_space_named_twice_or_without_a_step_is_refused(tmp_path, space, message):
     from test_discover import mean_red_classifier
 
     mean_red_classifier(tmp_path / "red-clf")
-    text = GENERATOR.format(n=8, model="builtin:shapes-32-tags", extra="") + DISCOVER.format(classifier=tmp_path / "red-clf").replace('"condition", until = 1.0', '"up0", until = 1.0')
+    text = GENERATOR.format(n=8, model="builtin:shapes-32-tags", extra="") + DISCOVER.format(classifier=tmp_path / "red-clf").replace('"condition", until = 1.0', space)
     res = synth("discover", write_manifest(tmp_path, text), "-q", "-o", tmp_path / "found")
-    assert res.returncode == 2 and "hspace: each space is searched once" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr

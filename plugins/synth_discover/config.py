@@ -18,8 +18,8 @@ class DiscoverConfig(PluginConfig):
     target: str = Field(description="The class whose decision is explained (one of the classifier's classes)")
     samples: int = Field(64, ge=2, le=100_000, description="How many images of the source the directions are found and ranked on")
     candidates: int = Field(8, ge=1, le=64, description="Candidate directions: the top principal components of the per-image gradients of the target's log-odds in h-space")
-    hspace: dict[str, Any] | list[dict[str, Any]] = Field(default_factory=dict, description='The space: {block = "mid", start = 0.0, until = 0.5} (the UNet block whose output is shifted, or "condition": the conditioning its cross-attention reads; and the part of the sampling steps, as shares noisiest first, it is shifted in); a list of such tables searches each space, `candidates` each, ranked together')
-    alphas: list[float] = Field([-1.0, -0.5, 0.0, 0.5, 1.0], min_length=2, description="The steps of each strip, in units of the block's RMS; ranking and counterfactuals use the largest")
+    hspace: dict[str, Any] | list[dict[str, Any]] = Field(default_factory=dict, description='The space: {block = "mid", start = 0.0, until = 0.5, step = 1.0} (the UNet block whose output is shifted, or "condition": the conditioning its cross-attention reads; the part of the sampling steps, as shares noisiest first, it is shifted in; and its unit step as a multiple of the block\'s RMS); a list of such tables searches each space, `candidates` each, ranked together, each stepped in its own unit')
+    alphas: list[float] = Field([-1.0, -0.5, 0.0, 0.5, 1.0], min_length=2, description="The steps of each strip, in units of each space's step (the block's RMS times its `step`); ranking and counterfactuals use the largest")
     show: int = Field(4, ge=1, le=64, description="How many of the ranked directions are drawn as strips and saved")
     strip_images: int = Field(6, ge=1, le=64, description="Images per strip")
     baseline: int = Field(2, ge=0, le=16, description="Random directions (seeded, unit RMS) stepped as far as the candidates, whose changes are shown beside each direction's: what any shift of that size moves (0: none)")
@@ -30,6 +30,10 @@ class DiscoverConfig(PluginConfig):
     def _steps(self):
         if max(abs(a) for a in self.alphas) == 0:
             raise ValueError("alphas: at least one step must be non-zero")
+        for space in self.spaces():
+            step = space.get("step", 1.0)
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step <= 100:
+                raise ValueError(f"hspace.step: {step!r} must be a number in (0, 100] (the space's unit step in its block's RMS)")
         blocks = [str(s.get("block") or "mid") for s in self.spaces()]
         if not blocks or len(set(blocks)) < len(blocks):
             raise ValueError(f"hspace: each space is searched once; blocks {blocks}")
@@ -38,6 +42,14 @@ class DiscoverConfig(PluginConfig):
     def spaces(self) -> list[dict[str, Any]]:
         """The h-space options of each space searched, in order."""
         return list(self.hspace) if isinstance(self.hspace, list) else [self.hspace]
+
+    def steps(self) -> list[float]:
+        """Each space's unit step, as a multiple of its block's RMS."""
+        return [float(s.get("step", 1.0)) for s in self.spaces()]
+
+    def generator_options(self) -> list[dict[str, Any]]:
+        """Each space's options as the generator's h-space takes them (without discover's step)."""
+        return [{k: v for k, v in s.items() if k != "step"} for s in self.spaces()]
 
     def reach(self) -> float:
         """The counterfactual step: the largest of the strip's steps."""

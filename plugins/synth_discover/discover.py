@@ -132,7 +132,7 @@ class Discovery:
         self.gen = self.pipeline.generator
         if not self.gen.supports("hspace"):
             raise UsageError(f"generator {self.gen.name!r} has no h-space (capability hspace), which discover searches")
-        self.specs = [self.gen.hspace_spec(options) for options in cfg.spaces()]
+        self.specs = [self.gen.hspace_spec(options) for options in cfg.generator_options()]
         self.clf = classifiers.get(self.context, cfg.classifier)
         classes = [c for c in self.manifest.dataset.classes]
         if classes and any(c not in classes for c in self.clf.classes):
@@ -188,10 +188,13 @@ class Discovery:
             others = torch.cat([logits[:, :k], logits[:, k + 1 :]], 1)
             return logits[:, k] - torch.logsumexp(others, 1)
 
-        cands, self.units = [], {}
-        for spec in self.specs:  # each space's candidates, ranked together below
+        cands, self.units, self.rms = [], {}, {}
+        for spec, step in zip(self.specs, cfg.steps()):  # each space's candidates, ranked together below
             self.say(f"discover: gradients of {cfg.target!r} in h-space ({spec.block}) on {n} images")
-            grads, unit = self.gen.hspace_gradients(z, conds, indices, self.seed, spec, objective)
+            grads, rms = self.gen.hspace_gradients(z, conds, indices, self.seed, spec, objective)
+            # the space's unit step: its block's RMS times the step asked for (spaces differ in how
+            # far a shift must go to change what is drawn), so alphas mean the same in each
+            self.rms[spec.block], unit = rms, float(rms) * step
             self.units[spec.block] = unit
             cands += [Candidate(spec, unit, w) for w in candidates(grads, cfg.candidates).reshape(-1, *grads.shape[1:])]
         reach = cfg.reach()
@@ -313,7 +316,8 @@ class Discovery:
         result = {
             "manifest": str(self.manifest.path), "manifest_hash": self.manifest.hash, "target": cfg.target,
             "classifier": self.clf.describe(), "classes": self.clf.classes, "generator": self.gen.describe(),
-            "spaces": [{"kind": "h", "block": s.block, "start": s.start, "until": s.until, "unit": self.units[s.block]} for s in self.specs],
+            "spaces": [{"kind": "h", "block": s.block, "start": s.start, "until": s.until, "step": step, "rms": self.rms[s.block], "unit": self.units[s.block]}
+                       for s, step in zip(self.specs, cfg.steps())],
             "source": self.manifest.stages[0].name, "images": n, "probe": self.probe.name, "attributes": list(self.probe.attributes),
             "candidates": len(cands), "order": [int(c) for c in order], "candidate_effects": [float(e.mean()) for e in effects],
             "step": cfg.reach(), "alphas": list(cfg.alphas), "directions": shown,

@@ -41,10 +41,11 @@ def baseline_text(bases: dict) -> str:
 
 
 def spaces_text(spaces: list[dict]) -> str:
-    """Where the candidates were looked for: each space's block and window."""
+    """Where the candidates were looked for: each space's block, window and unit step."""
     def one(s):
         what = "the conditioning the UNet reads" if s["block"] == "condition" else f"block <code>{html.escape(s['block'])}</code>"
-        return f"{what}, shifted from {s['start']:g} to {s['until']:g} of the sampling steps"
+        unit = f", a step {s['step']:g} of its RMS" if s.get("step", 1.0) != 1.0 else ""
+        return f"{what}, shifted from {s['start']:g} to {s['until']:g} of the sampling steps{unit}"
     return "; ".join(one(s) for s in spaces)
 
 
