@@ -250,3 +250,22 @@ def test_the_shapes_probe_follows_the_main_shape_through_an_edit():
     assert not any(v[0] for v in probe.changed(before, grown).values())
     recoloured = probe.changed(before, probe.measure(_two_shapes(10, circle_colour=(0.1, 0.8, 0.2))))
     assert [a for a, v in recoloured.items() if v[0]] == ["colour"]
+
+
+def test_the_shapes_probe_reads_size_as_the_radius_a_shape_is_drawn_with():
+    """A triangle redrawn as a square of the same radius, where it was, changed its kind only
+    (by area the square is twice as large); the same square 30% wider changed its size too."""
+    from synth_shapes.probe import ShapesProbe, ShapesProbeConfig
+    from synth_shapes.world import _inside
+
+    def scene(kind, r):
+        yy, xx = (np.mgrid[0:128, 0:128] + 0.5) / 128  # drawn at 4x and averaged, as the world draws
+        im = np.where(_inside(kind, xx, yy, 0.5, 0.5, r, 0.3)[..., None], (0.9, 0.2, 0.1), (0.3, 0.5, 0.4))
+        return (im.reshape(32, 4, 32, 4, 3).mean((1, 3)) * 255).astype(np.uint8)[None]
+
+    probe = ShapesProbe(ShapesProbeConfig(), None)
+    probe.setup()
+    triangle = probe.measure(scene(3, 0.28))
+    assert list(triangle["kind"]) == [3]
+    assert [a for a, v in probe.changed(triangle, probe.measure(scene(2, 0.28))).items() if v[0]] == ["kind"]
+    assert [a for a, v in probe.changed(triangle, probe.measure(scene(2, 0.36))).items() if v[0]] == ["kind", "size"]

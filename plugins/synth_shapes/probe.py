@@ -2,7 +2,9 @@
 segmenter, as the attributes a classifier might rely on: the main (largest) shape's kind, colour,
 size and position, how many shapes there are, and the background's colour. ``changed`` applies
 thresholds a person would agree with on 32 px scenes (a kind or count that differs, a colour
-0.2 apart in RGB, an area 30% larger or smaller, a centre 0.12 of the image away).
+0.2 apart in RGB, a radius 15% larger or smaller (an area about 30%), a centre 0.12 of the image
+away). Size is the radius the world draws a shape with, read from its area and kind, so that a
+triangle turned into a square as wide keeps its size: by area, the square would be twice as large.
 
 ``changed`` follows the same shapes: after an edit, the main shape is the kind that covers most
 of where the main shape was, not whichever kind is largest now. Otherwise an edit that grows
@@ -16,7 +18,7 @@ import numpy as np
 from synth.protocols import PluginConfig, Probe
 
 from .classify import largest_shape
-from .world import TAG_MIN_PIXELS
+from .world import AREA_PER_RADIUS2, TAG_MIN_PIXELS
 
 ATTRIBUTES = ("kind", "colour", "size", "position", "count", "background")
 
@@ -33,7 +35,8 @@ def _count(mask: np.ndarray) -> int:
 
 
 def _main_shape(pixels: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> dict[str, list]:
-    """Kind, colour, size and position of each image's shapes of the given kind (0: none)."""
+    """Kind, colour, size (radius, a share of the image's side) and position of each image's
+    shapes of the given kind (0: none)."""
     h, w = labels.shape[1:]
     yy, xx = (np.mgrid[0:h, 0:w] + 0.5) / np.array([h, w])[:, None, None]
     out = {a: [] for a in ("kind", "colour", "size", "position")}
@@ -41,7 +44,7 @@ def _main_shape(pixels: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> di
         main = lab == k if k else np.zeros_like(lab, bool)
         out["kind"].append(k)
         out["colour"].append(im[main].mean(0) if main.any() else np.full(3, np.nan))
-        out["size"].append(main.mean())
+        out["size"].append(float(np.sqrt(main.mean() / AREA_PER_RADIUS2[int(k)])) if k else 0.0)
         out["position"].append(np.array([xx[main].mean(), yy[main].mean()]) if main.any() else np.full(2, np.nan))
     return out
 
@@ -95,7 +98,8 @@ class ShapesProbe(Probe):
         return {
             "kind": before["kind"] != after["kind"],
             "colour": far(before["colour"], after["colour"], 0.2),
-            "size": np.abs(size_a - size_b) > np.maximum(0.3 * size_b, 0.02),
+            # at least 0.025 of the side (0.8 px at 32 px): about what the area rule allowed a small shape
+            "size": np.abs(size_a - size_b) > np.maximum(0.15 * size_b, 0.025),
             "position": far(before["position"], after["position"], 0.12),
             "count": before["count"] != after["count"],
             "background": far(before["background"], after["background"], 0.12),

@@ -51,6 +51,11 @@ def _shape_colour(rng, background: np.ndarray, others: list[np.ndarray], difficu
     return c
 
 
+# The area each kind covers when drawn with radius r (as _inside draws it), in units of r**2:
+# a disc pi, a square of half-side 0.8 r 2.56, an equilateral triangle of circumradius r 3 sqrt(3) / 4.
+AREA_PER_RADIUS2 = {1: float(np.pi), 2: 2.56, 3: 3 * np.sqrt(3) / 4}
+
+
 def _inside(kind: int, xx, yy, cx, cy, r, angle):
     dx, dy = xx - cx, yy - cy
     c, s = np.cos(angle), np.sin(angle)
