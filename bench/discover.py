@@ -17,6 +17,7 @@ Also each classifier's accuracy on clean test scenes and on scenes with the shor
 
     python bench/discover.py [--seeds 3] [--samples 48] [--candidates 6] [--train 4000] [--keep DIR]
         [--block up0] [--model builtin:shapes-32-tags --condition]   # also the tag tokens' space
+        [--step 0.5 --condition-step 1.0] [--single-kind]   # each space's unit; scenes of one kind
 
 Last line, for scripts:
 `planted first <r>/<n>; clean: shape first <c>/<m>; flip rate <f>; mnac <x>`
@@ -138,7 +139,7 @@ name = "diffusers"
 model = "{model}"
 scheduler = "ddim"
 steps = {steps}
-
+{source}
 [[stage]]
 name = "generate"
 {extra}
@@ -162,10 +163,13 @@ def synth(*args) -> None:
 
 
 def spaces(args) -> dict[str, str]:
-    """The manifest's model and [discover].hspace: the block's space, and the conditioning's with --condition."""
+    """The manifest's model, its source's tags and [discover].hspace: the block's space, and the
+    conditioning's with --condition."""
     block = f'{{ block = "{args.block}", start = {args.start}, until = {args.until}, step = {args.step} }}'
     both = f'[{block}, {{ block = "condition", start = 0.0, until = {args.condition_until}, step = {args.condition_step} }}]'
-    return {"model": args.model, "hspace": both if args.condition else block}
+    # --single-kind: the tag model draws what the classifiers were trained on, scenes of one kind
+    source = 'tags = [["circle"], ["square"]]\n' if args.single_kind else ""
+    return {"model": args.model, "hspace": both if args.condition else block, "source": source}
 
 
 def realism_ratio(folder: Path, args, name: str, seed: int, classifier: Path, direction: str) -> float:
@@ -203,6 +207,8 @@ def main() -> None:
     ap.add_argument("--condition", action="store_true", help="also search the model's conditioning (a tag model's tag tokens), ranked with the block's candidates")
     ap.add_argument("--condition-until", type=float, default=1.0, help="the conditioning's shift window ends here (share of the steps)")
     ap.add_argument("--condition-step", type=float, default=1.0, help="the conditioning's unit step, in its RMS")
+    ap.add_argument("--single-kind", action="store_true", help="a tag model's source draws scenes of one kind (tags circle, square in turn), "
+                    "the classifiers' own domain, instead of the model's mix of kinds")
     ap.add_argument("--realism-samples", type=int, default=24)
     ap.add_argument("--kinds", nargs="+", default=["colour", "background", "clean"])
     ap.add_argument("--keep", type=Path, help="keep every run's folder (pages, strips) here")
