@@ -229,6 +229,17 @@ def test_candidates_are_the_shared_gradient_signed_to_raise_the_target():
     assert candidates(-grads, 1)[0] @ shared < 0
 
 
+def test_a_tie_between_attributes_goes_to_the_one_that_changes_first():
+    from synth_discover.discover import name_of
+
+    attrs = ["kind", "colour", "background"]
+    ends = {"kind": 0.2, "colour": 1.0, "background": 1.0}  # a tint of everything saturates both
+    assert name_of([ends], attrs) == "colour"  # no smaller step: the probe's order
+    assert name_of([ends, {"kind": 0.1, "colour": 0.9, "background": 1.0}], attrs) == "background"
+    assert name_of([ends, {"kind": 0.1, "colour": 0.9, "background": 0.9}, {"kind": 0.9, "colour": 0.2, "background": 0.5}], attrs) == "background"
+    assert name_of([{"kind": 0.5, "colour": 0.4, "background": 0.4}, {"kind": 0.0, "colour": 1.0, "background": 1.0}], attrs) == "kind"
+
+
 def _two_shapes(square_side: float, circle_colour=(0.9, 0.1, 0.1)) -> np.ndarray:
     """A grey scene with a disc (radius 6.5) and a square of the given side, drawn by hand."""
     im = np.full((32, 32, 3), 0.5)

@@ -18,9 +18,10 @@ The ranking (StylEx's AttFind, greedy): each candidate's effect is the mean chan
 target's log-odds per unit step over the images still unexplained; the best is taken, the images
 whose decision it flips are explained, and the next is chosen on the rest. A counterfactual is
 the image stepped toward the other decision by the least of a few steps (up to the largest strip
-step) that flips it; the flip rate is the share of images some step flips. A probe names what each direction moves (the attribute changed
-in most images from one end of its strip to the other) and counts what else a counterfactual
-changes (MNAC: attributes changed besides that one, over the counterfactuals that flip).
+step) that flips it; the flip rate is the share of images some step flips. A probe names what
+each direction moves (the attribute changed in most images from one end of its strip to the
+other; of attributes tied there, the one that changes first at a half or a quarter of the step)
+and counts what else a counterfactual changes (MNAC: attributes changed besides that one, over the counterfactuals that flip).
 Beside them, the same for a few random directions of the same step (the baseline): a share of 0.4
 means little when any shift that large moves 0.3, and much when it moves 0.
 """
@@ -79,6 +80,19 @@ def candidates(grads: np.ndarray, count: int) -> np.ndarray:
     signs[signs == 0] = 1.0
     out = out * signs[:, None]
     return (out * np.sqrt(out.shape[1])).astype(np.float32)
+
+
+def name_of(shares_by_step: list[dict[str, float]], attributes: list[str]) -> str:
+    """The attribute a direction moves: the one changed in most images between the strip's ends
+    (the first shares); attributes tied there are told apart by the shares at the smaller steps
+    that follow (what changes first), and only then by the probe's order of attributes."""
+    tied = list(attributes)
+    for shares in shares_by_step:
+        top = max(shares[a] for a in tied)
+        tied = [a for a in tied if shares[a] == top]
+        if len(tied) == 1:
+            break
+    return tied[0]
 
 
 def attfind_order(effects: np.ndarray, flips: np.ndarray) -> list[int]:
@@ -210,7 +224,7 @@ class Discovery:
         effects, flips = np.stack(effects), np.stack(flips)
         order = attfind_order(effects, flips)
         before = self.probe.measure(base)
-        named = {c: self._moves(*ends[c]) for c in order}
+        named = {c: self._named(z, conds, indices, cands[c], ends[c]) for c in order}
         shown = []
         for rank, c in enumerate(order[: cfg.show], start=1):
             main, shares = named[c]
@@ -246,6 +260,19 @@ class Discovery:
             effects.append(float(np.mean(self._odds(plus)[0] - self._odds(minus)[0]) / (2 * reach)))
         return {"directions": count, "changed": {a: float(np.mean([s[a] for s in shares])) for a in self.probe.attributes},
                 "effect": float(np.mean(effects))}
+
+    def _named(self, z, conds, indices, cand, ends) -> tuple[str, dict[str, float]]:
+        """What a candidate moves and its shares at the strip's ends (``_moves``). Where two
+        attributes change in as many images there (a large step saturates: a tint of everything
+        changes every shape's colour and every background), the candidate is stepped by a half and
+        a quarter of the step to see which changes first; only tied candidates pay for that."""
+        main, shares = self._moves(*ends)
+        if sum(v == shares[main] for v in shares.values()) == 1:
+            return main, shares
+        reach, steps = self.cfg.reach(), [shares]
+        for share in (0.5, 0.25):
+            steps.append(self._moves(self._shifted(z, conds, indices, cand, -share * reach), self._shifted(z, conds, indices, cand, share * reach))[1])
+        return name_of(steps, self.probe.attributes), shares
 
     def _moves(self, minus: np.ndarray, plus: np.ndarray) -> tuple[str, dict[str, float]]:
         """What a direction moves: the attribute changed in most images from one end of its strip
