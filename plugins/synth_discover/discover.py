@@ -21,7 +21,8 @@ the image stepped toward the other decision by the least of a few steps (up to t
 step) that flips it; the flip rate is the share of images some step flips. A probe names what
 each direction moves (the attribute changed in most images from one end of its strip to the
 other; of attributes tied there, the one that changes first at a half or a quarter of the step)
-and counts what else a counterfactual changes (MNAC: attributes changed besides that one, over the counterfactuals that flip).
+and counts what else a counterfactual changes (MNAC: attributes changed besides that one, over
+the counterfactuals that flip).
 Beside them, the same for a few random directions of the same step (the baseline): a share of 0.4
 means little when any shift that large moves 0.3, and much when it moves 0.
 """

@@ -4,7 +4,8 @@ size and position, how many shapes there are, and the background's colour. ``cha
 thresholds a person would agree with on 32 px scenes (a kind or count that differs, a colour
 0.2 apart in RGB, a radius 15% larger or smaller (an area about 30%), a centre 0.12 of the image
 away). Size is the radius the world draws a shape with, read from its area and kind, so that a
-triangle turned into a square as wide keeps its size: by area, the square would be twice as large.
+triangle redrawn as a square of the same radius keeps its size: by area, the square would be
+twice as large.
 
 ``changed`` follows the same shapes: after an edit, the main shape is the kind that covers most
 of where the main shape was, not whichever kind is largest now. Otherwise an edit that grows
