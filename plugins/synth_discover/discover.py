@@ -89,11 +89,16 @@ def name_of(shares_by_step: list[dict[str, float]], attributes: list[str]) -> st
     that follow (what changes first), and only then by the probe's order of attributes."""
     tied = list(attributes)
     for shares in shares_by_step:
-        top = max(shares[a] for a in tied)
-        tied = [a for a in tied if shares[a] == top]
+        tied = still_tied(tied, shares)
         if len(tied) == 1:
             break
     return tied[0]
+
+
+def still_tied(tied: list[str], shares: dict[str, float]) -> list[str]:
+    """Of the ``tied`` attributes, those changed in the most images by these shares."""
+    top = max(shares[a] for a in tied)
+    return [a for a in tied if shares[a] == top]
 
 
 def attfind_order(effects: np.ndarray, flips: np.ndarray) -> list[int]:
@@ -268,11 +273,15 @@ class Discovery:
         changes every shape's colour and every background), the candidate is stepped by a half and
         a quarter of the step to see which changes first; only tied candidates pay for that."""
         main, shares = self._moves(*ends)
-        if sum(v == shares[main] for v in shares.values()) == 1:
+        tied = still_tied(list(self.probe.attributes), shares)
+        if len(tied) == 1 or shares[main] == 0:  # nothing changed: a smaller step changes no more
             return main, shares
         reach, steps = self.cfg.reach(), [shares]
-        for share in (0.5, 0.25):
+        for share in (0.5, 0.25):  # the quarter only while the half leaves a tie
             steps.append(self._moves(self._shifted(z, conds, indices, cand, -share * reach), self._shifted(z, conds, indices, cand, share * reach))[1])
+            tied = still_tied(tied, steps[-1])
+            if len(tied) == 1:
+                break
         return name_of(steps, self.probe.attributes), shares
 
     def _moves(self, minus: np.ndarray, plus: np.ndarray) -> tuple[str, dict[str, float]]:
