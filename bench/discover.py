@@ -18,6 +18,7 @@ Also each classifier's accuracy on clean test scenes and on scenes with the shor
     python bench/discover.py [--seeds 3] [--samples 48] [--candidates 6] [--train 4000] [--keep DIR]
         [--block up0] [--model builtin:shapes-32-tags --condition]   # also the tag tokens' space
         [--step 0.5 --condition-step 1.0] [--single-kind]   # each space's unit; scenes of one kind
+        [--localise]   # judge directions where the classifier looks in each image
 
 Last line, for scripts:
 `planted first <r>/<n>; clean: shape first <c>/<m>; flip rate <f>; mnac <x>`
@@ -153,6 +154,7 @@ alphas = [-{reach}, 0.0, {reach}]
 show = 1
 strip_images = 6
 probe = {{ name = "shapes" }}
+localise = {localise}
 """
 
 
@@ -169,7 +171,7 @@ def spaces(args) -> dict[str, str]:
     both = f'[{block}, {{ block = "condition", start = 0.0, until = {args.condition_until}, step = {args.condition_step} }}]'
     # --single-kind: the tag model draws what the classifiers were trained on, scenes of one kind
     source = 'tags = [["circle"], ["square"]]\n' if args.single_kind else ""
-    return {"model": args.model, "hspace": both if args.condition else block, "source": source}
+    return {"model": args.model, "hspace": both if args.condition else block, "source": source, "localise": "true" if args.localise else "false"}
 
 
 def realism_ratio(folder: Path, args, name: str, seed: int, classifier: Path, direction: str) -> float:
@@ -209,6 +211,7 @@ def main() -> None:
     ap.add_argument("--condition-step", type=float, default=1.0, help="the conditioning's unit step, in its RMS")
     ap.add_argument("--single-kind", action="store_true", help="a tag model's source draws scenes of one kind (tags circle, square in turn), "
                     "the classifiers' own domain, instead of the model's mix of kinds")
+    ap.add_argument("--localise", action="store_true", help="judge each direction where the classifier looks in each image (localise = true)")
     ap.add_argument("--realism-samples", type=int, default=24)
     ap.add_argument("--kinds", nargs="+", default=["colour", "background", "clean"])
     ap.add_argument("--keep", type=Path, help="keep every run's folder (pages, strips) here")

@@ -109,6 +109,7 @@ show = 4
 strip_images = 2
 baseline = 1
 probe = {{ name = "shapes" }}
+localise = true
 """
 
 
@@ -127,6 +128,9 @@ def test_discover_ranks_both_spaces_and_the_operator_remakes_a_conditioning_stri
     effects = [r["effect"] for r in found["ranked"]]
     assert found["ranked"][0]["effect"] == max(effects)  # one ranking over both spaces: the largest effect leads
     assert set(found["baseline"]) == {"up0", "condition"}
+    # localised where the classifier looks: a block has places to keep, the conditioning none
+    assert found["localise"] is True and set(found["where"]) == {"up0"} and 0 < found["where"]["up0"] <= 1
+    assert all((tmp_path / "found" / d["counterfactuals"]).is_file() for d in found["directions"])
     cond = next(d for d in found["directions"] if d["space"] == "condition")
     meta = json.loads((tmp_path / "found" / "directions" / f"{cond['name']}.json").read_text())
     assert meta["hspace"] == {"block": "condition", "start": 0.0, "until": 1.0} and meta["unit"] == found["spaces"][1]["unit"]

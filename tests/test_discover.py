@@ -113,6 +113,13 @@ def test_the_top_direction_moves_mean_red_and_flips_the_decision(found):
     assert saved.is_file() and (root / "first" / "directions" / f"{top['name']}.json").is_file()
     meta = json.loads(saved.with_suffix(".json").read_text())
     assert meta["space"] == "h" and meta["hspace"] == {"block": "up0", "until": 0.5, "start": 0.0} and meta["target"] == "square"
+    # the counterfactuals the flip rate was judged on: each strip image beside its least flipping step
+    assert result["localise"] is False and result["where"] == {}
+    from synth_discover.page import CELL, LABEL
+
+    assert Image.open(root / "first" / top["counterfactuals"]).size == (2 * CELL, LABEL + 3 * (CELL + LABEL))
+    assert len(top["counterfactual_steps"]) == len(top["counterfactual_flipped"]) == 3
+    assert all(abs(s) in (0.25, 0.5, 0.75, 1.0) for s in top["counterfactual_steps"])
 
 
 def test_a_rerun_writes_the_same_bytes(found):
@@ -161,7 +168,7 @@ def test_the_page_renders_in_a_real_browser(found, tmp_path):
         assert page.inner_text("#target") == "square"
         assert page.locator("tr.direction").count() == 2
         assert page.locator("#row-1 .moves").inner_text() == result["directions"][0]["moves"]
-        assert page.locator("img.strip").count() == 2
+        assert page.locator("img.strip").count() == page.locator("img.counterfactuals").count() == 2
         assert page.locator("#direction-1 tr.baseline td").count() == len(result["attributes"])
         assert float(page.inner_text("#baseline-effect-up0")) == round(result["baseline"]["up0"]["effect"], 3)
         assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
@@ -227,6 +234,23 @@ def test_candidates_are_the_shared_gradient_signed_to_raise_the_target():
     assert out.shape == (3, 50) and np.allclose(np.sqrt((out**2).mean(1)), 1.0, atol=1e-5)
     assert np.corrcoef(out[0], shared)[0, 1] > 0.95  # the first is the shared direction, pointing up the gradients
     assert candidates(-grads, 1)[0] @ shared < 0
+
+
+def test_where_the_classifier_looks_is_the_fewest_places_holding_most_of_its_gradient():
+    from synth_discover.discover import where_it_looks
+
+    grads = np.zeros((3, 3, 6, 6))
+    grads[0, :, 2, 3] = 1.0  # image 0: one hot place (squared norm 3)
+    grads[0, 0, 5, 0] = 0.1  # and a faint one: the hot place alone holds over 90%
+    grads[1] = 0.3  # image 1: spread thin everywhere (a background tint): nearly all places
+    grads[2, 0, 0, 0], grads[2, 0, 5, 5] = 1.0, 0.5  # image 2: 0.8 and 0.2 of the mass: both kept
+    where = where_it_looks(grads)
+    assert where.shape == (3, 1, 6, 6) and where.dtype == np.float32
+    assert {tuple(k) for k in np.argwhere(where[0, 0] == 1)} == {(y, x) for y in (1, 2, 3) for x in (2, 3, 4)}  # grown by one
+    assert where[1].mean() > 0.9
+    assert where[2, 0, 0, 0] == where[2, 0, 5, 5] == 1 and where[2].sum() == 8
+    assert where_it_looks(np.zeros((1, 2, 3, 3))).sum() == 0  # no gradient: nothing to keep
+    assert where_it_looks(np.ones((2, 4, 8))) is None  # a conditioning's tokens have no places
 
 
 def test_a_tie_between_attributes_goes_to_the_one_that_changes_first():

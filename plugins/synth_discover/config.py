@@ -24,6 +24,7 @@ class DiscoverConfig(PluginConfig):
     strip_images: int = Field(6, ge=1, le=64, description="Images per strip")
     baseline: int = Field(2, ge=0, le=16, description="Random directions (seeded, unit RMS) stepped as far as the candidates, whose changes are shown beside each direction's: what any shift of that size moves (0: none)")
     probe: dict[str, Any] = Field(default_factory=lambda: {"name": "image"}, description='Attribute probes that name what each direction moves, e.g. {name = "shapes"}')
+    localise: bool = Field(False, description="Judge each direction where the classifier looks: in each image, the shift is kept only at the fewest places of a block that hold 90% of the image's squared gradient of the target's log-odds, grown by one place (ACE localises its counterfactuals likewise), so the ranking, the names, the flip rate and MNAC see what the classifier reads and not what else the direction moves; the strips and the saved direction stay the direction everywhere. No effect in a conditioning's space (it has no places)")
     save_as: str | None = Field(None, pattern=NAME_PATTERN, description="Name prefix of the saved directions (default: the dataset's name); each is saved as PREFIX-TARGET-RANK")
 
     @model_validator(mode="after")

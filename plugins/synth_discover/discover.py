@@ -25,6 +25,11 @@ and counts what else a counterfactual changes (MNAC: attributes changed besides 
 the counterfactuals that flip).
 Beside them, the same for a few random directions of the same step (the baseline): a share of 0.4
 means little when any shift that large moves 0.3, and much when it moves 0.
+With ``localise = true``, all of these are judged on each image's shift kept where that
+image's classifier gradient is (ACE localises its edits likewise): a direction shared by all
+images also moves what the classifier does not read (a colour direction that tints the background
+too), and the name and MNAC should say what the classifier reads. The strips and the saved
+direction stay the direction everywhere, as the `direction` operator applies it.
 """
 
 from __future__ import annotations
@@ -52,11 +57,13 @@ COUNTERFACTUAL_STEPS = (0.25, 0.5, 0.75, 1.0)
 
 @dataclass(frozen=True)
 class Candidate:
-    """A candidate direction: its space (an h-space spec), that space's unit, the direction."""
+    """A candidate direction: its space (an h-space spec), that space's unit, the direction, and
+    where each source image's classifier looks in that space (None: the direction everywhere)."""
 
     spec: Any
     unit: float
     w: np.ndarray
+    where: np.ndarray | None = None
 
 
 def log_odds(logits: np.ndarray, k: int) -> np.ndarray:
@@ -81,6 +88,34 @@ def candidates(grads: np.ndarray, count: int) -> np.ndarray:
     signs[signs == 0] = 1.0
     out = out * signs[:, None]
     return (out * np.sqrt(out.shape[1])).astype(np.float32)
+
+
+def where_it_looks(grads: np.ndarray, mass: float = 0.9) -> np.ndarray | None:
+    """(n, 1, H, W) float32 masks, one per image, of where the classifier's decision on that image
+    moves with the shift: the fewest places that hold ``mass`` of the image's squared gradient
+    (what a step along its own gradient would change the log-odds by, to first order), grown by
+    one place each way so that a shape's rim is kept. A gradient on a few shapes keeps those; one
+    spread thin over the whole background keeps most of it. None for a space without places (a
+    conditioning's tokens)."""
+    g = np.asarray(grads, np.float64)
+    if g.ndim != 4:
+        return None
+    s = (g**2).sum(1).reshape(len(g), -1)
+    order = np.argsort(-s, axis=1, kind="stable")
+    held = np.cumsum(np.take_along_axis(s, order, 1), 1)
+    total = held[:, -1:]
+    # a place is kept while the places before it in the order hold less than ``mass``
+    keep_sorted = np.concatenate([np.ones((len(s), 1), bool), held[:, :-1] < mass * total], 1) & (total > 0)
+    hot = np.zeros_like(keep_sorted)
+    np.put_along_axis(hot, order, keep_sorted, 1)
+    hot = hot.reshape(g.shape[0], *g.shape[2:])
+    grown = hot.copy()
+    grown[:, 1:] |= hot[:, :-1]
+    grown[:, :-1] |= hot[:, 1:]
+    wide = grown.copy()
+    wide[:, :, 1:] |= grown[:, :, :-1]
+    wide[:, :, :-1] |= grown[:, :, 1:]
+    return wide[:, None].astype(np.float32)
 
 
 def name_of(shares_by_step: list[dict[str, float]], attributes: list[str]) -> str:
@@ -188,9 +223,18 @@ class Discovery:
         logits = self.clf.logits(images)
         return log_odds(logits, self.k), logits.argmax(1) == self.k
 
-    def _shifted(self, z, conds, indices, cand: "Candidate", a: float) -> np.ndarray:
+    def _shifted(self, z, conds, indices, cand: "Candidate", a: float, rows=None) -> np.ndarray:
+        """The images ``z`` decoded with the candidate stepped by ``a``: everywhere, or with
+        ``rows`` (the source images' rows of ``z``) only where each one's classifier looks."""
         shifts = np.broadcast_to(directions.shift(cand.w, {"unit": cand.unit}, a), (len(z), *cand.w.shape))
+        if rows is not None and cand.where is not None:
+            shifts = shifts * cand.where[rows]
         return self.gen.decode_shifted(z, conds, indices, self.seed, shifts, cand.spec)
+
+    def _local(self, z, conds, indices, cand, a) -> np.ndarray:
+        """The source images with the candidate stepped by ``a`` where the classifier looks
+        (``localise``), or everywhere: what the ranking, the names and the counterfactuals see."""
+        return self._shifted(z, conds, indices, cand, a, np.arange(len(z)) if self.cfg.localise else None)
 
     def run(self) -> dict[str, Any]:
         import torch
@@ -208,7 +252,7 @@ class Discovery:
             others = torch.cat([logits[:, :k], logits[:, k + 1 :]], 1)
             return logits[:, k] - torch.logsumexp(others, 1)
 
-        cands, self.units, self.rms = [], {}, {}
+        cands, self.units, self.rms, self.where = [], {}, {}, {}
         for spec, step in zip(self.specs, cfg.steps()):  # each space's candidates, ranked together below
             self.say(f"discover: gradients of {cfg.target!r} in h-space ({spec.block}) on {n} images")
             grads, rms = self.gen.hspace_gradients(z, conds, indices, self.seed, spec, objective)
@@ -216,12 +260,14 @@ class Discovery:
             # far a shift must go to change what is drawn), so alphas mean the same in each
             self.rms[spec.block], unit = rms, float(rms) * step
             self.units[spec.block] = unit
-            cands += [Candidate(spec, unit, w) for w in candidates(grads, cfg.candidates).reshape(-1, *grads.shape[1:])]
+            where = where_it_looks(grads) if cfg.localise else None
+            self.where[spec.block] = where
+            cands += [Candidate(spec, unit, w, where) for w in candidates(grads, cfg.candidates).reshape(-1, *grads.shape[1:])]
         reach = cfg.reach()
         self.say(f"discover: ranking {len(cands)} candidates (2 x {n} images each)")
         effects, flips, ends = [], [], []
         for w in cands:
-            plus, minus = self._shifted(z, conds, indices, w, reach), self._shifted(z, conds, indices, w, -reach)
+            plus, minus = self._local(z, conds, indices, w, reach), self._local(z, conds, indices, w, -reach)
             o_plus, t_plus = self._odds(plus)
             o_minus, t_minus = self._odds(minus)
             effects.append((o_plus - o_minus) / (2 * reach))
@@ -240,11 +286,14 @@ class Discovery:
             others = np.sum([changed[a] for a in self.probe.attributes if a != main], axis=0) if len(changed) > 1 else np.zeros(n)
             # MNAC over the counterfactuals that flip (all of them when none does)
             counted = flipped if flipped.any() else np.ones(n, bool)
+            m = min(cfg.strip_images, n)
             shown.append({
                 "rank": rank, "candidate": int(c), "space": cands[c].spec.block, "effect": float(effects[c].mean()), "flip_rate": float(flipped.mean()),
                 "moves": main, "changed": shares, "mnac": float(np.mean(others[counted])),
                 "counterfactual_changed": {a: float(np.mean(changed[a][counted])) for a in self.probe.attributes},
                 "mean_step": float(np.mean(np.abs(steps[flipped]))) if flipped.any() else None,
+                "counterfactual_steps": [float(s) for s in steps[:m]], "counterfactual_flipped": [bool(f) for f in flipped[:m]],
+                "_pair": np.stack([base[:m], cf[:m]], 1),  # drawn by _write, not saved in the json
             })
         baseline = {spec.block: self._baseline(z, conds, indices, spec) for spec in self.specs} if cfg.baseline else None
         ranked = [{"rank": r, "candidate": int(c), "space": cands[c].spec.block, "effect": float(effects[c].mean()), "moves": named[c][0]} for r, c in enumerate(order, start=1)]
@@ -260,8 +309,8 @@ class Discovery:
         for r in range(count):
             w = sample_rng(self.seed, r, f"discover-baseline-{spec.block}").standard_normal(shape).astype(np.float32)
             w /= np.float32(np.sqrt(np.mean(w.astype(np.float64) ** 2)))
-            cand = Candidate(spec, self.units[spec.block], w)
-            minus, plus = self._shifted(z, conds, indices, cand, -reach), self._shifted(z, conds, indices, cand, reach)
+            cand = Candidate(spec, self.units[spec.block], w, self.where[spec.block])
+            minus, plus = self._local(z, conds, indices, cand, -reach), self._local(z, conds, indices, cand, reach)
             shares.append(self._moves(minus, plus)[1])
             effects.append(float(np.mean(self._odds(plus)[0] - self._odds(minus)[0]) / (2 * reach)))
         return {"directions": count, "changed": {a: float(np.mean([s[a] for s in shares])) for a in self.probe.attributes},
@@ -278,7 +327,7 @@ class Discovery:
             return main, shares
         reach, steps = self.cfg.reach(), [shares]
         for share in (0.5, 0.25):  # the quarter only while the half leaves a tie
-            steps.append(self._moves(self._shifted(z, conds, indices, cand, -share * reach), self._shifted(z, conds, indices, cand, share * reach))[1])
+            steps.append(self._moves(self._local(z, conds, indices, cand, -share * reach), self._local(z, conds, indices, cand, share * reach))[1])
             tied = still_tied(tied, steps[-1])
             if len(tied) == 1:
                 break
@@ -298,9 +347,10 @@ class Discovery:
         reach, n = self.cfg.reach(), len(z)
         sign = np.where(is_target, -1.0, 1.0)
         out, flipped, steps = None, np.zeros(n, bool), np.full(n, reach)
+        local = self.cfg.localise
         for share in COUNTERFACTUAL_STEPS:
             a = share * reach
-            imgs = np.concatenate([self._shifted(z[rows], [conds[i] for i in rows], [indices[i] for i in rows], cand, a * s)
+            imgs = np.concatenate([self._shifted(z[rows], [conds[i] for i in rows], [indices[i] for i in rows], cand, a * s, rows if local else None)
                                    for s, rows in ((1.0, np.flatnonzero(sign > 0)), (-1.0, np.flatnonzero(sign < 0))) if len(rows)])
             order = np.concatenate([np.flatnonzero(sign > 0), np.flatnonzero(sign < 0)])
             images = np.empty_like(imgs)
@@ -350,6 +400,12 @@ class Discovery:
             strip_png(strip, np.stack(probs, 1), cfg.alphas, self.out / "strips" / f"{name}.png")
             d["strip"] = f"strips/{name}.png"
             d["probabilities"] = np.round(np.stack(probs, 1), 4).tolist()
+            # each strip image beside its counterfactual, as the flip rate and MNAC judged it
+            pair = d.pop("_pair")
+            pair_probs = np.stack([_softmax(self.clf.logits(pair[:, j]))[:, self.k] for j in range(2)], 1)
+            (self.out / "counterfactuals").mkdir(exist_ok=True)
+            strip_png(pair, pair_probs, ["source", "counterfactual"], self.out / "counterfactuals" / f"{name}.png")
+            d["counterfactuals"] = f"counterfactuals/{name}.png"
         result = {
             "manifest": str(self.manifest.path), "manifest_hash": self.manifest.hash, "target": cfg.target,
             "classifier": self.clf.describe(), "classes": self.clf.classes, "generator": self.gen.describe(),
@@ -358,6 +414,8 @@ class Discovery:
             "source": self.manifest.stages[0].name, "images": n, "probe": self.probe.name, "attributes": list(self.probe.attributes),
             "candidates": len(cands), "order": [int(c) for c in order], "candidate_effects": [float(e.mean()) for e in effects],
             "step": cfg.reach(), "alphas": list(cfg.alphas), "directions": shown,
+            # the share of each block's places kept where the classifier looks (localise)
+            "localise": cfg.localise, "where": {b: float(w.mean()) for b, w in self.where.items() if w is not None},
             "ranked": ranked,  # every candidate, named: where an attribute ranks
             "baseline": baseline,  # random directions of the same step: what any shift moves
             "strip_keys": list(keys),

@@ -13,8 +13,9 @@ CELL = 96  # pixels a strip cell is drawn at (32 px scenes are unreadable at the
 LABEL = 14
 
 
-def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list[float], path: Path) -> None:
-    """(images, steps, H, W, 3) uint8 and (images, steps) probabilities as one PNG."""
+def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list, path: Path) -> None:
+    """(images, steps, H, W, 3) uint8 and (images, steps) probabilities as one PNG; the columns
+    are headed by their steps (numbers) or by the names given."""
     from PIL import Image, ImageDraw, ImageFont
 
     rows, cols = strip.shape[:2]
@@ -22,7 +23,7 @@ def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list[float], path: P
     canvas = Image.new("RGB", (cols * CELL, LABEL + rows * (CELL + LABEL)), "white")
     draw = ImageDraw.Draw(canvas)
     for j, a in enumerate(alphas):
-        draw.text((j * CELL + 4, 1), f"step {a:+g}", fill="black", font=font)
+        draw.text((j * CELL + 4, 1), a if isinstance(a, str) else f"step {a:+g}", fill="black", font=font)
     for i in range(rows):
         top = LABEL + i * (CELL + LABEL)
         for j in range(cols):
@@ -62,6 +63,7 @@ def write_page(result: dict, path: Path) -> None:
             return ""
         cells = "".join(f"<td class=share>{base['changed'][a]:.2f}</td>" for a in attrs)
         return f"<tr class=baseline><th colspan={len(attrs)}>random directions of the same step in {e(space)} ({base['directions']})</th></tr><tr class=baseline>{cells}</tr>"
+    where = ", the direction kept where the classifier looks in each image" if result.get("localise") else ""
     for d in result["directions"]:
         rows.append(
             f"<tr class=direction id=row-{d['rank']}><td>{d['rank']}</td><td><code>{e(d['name'])}</code></td>"
@@ -71,10 +73,12 @@ def write_page(result: dict, path: Path) -> None:
         shares = "".join(f"<td class='share{' main' if a == d['moves'] else ''}'>{d['changed'][a]:.2f}</td>" for a in attrs)
         sections.append(
             f"<section class=strip-section id=direction-{d['rank']}><h2>{d['rank']}. {e(d['name'])}: moves {e(d['moves'])}</h2>"
-            f"<p>Share of images whose attribute changed from one end of the strip to the other:</p>"
+            f"<p>Share of images whose attribute changed from one end of the strip to the other{where}:</p>"
             f"<table class=changes><tr>{''.join(f'<th>{e(a)}</th>' for a in attrs)}</tr><tr class=this>{shares}</tr>{base_row(d['space'])}</table>"
             f"<img class=strip src='{e(d['strip'])}' alt='strip of {e(d['name'])}'>"
-            f"<p>Counterfactual data from it, in a manifest after its source:</p><pre class=snippet>[[stage]]\nname = \"direction\"\n"
+            + (f"<p>Its counterfactuals (the least step that flips each image{where}; flip rate and MNAC are judged on these):</p>"
+               f"<img class=counterfactuals src='{e(d['counterfactuals'])}' alt='counterfactuals of {e(d['name'])}'>" if d.get("counterfactuals") else "")
+            + f"<p>Counterfactual data from it, in a manifest after its source:</p><pre class=snippet>[[stage]]\nname = \"direction\"\n"
             f"saved = \"{e(d['name'])}\"\nalphas = [{', '.join(f'{a:g}' for a in result['alphas'] if a)}]</pre></section>"
         )
     clf = e(", ".join(f"{k} = {v}" for k, v in result["classifier"].items()))
@@ -85,7 +89,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; }}
 table {{ border-collapse: collapse; margin: 0.5em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
 td.main {{ font-weight: bold; background: #fff3c4; }}
-img.strip {{ image-rendering: pixelated; border: 1px solid #ddd; }}
+img.strip, img.counterfactuals {{ image-rendering: pixelated; border: 1px solid #ddd; }}
 </style></head><body>
 <h1>What the classifier relies on for <q id=target>{target}</q></h1>
 <p id=summary>Classifier: {clf}. Classes: {e(', '.join(result['classes']))}. {result['images']} images of the source
