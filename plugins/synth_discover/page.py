@@ -13,16 +13,16 @@ CELL = 96  # pixels a strip cell is drawn at (32 px scenes are unreadable at the
 LABEL = 14
 
 
-def strip_png(strip: np.ndarray, probs: np.ndarray, alphas: list, path: Path) -> None:
-    """(images, steps, H, W, 3) uint8 and (images, steps) probabilities as one PNG; the columns
-    are headed by their steps (numbers) or by the names given."""
+def strip_png(strip: np.ndarray, probs: np.ndarray, columns: list[float | str], path: Path) -> None:
+    """(images, columns, H, W, 3) uint8 and (images, columns) probabilities as one PNG; each
+    column headed by its step (a number) or by the name given."""
     from PIL import Image, ImageDraw, ImageFont
 
     rows, cols = strip.shape[:2]
     font = ImageFont.load_default()
     canvas = Image.new("RGB", (cols * CELL, LABEL + rows * (CELL + LABEL)), "white")
     draw = ImageDraw.Draw(canvas)
-    for j, a in enumerate(alphas):
+    for j, a in enumerate(columns):
         draw.text((j * CELL + 4, 1), a if isinstance(a, str) else f"step {a:+g}", fill="black", font=font)
     for i in range(rows):
         top = LABEL + i * (CELL + LABEL)
