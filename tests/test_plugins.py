@@ -25,7 +25,7 @@ def test_third_party_plugin_is_listed_only_when_allowed(example_plugin):
     res = synth("plugins", "--json", env={**env, "SYNTH_LOAD_PLUGINS": ""})
     assert res.returncode == 0
     names = {p["name"] for p in json.loads(res.stdout)}
-    assert names == {"basic", "toy", "diffusers", "shapes", "pixelhead", "ray", "operators", "filters", "sam", "attention", "classify", "optimise", "discover"}  # installed but not allowed: not even imported
+    assert names == {"basic", "toy", "diffusers", "shapes", "pixelhead", "ray", "operators", "filters", "sam", "attention", "classify", "optimise", "discover", "regionclass"}  # installed but not allowed: not even imported
     res = synth("plugins", "--json", env=example_plugin)
     plugins = {p["name"]: p for p in json.loads(res.stdout)}
     ex = plugins["example"]
