@@ -17,6 +17,11 @@ Goal: (iii) at K beats (ii) at K and approaches (iv). Prints a table; asserts no
     python bench/label_efficiency.py [--model builtin:shapes-32] [--ks 2 4 8 16] [--test 500]
         [--generated 2000] [--seg-steps 600] [--width 16] [--ensemble 5] [--head-steps 300] [--mix]
         [--pick first|k_center] [--pick-from 400] [--pick-features shapes|generator] [--region-vote TOL]
+        [--region-class PRIOR]
+
+--region-class classes each region of the head's labels (after the vote, if any) as the
+region_class stage does: a classifier of whole regions trained on the K labelled scenes'
+instances, the head's pixel votes weighted by PRIOR.
 
 --pick k_center labels the K scenes the select stage's k-center would choose among --pick-from
 unlabelled val scenes (for the head and (ii)); (iv) stays the first 10K of the pool.
@@ -126,6 +131,18 @@ def region_vote(images: np.ndarray, labels: np.ndarray, tolerance: int | None) -
     return vote_each(images, labels, tolerance)
 
 
+def region_class(torch, lab_x, lab_y, seed: int, prior: float):
+    """The region_class stage with its defaults (silhouettes, tolerance 25), trained on the K
+    labelled scenes: a function relabelling (images, labels)."""
+    from synth_regionclass import RegionClassConfig, classify_regions, instances, train_classifiers
+
+    cfg = RegionClassConfig(annotations={"source": {"name": "shapes"}}, prior=prior)
+    crops, labels = instances(lab_x, lab_y, 0, cfg.crop, False, cfg.min_pixels)
+    known = np.bincount(labels, minlength=len(CLASSES)) > 0
+    nets = train_classifiers(torch, crops, labels, len(CLASSES), cfg.ensemble, cfg.steps, seed)
+    return lambda images, seg: np.stack([classify_regions(torch, nets, known, x, y, 0, cfg.tolerance, cfg.crop, False, prior, cfg.min_pixels) for x, y in zip(images, seg)])
+
+
 # mIoU as `synth evaluate` computes it: one confusion matrix over all test pixels.
 from synth.segmetrics import class_ious, miou  # noqa: E402
 
@@ -169,6 +186,7 @@ def main() -> None:
     ap.add_argument("--pick-from", type=int, default=400, help="unlabelled val scenes that --pick k_center chooses from")
     ap.add_argument("--pick-features", default="shapes", choices=["shapes", "generator"], help="k-center on the shapes feature network's features or on the generator's own (the generator extractor)")
     ap.add_argument("--region-vote", type=int, default=None, metavar="TOL", help="the stage's region_vote at this colour tolerance, on every label the head makes")
+    ap.add_argument("--region-class", type=float, default=None, metavar="PRIOR", help="the region_class stage after the head (and the vote), the head's votes weighted by PRIOR")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--head-only", action="store_true", help="only (i): compare feature choices quickly")
     ap.add_argument("--baselines-only", action="store_true", help="only (ii) and (iv): how strong is the U-Net at this width and step count?")
@@ -242,6 +260,11 @@ def main() -> None:
             voted = f"; head on real {head_miou:.3f} without the region vote"
             head_test = region_vote(test_x, head_test, args.region_vote)
             head_miou = miou(head_test, test_y, k)
+        if args.region_class is not None:
+            classed = region_class(torch, lab_x, lab_y, args.seed, args.region_class)
+            voted += f"; {head_miou:.3f} before region_class"
+            head_test = classed(test_x, head_test)
+            head_miou = miou(head_test, test_y, k)
         if args.head_only:
             rows.append({"K": kk, "head": head_miou, "seconds": time.perf_counter() - t0})
             per_class = " ".join(f"{c} {v:.2f}" for c, v in zip(CLASSES, class_ious(head_test, test_y, k)))
@@ -249,6 +272,8 @@ def main() -> None:
             continue
         gen_y, unc = head_predict(gen, ensemble, spec, gen_x, cfg.top_fraction, gen_latents, args.seed)
         gen_y = region_vote(gen_x, gen_y, args.region_vote)
+        if args.region_class is not None:
+            gen_y = classed(gen_x, gen_y)
         keep = np.argsort(unc, kind="stable")[: int(round(len(unc) * (1 - args.drop)))]
         syn_x, syn_y = gen_x[keep], gen_y[keep]
         real = (lab_x, lab_y)
