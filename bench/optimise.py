@@ -14,12 +14,15 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
   downstream model (its U-Net, saved as best-model/) is unsure of (with --feedback-weight);
 - influence: twice the samples, the influence stage on the validation scenes, select the half
   that teaches most;
+- regions: the default manifest with the region_class stage after the head (each region the head
+  drew classed as a whole, by a classifier trained on the head's own K labelled scenes; the head's
+  votes weighted by --region-prior);
 - ceiling: the default row's kept images labelled by the shapes oracle instead of the pixel head
   (not a manifest: what these images could teach with the best labels the world has without a
   person, so how much of the gap to a goal is the labels' and how much the images').
 
     python bench/optimise.py [--samples 500] [--val 50] [--test 500] [--seg-steps 1000]
-        [--budget 10] [--rows default,optimised,feedback,influence,ceiling] [--space sampler|labels|picks]
+        [--budget 10] [--rows default,optimised,feedback,influence,regions,ceiling] [--space sampler|labels|picks]
         [--seg-seeds 3] [--repeats 1] [--out /tmp/synth-optimise-bench]
 
 Every test score (the curve's points and each row's) is the mean over --seg-seeds trainings of the
@@ -154,6 +157,7 @@ def main() -> None:
     ap.add_argument("--rows", default="default,optimised,feedback,influence")
     ap.add_argument("--space", default="sampler", choices=["sampler", "labels", "picks"],
                     help="sampler: sampler x drop fraction; labels: the head's features x region vote x drop fraction; picks: which K scenes are labelled x region vote x drop fraction")
+    ap.add_argument("--region-prior", type=float, default=0.5, help="the regions row's region_class prior")
     ap.add_argument("--seg-seeds", type=int, default=3, help="U-Net trainings per test score (the curve's and each row's), their mean reported")
     ap.add_argument("--repeats", type=int, default=1, help="the search's trainings per trial ([search] repeats)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/synth-optimise-bench"))
@@ -258,6 +262,13 @@ def main() -> None:
         extra = f'feedback = {{ classifier = {{ name = "task_model", path = "{folder}" }}, weight = {args.feedback_weight} }}'
         text = manifest_text(args.samples, extra, fraction=data["stage"][-1]["fraction"], scheduler=gen["scheduler"], steps=gen["steps"])
         results["feedback"] = score_set("feedback", text)
+    if "regions" in rows:
+        qs = tomllib.loads(default_text)
+        annotations = next(st for st in qs["stage"] if st["name"] == "pixelhead")["annotations"]
+        src = annotations["source"]
+        extra = (f'[[stage]]\nname = "region_class"\nprior = {args.region_prior}\nannotations = {{ source = {{ name = "shapes", split = "{src["split"]}", '
+                 f'size = {src["size"]}, difficulty = {src["difficulty"]} }}, count = {annotations["count"]} }}\n')
+        results["regions"] = score_set("regions", manifest_text(args.samples, extra_stages=extra))
     if "ceiling" in rows:
         x, _ = read_samples(out / "default" / "data", "seg")
         oracle_y, _ = Oracle().predict(x)

@@ -112,3 +112,22 @@ def test_without_a_labeller_before_it_the_run_is_refused_in_one_line(tmp_path):
     m = write_manifest(tmp_path, MANIFEST.format(classes=json.dumps(["bg", "circle"]), stages=SHAPES), "bg.toml")
     res = synth("run", "-q", m)
     assert res.returncode == 2 and "background: 'background' is not one of [dataset].classes" in res.stderr
+
+
+def test_another_process_adopts_the_trained_classifier_and_labels_the_same(tmp_path, monkeypatch):
+    """What an executor ships to its other processes (share) labels exactly as the original."""
+    import pickle
+
+    from synth.manifest import load_manifest
+    from synth.pipeline import Pipeline
+
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    m = write_manifest(tmp_path, MANIFEST.format(classes=json.dumps(CLASSES), stages=SHAPES))
+    first = Pipeline(load_manifest(m), quiet=True)
+    first.setup()
+    shared = pickle.loads(pickle.dumps(first.shared_state()))  # as it crosses to another process
+    assert shared["stage[1]"]["info"]["instances"][0] == 0
+    other = Pipeline(load_manifest(m), quiet=True)
+    other.setup(shared)
+    a, b = first.run_batch(range(6)), other.run_batch(range(6))
+    assert np.array_equal(a.seg, b.seg) and a.records[0]["labels"]["region_class"] == b.records[0]["labels"]["region_class"]
