@@ -91,20 +91,16 @@ def swaps(oracle_labels: np.ndarray, labels: np.ndarray, background: int = 0) ->
     """(share of instances labelled mostly as another kind, instances): an instance is a
     4-connected region of one oracle class; its kind is the labeller's most common non-background
     label inside it (an instance left all background is missed, not swapped)."""
-    from scipy import ndimage
+    from synth.regions import instances_of
 
     wrong = total = 0
     for truth, lab in zip(oracle_labels, labels):
-        for k in np.unique(truth):
-            if k == background:
-                continue
-            comp, n = ndimage.label(truth == k)
-            for r in range(1, n + 1):
-                inside = lab[comp == r]
-                fg = inside[inside != background]
-                total += 1
-                if len(fg) and np.bincount(fg).argmax() != k:
-                    wrong += 1
+        for k, region in instances_of(truth, background):
+            inside = lab[region]
+            fg = inside[inside != background]
+            total += 1
+            if len(fg) and np.bincount(fg).argmax() != k:
+                wrong += 1
     return (wrong / total if total else 0.0), total
 
 

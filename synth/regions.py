@@ -51,3 +51,16 @@ def vote_in_regions(image: np.ndarray, labels: np.ndarray, tolerance: int, backg
 def vote_each(images: np.ndarray, labels: np.ndarray, tolerance: int, background: int = 0) -> np.ndarray:
     """vote_in_regions on each of ``images`` (N, H, W, 3) and its ``labels`` (N, H, W)."""
     return np.stack([vote_in_regions(image, one, tolerance, background) for image, one in zip(images, labels)])
+
+
+def instances_of(mask: np.ndarray, background: int = 0):
+    """Yield (class id, (H, W) bool region) for each 4-connected region of one class of ``mask``
+    (H, W) class ids, ``background`` excepted: its instances, as far as a class mask tells."""
+    from scipy import ndimage
+
+    for c in np.unique(mask):
+        if c == background:
+            continue
+        parts, n = ndimage.label(mask == c)
+        for i in range(1, n + 1):
+            yield int(c), parts == i

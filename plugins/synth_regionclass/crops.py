@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from synth.regions import instances_of
+
 
 def crop(image: np.ndarray, region: np.ndarray, size: int, with_image: bool) -> np.ndarray:
     """(C, size, size) float32: the region's mask (and, with_image, its pixels in [-1, 1] where
@@ -28,19 +30,12 @@ def instances(images: np.ndarray, masks: np.ndarray, background: int, size: int,
     """The labelled instances of (N, H, W, 3) ``images`` and their (N, H, W) class-id ``masks``:
     each 4-connected region of one class (not ``background``) with at least ``min_pixels``.
     Returns (crops (M, C, size, size), class ids (M,))."""
-    from scipy import ndimage
-
     crops, labels = [], []
     for image, mask in zip(images, masks):
-        for c in np.unique(mask):
-            if c == background:
-                continue
-            parts, n = ndimage.label(mask == c)
-            for i in range(1, n + 1):
-                region = parts == i
-                if region.sum() >= min_pixels:
-                    crops.append(crop(image, region, size, with_image))
-                    labels.append(int(c))
+        for c, region in instances_of(mask, background):
+            if region.sum() >= min_pixels:
+                crops.append(crop(image, region, size, with_image))
+                labels.append(c)
     channels = 4 if with_image else 1
     if not crops:
         return np.zeros((0, channels, size, size), np.float32), np.zeros(0, np.int64)
