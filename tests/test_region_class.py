@@ -131,3 +131,9 @@ def test_another_process_adopts_the_trained_classifier_and_labels_the_same(tmp_p
     other.setup(shared)
     a, b = first.run_batch(range(6)), other.run_batch(range(6))
     assert np.array_equal(a.seg, b.seg) and a.records[0]["labels"]["region_class"] == b.records[0]["labels"]["region_class"]
+    # a cached classifier left unreadable (a disk filled mid-write) is trained again, to the same labels
+    (cached,) = (tmp_path / "cache" / "region_classifiers").glob("*/classifier.json")
+    cached.write_text("{")
+    again = Pipeline(load_manifest(m), quiet=True)
+    again.setup()
+    assert np.array_equal(again.run_batch(range(6)).seg, a.seg) and json.loads(cached.read_text())["key"] == shared["stage[1]"]["info"]["key"]

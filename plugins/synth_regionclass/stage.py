@@ -53,7 +53,7 @@ class RegionClass(Stage):
         self.background = ctx.classes.index(cfg.background)
         key = self._key(examples)
         folder = (ctx.resolve_path(cfg.cache_dir) if cfg.cache_dir else cache_dir()) / "region_classifiers" / key[:32]
-        if (folder / "classifier.json").is_file() and json.loads((folder / "classifier.json").read_text()).get("key") == key:
+        if self._cached(folder, key):
             self._load(folder)
             return
         crops, labels = instances(examples.images, examples.masks, self.background, cfg.crop, cfg.input == "image", cfg.min_pixels)
@@ -67,6 +67,15 @@ class RegionClass(Stage):
         self.nets = train_classifiers(torch, crops, labels, len(ctx.classes), cfg.ensemble, cfg.steps, ctx.seed)
         self.info = {"format": FORMAT, "key": key, "classes": ctx.classes, "instances": counts.tolist(), "channels": int(crops.shape[1])}
         self._save(folder)
+
+    @staticmethod
+    def _cached(folder, key: str) -> bool:
+        """A finished classifier under this key (an unreadable one is trained again)."""
+        try:
+            info = json.loads((folder / "classifier.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return info.get("key") == key and (folder / "classifier.safetensors").is_file()
 
     def _key(self, examples) -> str:
         cfg = self.config
