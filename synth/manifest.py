@@ -274,10 +274,18 @@ def load_manifest(path: str | Path, text: str | None = None) -> Manifest:
     if isinstance(stage_raw, list):
         for i, raw in enumerate(stage_raw):
             if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-                step = _validate_step(registry, "stage", raw, f"stage[{i}]", problems)
+                # enabled = false switches a stage off (a sweep or a search turns it on and off);
+                # it is still validated, so a switched-off stage with a typo is caught now, not later
+                enabled = raw.get("enabled", True)
+                if not isinstance(enabled, bool):
+                    problems.append(f"stage[{i}].enabled: must be true or false, got {enabled!r}")
+                    stages_ok = False
+                    continue
+                step = _validate_step(registry, "stage", {k: v for k, v in raw.items() if k != "enabled"}, f"stage[{i}]", problems)
                 if step:
-                    stages.append(step)
                     refs.validate(registry, step.config, step.where, problems)
+                    if enabled:
+                        stages.append(step)
                 else:
                     stages_ok = False
 
@@ -483,19 +491,21 @@ def json_schema(registry: Registry) -> dict[str, Any]:
     """JSON Schema of a manifest with every loaded plugin's config, for editors."""
     from pydantic import create_model
 
-    def variants(table: dict[str, type]):
+    def variants(table: dict[str, type], switch: bool = False):
         out = []
         for name, cls in sorted(table.items()):
+            extra = {"enabled": (bool, Field(True, description="false: the stage is switched off (still validated)"))} if switch else {}
             model = create_model(
                 f"{cls.__name__}Entry",
                 __base__=cls.Config,
                 name=(Literal[name], Field(description=(cls.__doc__ or "").strip().split("\n")[0])),
+                **extra,
             )
             out.append(model)
         return out
 
     gens = variants(registry.generators)
-    stages = variants(registry.stages)
+    stages = variants(registry.stages, switch=True)
     from typing import Union
 
     Run = create_model("RunConfigWithExecutors", __base__=RunConfig, **{name: (cls.Config | None, None) for name, cls in sorted(registry.executors.items())})

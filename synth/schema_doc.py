@@ -94,6 +94,8 @@ def markdown(registry) -> str:
     ]
     for heading, kind, table, title in kinds:
         out += [f"## {heading}", ""]
+        if kind == "stage":
+            out += ["Every stage table also takes `enabled` (default true): false switches the stage off; it is still", "validated. A sweep or a search can turn a stage on and off by it (`stage.NAME.enabled`).", ""]
         for name, cls in sorted(table.items()):
             plugin = registry.owner.get((kind, name))
             _table(title.format(name=name) + (f" (plugin `{plugin}`)" if plugin else ""), cls.Config, cls.__doc__, out, seen)

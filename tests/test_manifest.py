@@ -171,3 +171,22 @@ def test_validate_checks_the_fit_table(tmp_path):
         load_manifest(m)
     assert any(p.startswith("fit.lr_schedule: Input should be 'constant' or 'cosine'") for p in e.value.problems)
     assert "fit.stepz: unknown field" in e.value.problems
+
+
+def test_a_switched_off_stage_is_left_out_but_still_validated(tmp_path):
+    stages = '[[stage]]\nname = "generate"\n[[stage]]\nname = "image_stats"\n[[stage]]\nname = "threshold"\nscore = "contrast"\nmin = 0.1\nenabled = false\n'
+    m = load_manifest(toy_manifest(tmp_path, extra=stages))
+    assert [s.name for s in m.stages] == ["generate", "image_stats"]
+    on = load_manifest(toy_manifest(tmp_path, extra=stages.replace("enabled = false", "enabled = true"), name="on.toml"))
+    assert [s.name for s in on.stages] == ["generate", "image_stats", "threshold"] and on.hash != m.hash
+    # the plan is checked as it will run: the filter's score needs image_stats switched on
+    with pytest.raises(ManifestError) as e:
+        load_manifest(toy_manifest(tmp_path, extra=stages.replace("enabled = false", "").replace('"image_stats"', '"image_stats"\nenabled = false'), name="off.toml"))
+    assert len(e.value.problems) == 1 and e.value.problems[0].startswith("stage[2]: score 'contrast' is recorded by no earlier stage")
+    # what the switch cannot hide: a bad value of its own, a typo in the stage it switches off
+    with pytest.raises(ManifestError) as e:
+        load_manifest(toy_manifest(tmp_path, extra=stages.replace("enabled = false", 'enabled = "no"'), name="bad.toml"))
+    assert e.value.problems == ["stage[2].enabled: must be true or false, got 'no'"]
+    with pytest.raises(ManifestError) as e:
+        load_manifest(toy_manifest(tmp_path, extra=stages.replace("enabled = false", "enabled = false\ncolour = 1"), name="typo.toml"))
+    assert e.value.problems == ["stage[2].colour: unknown field"]
