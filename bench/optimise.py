@@ -22,7 +22,7 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
   person, so how much of the gap to a goal is the labels' and how much the images').
 
     python bench/optimise.py [--samples 500] [--val 50] [--test 500] [--seg-steps 1000]
-        [--budget 10] [--rows default,optimised,feedback,influence,regions,ceiling] [--space sampler|labels|picks]
+        [--budget 10] [--rows default,optimised,feedback,influence,regions,ceiling] [--space sampler|labels|picks|regions]
         [--seg-seeds 3] [--repeats 1] [--out /tmp/synth-optimise-bench]
 
 Every test score (the curve's points and each row's) is the mean over --seg-seeds trainings of the
@@ -81,7 +81,21 @@ PICKS_VALUES = """
 "stage.pixelhead.region_vote.tolerance" = [25]
 "stage.drop_uncertain.fraction" = [0.1, 0.3]
 """
-SPACES = {"labels": LABELS_VALUES, "picks": PICKS_VALUES}
+# --space regions: the region_class stage after the head, on or off (`enabled`), and how many
+# uncertain samples go
+REGIONS_VALUES = """
+"stage.region_class.enabled" = [false, true]
+"stage.drop_uncertain.fraction" = [0.1, 0.3]
+"""
+SPACES = {"labels": LABELS_VALUES, "picks": PICKS_VALUES, "regions": REGIONS_VALUES}
+
+
+def region_stage(manifest: str, prior: float, enabled: bool = True) -> str:
+    """The region_class stage, learning from the manifest's pixel-head annotations."""
+    annotations = next(st for st in tomllib.loads(manifest)["stage"] if st["name"] == "pixelhead")["annotations"]
+    src = annotations["source"]
+    return (f'[[stage]]\nname = "region_class"\nprior = {prior}\nenabled = {str(enabled).lower()}\nannotations = {{ source = {{ name = "shapes", '
+            f'split = "{src["split"]}", size = {src["size"]}, difficulty = {src["difficulty"]} }}, count = {annotations["count"]} }}\n')
 
 
 def write_folder(folder: Path, images, masks, prefix: str) -> Path:
@@ -155,8 +169,8 @@ def main() -> None:
     ap.add_argument("--curve", default="4,8,16,32,64,128,256,512")
     ap.add_argument("--feedback-weight", type=float, default=0.05)
     ap.add_argument("--rows", default="default,optimised,feedback,influence")
-    ap.add_argument("--space", default="sampler", choices=["sampler", "labels", "picks"],
-                    help="sampler: sampler x drop fraction; labels: the head's features x region vote x drop fraction; picks: which K scenes are labelled x region vote x drop fraction")
+    ap.add_argument("--space", default="sampler", choices=["sampler", "labels", "picks", "regions"],
+                    help="sampler: sampler x drop fraction; labels: the head's features x region vote x drop fraction; picks: which K scenes are labelled x region vote x drop fraction; regions: region_class on or off x drop fraction")
     ap.add_argument("--region-prior", type=float, default=0.5, help="the regions row's region_class prior")
     ap.add_argument("--seg-seeds", type=int, default=3, help="U-Net trainings per test score (the curve's and each row's), their mean reported")
     ap.add_argument("--repeats", type=int, default=1, help="the search's trainings per trial ([search] repeats)")
@@ -240,7 +254,8 @@ def main() -> None:
     if "optimised" in rows or "feedback" in rows:
         (out / "search").mkdir(exist_ok=True)
         base = out / "search" / "manifest.toml"
-        base.write_text(default_text)
+        # --space regions switches the region_class stage on and off: the search's manifest has it, off
+        base.write_text(manifest_text(args.samples, extra_stages=region_stage(default_text, args.region_prior, False)) if args.space == "regions" else default_text)
         space = out / "search" / "space.toml"
         text = SPACE.format(steps=args.seg_steps, width=args.width, budget=args.budget, min_samples=args.min_samples, repeats=args.repeats)
         if args.space in SPACES:
@@ -263,12 +278,7 @@ def main() -> None:
         text = manifest_text(args.samples, extra, fraction=data["stage"][-1]["fraction"], scheduler=gen["scheduler"], steps=gen["steps"])
         results["feedback"] = score_set("feedback", text)
     if "regions" in rows:
-        qs = tomllib.loads(default_text)
-        annotations = next(st for st in qs["stage"] if st["name"] == "pixelhead")["annotations"]
-        src = annotations["source"]
-        extra = (f'[[stage]]\nname = "region_class"\nprior = {args.region_prior}\nannotations = {{ source = {{ name = "shapes", split = "{src["split"]}", '
-                 f'size = {src["size"]}, difficulty = {src["difficulty"]} }}, count = {annotations["count"]} }}\n')
-        results["regions"] = score_set("regions", manifest_text(args.samples, extra_stages=extra))
+        results["regions"] = score_set("regions", manifest_text(args.samples, extra_stages=region_stage(default_text, args.region_prior)))
     if "ceiling" in rows:
         x, _ = read_samples(out / "default" / "data", "seg")
         oracle_y, _ = Oracle().predict(x)
