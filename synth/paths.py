@@ -23,3 +23,18 @@ def cache_dir(kind: str = "") -> Path:
     env = os.environ.get("SYNTH_CACHE_DIR")
     root = Path(env).expanduser() if env else Path.home() / ".cache" / "synth"
     return root / kind if kind else root
+
+
+def replace_folder(folder: Path, fill: Callable[[Path], None]) -> None:
+    """Make ``folder`` what ``fill`` writes into an empty temporary folder beside it, renamed into
+    place only once complete: a process killed mid-write leaves the old folder or none, never half
+    of one (a trained head, a cached classifier)."""
+    import shutil
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    fill(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)

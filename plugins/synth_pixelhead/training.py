@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import numpy as np
 
 from synth.annotations import Examples
 from synth.errors import UsageError
-from synth.paths import cache_dir
+from synth.paths import cache_dir, replace_folder
 from synth.seeding import sample_seed
 
 from .bank import PixelBank
@@ -168,15 +166,11 @@ def save_head(folder: Path, ensemble: Ensemble, info: dict) -> None:
     """Write head.safetensors + head.json into ``folder`` atomically (a temp folder renamed)."""
     from safetensors.torch import save_file
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(ensemble.state(), str(tmp / "head.safetensors"))
-    (tmp / "head.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    def fill(tmp: Path) -> None:
+        save_file(ensemble.state(), str(tmp / "head.safetensors"))
+        (tmp / "head.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+
+    replace_folder(folder, fill)
 
 
 def load_head(folder: Path, where: str) -> tuple[Ensemble, dict]:

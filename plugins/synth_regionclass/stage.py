@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 
 import numpy as np
@@ -15,7 +13,7 @@ import numpy as np
 from synth.annotations import load_examples
 from synth.batch import Batch
 from synth.errors import UsageError
-from synth.paths import cache_dir
+from synth.paths import cache_dir, replace_folder
 from synth.protocols import Stage
 
 from .config import RegionClassConfig
@@ -84,17 +82,13 @@ class RegionClass(Stage):
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
     def _save(self, folder) -> None:
-        """Atomically: a temp folder renamed, so a killed run never leaves half a classifier."""
         from safetensors.torch import save_file
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file({k: v.contiguous() for k, v in self.nets.state_dict().items()}, str(tmp / "classifier.safetensors"))
-        (tmp / "classifier.json").write_text(json.dumps(self.info, indent=1, sort_keys=True))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        def fill(tmp) -> None:
+            save_file({k: v.contiguous() for k, v in self.nets.state_dict().items()}, str(tmp / "classifier.safetensors"))
+            (tmp / "classifier.json").write_text(json.dumps(self.info, indent=1, sort_keys=True))
+
+        replace_folder(folder, fill)
 
     def _load(self, folder) -> None:
         from safetensors.torch import load_file
