@@ -74,19 +74,28 @@ def classify_regions(torch, nets, known: np.ndarray, image: np.ndarray, labels: 
     """``labels`` (H, W) with each colour region of its non-background pixels given one class:
     argmax of log p(class | the region's crop) + prior * log(the region's smoothed pixel-vote
     share). Background pixels, so the outline, stay; regions under ``min_pixels`` keep theirs."""
-    region = colour_regions(image, labels != background, tolerance)
-    ids = [r for r in np.unique(region) if r >= 0 and (region == r).sum() >= min_pixels]
     out = labels.copy()
-    if not ids:
+    inside = labels != background
+    if not inside.any():
         return out
-    crops = np.stack([crop(image, region == r, size, with_image) for r in ids])
-    p = probabilities(torch, nets, crops, known)
+    # one pass over the pixels: each region's size and its pixel votes, by dense region number
+    _, rid = np.unique(colour_regions(image, inside, tolerance)[inside], return_inverse=True)
     num_classes = len(known)
-    votes = np.stack([np.bincount(labels[region == r], minlength=num_classes) for r in ids]).astype(np.float64)
-    share = (votes + 1) / (votes + 1).sum(1, keepdims=True)
+    votes = np.zeros((rid.max() + 1, num_classes))
+    np.add.at(votes, (rid, labels[inside]), 1)
+    ids = np.flatnonzero(votes.sum(1) >= min_pixels)
+    if not len(ids):
+        return out
+    where = np.full(labels.shape, -1)
+    where[inside] = rid
+    crops = np.stack([crop(image, where == r, size, with_image) for r in ids])
+    p = probabilities(torch, nets, crops, known)
+    share = (votes[ids] + 1) / (votes[ids] + 1).sum(1, keepdims=True)
     with np.errstate(divide="ignore"):
         score = np.log(p) + prior * np.log(share)
     score[:, background] = -np.inf
-    for r, c in zip(ids, score.argmax(1)):
-        out[region == r] = c
+    new = np.full(len(votes), -1)
+    new[ids] = score.argmax(1)
+    changed = inside & (new[np.maximum(where, 0)] >= 0)
+    out[changed] = new[where[changed]]
     return out
