@@ -1,8 +1,9 @@
 """What `synth optimise` buys, in real labelled scenes (issue 36).
 
-On the shapes world, segmentation as the label-efficiency bench sets it up: the quickstart's
+On the shapes world, segmentation as the label-efficiency bench sets it up: the pixel head's
 manifest (builtin:shapes-32, the pixel head trained on K = 8 labelled scenes, the 10% most
-uncertain dropped) makes a synthetic set; the task's U-Net trains on it and is scored by mIoU on
+uncertain dropped; the quickstart's until region_class joined it, now the regions row) makes a
+synthetic set; the task's U-Net trains on it and is scored by mIoU on
 real test scenes. The real learning curve (the same U-Net on n real labelled scenes, n = 4..512)
 turns each set's test score into a *real-equivalent*: how many real labelled scenes give the same
 mIoU (interpolated on log n). Rows, all at the same sample count:
@@ -16,7 +17,8 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
   that teaches most;
 - regions: the default manifest with the region_class stage after the head (each region the head
   drew classed as a whole, by a classifier trained on the head's own K labelled scenes; the head's
-  votes weighted by --region-prior);
+  votes weighted by --region-prior): the quickstart's labelling now (--samples 600 makes its
+  samples);
 - ceiling: the default row's kept images labelled by the shapes oracle instead of the pixel head
   (not a manifest: what these images could teach with the best labels the world has without a
   person, so how much of the gap to a goal is the labels' and how much the images').
@@ -25,7 +27,8 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
         [--budget 10] [--rows default,optimised,feedback,influence,regions,ceiling] [--space sampler|labels|picks|regions]
         [--seg-seeds 3] [--repeats 1] [--out /tmp/synth-optimise-bench]
 
-Every test score (the curve's points and each row's) is the mean over --seg-seeds trainings of the
+Each row also gives its labels' agreement with the shapes oracle (mIoU of the labels against the
+oracle's on the kept images). Every test score (the curve's points and each row's) is the mean over --seg-seeds trainings of the
 U-Net (seeds 0, 1, ...): one training's mIoU moves with its seed by as much as settings differ, and
 on the curve's flat end a small move is a large factor in real-equivalent scenes
 (docs/results/optimise.md). --repeats sets the search's own
@@ -109,8 +112,8 @@ def write_folder(folder: Path, images, masks, prefix: str) -> Path:
 
 
 def manifest_text(samples: int, extra_generator: str = "", extra_stages: str = "", fraction: float = 0.1, scheduler: str = "dpm++", steps: int = 20) -> str:
-    """The quickstart's manifest (its shipped head loads, nothing trains) without the metrics
-    stage, at ``samples``."""
+    """The quickstart's generator and pixel head (its shipped head loads, nothing trains) and
+    drop_uncertain, at ``samples``: the quickstart without region_class and the metrics."""
     qs = tomllib.loads((ROOT / "manifests" / "quickstart.toml").read_text())
     pixelhead = next(s for s in qs["stage"] if s["name"] == "pixelhead")
     src = pixelhead["annotations"]["source"]
@@ -190,7 +193,7 @@ def main() -> None:
     from synth.tasks import read_samples
     from synth_optimise import optimise
     from synth_optimise import SegmentationConfig, SegmentationTask
-    from synth_shapes import Oracle, render_many
+    from synth_shapes import Oracle, label_agreement, render_many
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -242,10 +245,13 @@ def main() -> None:
         x, y = read_samples(folder / "data", "seg")
         r = scored(name, x, y, name)
         r["seconds"] = time.perf_counter() - t
-        print(f" ({r['seconds']:.0f} s)", flush=True)
+        # how near the labels are to the best this world has without a person
+        r["agreement"] = label_agreement(oracle, x, y)["miou"]
+        print(f"; agreement with the oracle {r['agreement']:.3f} ({r['seconds']:.0f} s)", flush=True)
         return r
 
     results = {}
+    oracle = Oracle()
     default_text = manifest_text(args.samples)
     if "default" in rows:
         results["default"] = score_set("default", default_text)
@@ -281,7 +287,7 @@ def main() -> None:
         results["regions"] = score_set("regions", manifest_text(args.samples, extra_stages=region_stage(default_text, args.region_prior)))
     if "ceiling" in rows:
         x, _ = read_samples(out / "default" / "data", "seg")
-        oracle_y, _ = Oracle().predict(x)
+        oracle_y, _ = oracle.predict(x)
         results["ceiling"] = scored("ceiling", x, oracle_y, "ceiling (the default's images, oracle labels)")
         print(flush=True)
     if "influence" in rows:
@@ -289,9 +295,9 @@ def main() -> None:
         text = manifest_text(2 * args.samples, extra_stages=extra) + f'[[stage]]\nname = "select"\nmethod = "influence"\nkeep = {int(round(args.samples * 0.9))}\n'
         results["influence"] = score_set("influence", text)
 
-    print("\n| row | kept samples | test mIoU | real-equivalent scenes |\n| --- | --- | --- | --- |")
+    print("\n| row | kept samples | agreement with the oracle | test mIoU | real-equivalent scenes |\n| --- | --- | --- | --- | --- |")
     for r in results.values():
-        print(f"| {r['row']} | {r['kept']} | {r['test_miou']:.3f} | {r['real_equivalent']:.0f} |")
+        print(f"| {r['row']} | {r['kept']} | {r.get('agreement', 1.0):.3f} | {r['test_miou']:.3f} | {r['real_equivalent']:.0f} |")
     (out / "results.json").write_text(json.dumps({"curve": curve, "curve_each": curve_each, "seg_seeds": args.seg_seeds, "rows": results, "search": search and {k: search[k] for k in ("best", "cost_runs", "tried", "settings")}}, indent=1, default=str))
     n0 = results.get("default", {}).get("real_equivalent", float("nan"))
     n1 = results.get("optimised", {}).get("real_equivalent", float("nan"))

@@ -19,7 +19,9 @@ def test_shipped_model_is_small_safetensors_with_a_card():
     folder = Path(reg.resolve_model("builtin:shapes-32"))
     weights = sorted(w.relative_to(folder).as_posix() for w in folder.rglob("*.safetensors"))
     assert weights[-1] == "unet/diffusion_pytorch_model.safetensors"
-    assert all(w.startswith("pixelheads/") and w.endswith("/head.safetensors") for w in weights[:-1])  # the quickstart's head
+    # the quickstart's head and region classifier
+    assert sorted(w.split("/")[0] for w in weights[:-1]) == ["pixelheads", "region_classifiers"]
+    assert all(w.endswith(("/head.safetensors", "/classifier.safetensors")) for w in weights[:-1])
     weights = [folder / w for w in weights[-1:]]
     assert weights[0].stat().st_size <= 10 * 2**20
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt"))
@@ -124,6 +126,32 @@ def test_quickstart_head_ships_with_the_model(monkeypatch, tmp_path):
     assert head.head_source == "bundled"
     assert len(head.info["calibration"]["label_uncertainty"]) == 1024
     assert not (tmp_path / "empty-cache").exists()  # nothing copied, nothing trained
+
+
+def test_quickstart_region_classifier_ships_with_the_model(monkeypatch, tmp_path):
+    """The quickstart's region classifier ships beside its head under the key training would
+    give it (the annotations, classes, seed and its settings; not the generator): a fresh machine
+    classes at once, and without the model's copy it would train."""
+    from synth.manifest import load_manifest
+    from synth.pipeline import Pipeline
+    import synth_regionclass.stage as stage
+
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    bundled = list((ROOT / "plugins/synth_shapes/models/shapes-32/region_classifiers").glob("*/classifier.json"))
+    assert len(bundled) == 1
+    pipe = Pipeline(load_manifest(MANIFESTS / "quickstart.toml"), quiet=True)
+    pipe.generator.setup()
+    rc = next(st for s, st in pipe.steps if s.name == "region_class")
+    with monkeypatch.context() as m:
+        m.setattr(stage, "train_classifiers", lambda *a: pytest.fail("trained instead of using the bundled classifier"))
+        rc.setup()
+    assert rc.info["key"][:32] == bundled[0].parent.name and sum(rc.info["instances"]) > 0
+    assert not (tmp_path / "empty-cache").exists()  # nothing copied, nothing trained
+    monkeypatch.setattr(pipe.generator, "bundled", lambda kind: [])
+    with monkeypatch.context() as m:  # without the model's copy it would train, under the same key
+        m.setattr(stage, "train_classifiers", lambda *a: pytest.fail("stop"))
+        with pytest.raises(pytest.fail.Exception, match="stop"):
+            rc.setup()
 
 
 @pytest.mark.parametrize(

@@ -51,9 +51,12 @@ class RegionClass(Stage):
         self.background = ctx.classes.index(cfg.background)
         key = self._key(examples)
         folder = (ctx.resolve_path(cfg.cache_dir) if cfg.cache_dir else cache_dir()) / "region_classifiers" / key[:32]
-        if self._cached(folder, key):
-            self._load(folder)
-            return
+        # the cache first, then classifiers the model ships (under the same full key), as heads are
+        shipped = ctx.generator.bundled("region_classifiers") if ctx.generator is not None else []
+        for candidate in [folder] + [b / key[:32] for b in shipped]:
+            if self._cached(candidate, key):
+                self._load(candidate)
+                return
         crops, labels = instances(examples.images, examples.masks, self.background, cfg.crop, cfg.input == "image", cfg.min_pixels)
         counts = np.bincount(labels, minlength=len(ctx.classes))
         if not len(labels):
