@@ -246,8 +246,10 @@ def main() -> None:
         r = scored(name, x, y, name)
         r["seconds"] = time.perf_counter() - t
         # how near the labels are to the best this world has without a person
-        r["agreement"] = label_agreement(oracle, x, y)["miou"]
-        print(f"; agreement with the oracle {r['agreement']:.3f} ({r['seconds']:.0f} s)", flush=True)
+        agreement = label_agreement(oracle, x, y)
+        r["agreement"], r["agreement_per_class"] = agreement["miou"], agreement["iou"]
+        per_class = ", ".join(f"{c} {v:.2f}" for c, v in agreement["iou"].items())
+        print(f"; agreement with the oracle {r['agreement']:.3f} ({per_class}) ({r['seconds']:.0f} s)", flush=True)
         return r
 
     results = {}
