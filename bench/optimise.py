@@ -28,11 +28,11 @@ mIoU (interpolated on log n). Rows, all at the same sample count:
         [--seg-seeds 3] [--repeats 1] [--out /tmp/synth-optimise-bench]
 
 Each row also gives its labels' agreement with the shapes oracle (mIoU of the labels against the
-oracle's on the kept images). Every test score (the curve's points and each row's) is the mean over --seg-seeds trainings of the
-U-Net (seeds 0, 1, ...): one training's mIoU moves with its seed by as much as settings differ, and
-on the curve's flat end a small move is a large factor in real-equivalent scenes
-(docs/results/optimise.md). --repeats sets the search's own
-`repeats` (trainings per trial on the validation scenes).
+oracle's on the kept images). Every test score (the curve's points and each row's) is the mean
+over --seg-seeds trainings of the U-Net (seeds 0, 1, ...): one training's mIoU moves with its
+seed by as much as settings differ, and on the curve's flat end a small move is a large factor in
+real-equivalent scenes (docs/results/optimise.md). --repeats sets the search's own `repeats`
+(trainings per trial on the validation scenes).
 
 Last line, for scripts:
 `real-equivalent: default <n0>, optimised <n1> (<r>x), search <c> runs`

@@ -38,3 +38,11 @@ def replace_folder(folder: Path, fill: Callable[[Path], None]) -> None:
     fill(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+def cached_or_shipped(folder: Path, generator, kind: str) -> list[Path]:
+    """Where a trained artefact cached as ``folder`` (``<cache>/<kind>/<key>``) may already be:
+    there, then under the same name among what the run's model ships of ``kind``
+    (``Generator.bundled``). Each is used only if it holds the same full key."""
+    shipped = generator.bundled(kind) if generator is not None else []
+    return [folder] + [b / folder.name for b in shipped]

@@ -14,6 +14,7 @@ from synth.errors import UsageError
 from synth.protocols import Stage
 
 from synth.annotations import load_examples, replayable
+from synth.paths import cached_or_shipped
 from synth.regions import vote_each
 
 from .config import DropUncertainConfig, PixelHeadConfig
@@ -81,11 +82,12 @@ class PixelHead(Stage):
             # the cache first, then heads the model ships: either only under the same full key (same
             # annotations, weights, feature and head settings, classes, seed)
             self.head_source = "trained"
-            for candidate, source in [(folder, "cache")] + [(b / key[:32], "bundled") for b in gen.bundled("pixelheads")]:
+            for candidate in cached_or_shipped(folder, gen, "pixelheads"):
                 if (candidate / "head.json").is_file():
                     ensemble, info = load_head(candidate, f"{where} cache")
                     if info.get("key") == key:
-                        self.ensemble, self.info, self.head_source = ensemble, info, source
+                        self.ensemble, self.info = ensemble, info
+                        self.head_source = "cache" if candidate == folder else "bundled"
                         break
             if self.head_source == "trained":
                 self.ensemble, self.info = self._train(examples, key)

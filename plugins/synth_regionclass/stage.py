@@ -13,7 +13,7 @@ import numpy as np
 from synth.annotations import load_examples
 from synth.batch import Batch
 from synth.errors import UsageError
-from synth.paths import cache_dir, replace_folder
+from synth.paths import cache_dir, cached_or_shipped, replace_folder
 from synth.protocols import Stage
 
 from .config import RegionClassConfig
@@ -51,9 +51,7 @@ class RegionClass(Stage):
         self.background = ctx.classes.index(cfg.background)
         key = self._key(examples)
         folder = (ctx.resolve_path(cfg.cache_dir) if cfg.cache_dir else cache_dir()) / "region_classifiers" / key[:32]
-        # the cache first, then classifiers the model ships (under the same full key), as heads are
-        shipped = ctx.generator.bundled("region_classifiers") if ctx.generator is not None else []
-        for candidate in [folder] + [b / key[:32] for b in shipped]:
+        for candidate in cached_or_shipped(folder, ctx.generator, "region_classifiers"):
             if self._cached(candidate, key):
                 self._load(candidate)
                 return
